@@ -1,0 +1,348 @@
+"""The command line: `lora-studio [gui|train|budget|merge|inspect|resize]` (contract in DESIGN.md).
+
+Exit status: 0 done, 2 the user's input is wrong (one `error: …` line on stderr), 1 a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from lora_studio.engine import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for every other bad input
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lora_studio import __version__
+
+    p = Parser(prog="lora-studio", description="LoRA Studio: low-rank adaptation of transformer models.")
+    p.add_argument("--version", action="version", version=f"lora-studio {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=Parser)
+
+    g = sub.add_parser("gui", help="open the workbench (the default with no command)")
+    g.add_argument("--config", help="a run configuration (TOML) to open")
+
+    t = sub.add_parser("train", help="train a LoRA adapter (no model and no data: the demo)")
+    t.add_argument("--config", help="run configuration TOML; flags override it")
+    t.add_argument("--resume", metavar="DIR", help="continue a stopped or killed run from its newest checkpoint")
+    t.add_argument("--model", help="local model folder or hub id (default: the packaged MiniLM)")
+    t.add_argument("--task", choices=["causal-lm", "classification"])
+    t.add_argument("--data", help="training data file/folder (.jsonl .json .csv .parquet .txt, datasets folder)")
+    t.add_argument("--validation-data", help="a separate validation file")
+    t.add_argument("--validation-split", type=float, help="fraction held out for validation (default 0.1)")
+    t.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages", "classification"])
+    t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
+    t.add_argument("--layers", help="layers to adapt, e.g. 0-5,8 (default all)")
+    t.add_argument("--rank", type=int)
+    t.add_argument("--alpha", type=float)
+    t.add_argument("--dropout", type=float)
+    t.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(r)")
+    steps = t.add_mutually_exclusive_group()
+    steps.add_argument("--max-steps", type=int)
+    steps.add_argument("--epochs", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--grad-accum", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    t.add_argument("--warmup-steps", type=int)
+    t.add_argument("--max-length", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto | cpu | cuda | mps")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    t.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    t.add_argument("--eval-every", type=int)
+    t.add_argument("--save-every", type=int)
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--allow-pickle", action="store_true", default=None, help="accept .bin/.pt weights (pickles run code)")
+    t.add_argument("--trust-remote-code", action="store_true", default=None)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--out", help="run folder (a PEFT adapter folder plus run.toml, metrics.jsonl, checkpoints/)")
+
+    b = sub.add_parser("budget", help="trainable parameters and memory, from the config alone")
+    b.add_argument("--model", help="model folder or hub id (default: the packaged MiniLM)")
+    b.add_argument("--task", choices=["causal-lm", "classification"])
+    b.add_argument("--targets", default="q,v")
+    b.add_argument("--layers")
+    b.add_argument("--rank", type=int, default=8)
+    b.add_argument("--alpha", type=float)
+    b.add_argument("--rslora", action="store_true")
+    b.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--max-length", type=int, default=512)
+    b.add_argument("--trust-remote-code", action="store_true")
+    b.add_argument("--json", action="store_true")
+
+    m = sub.add_parser("merge", help="merge an adapter into its base model and export a model folder")
+    m.add_argument("run_dir")
+    m.add_argument("--out", required=True)
+    m.add_argument("--model", help="base model (default: the one recorded in the run)")
+    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    m.add_argument("--allow-pickle", action="store_true")
+    m.add_argument("--trust-remote-code", action="store_true")
+
+    i = sub.add_parser("inspect", help="singular-value spectra of the learned update")
+    i.add_argument("run_dir")
+    i.add_argument("--compare", metavar="OTHER_RUN_DIR", help="subspace similarity with another adapter")
+    i.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("resize", help="truncate the adapter's ranks by SVD")
+    r.add_argument("run_dir")
+    size = r.add_mutually_exclusive_group(required=True)
+    size.add_argument("--rank", type=int)
+    size.add_argument("--energy", type=float, help="keep the smallest rank holding this energy fraction, e.g. 0.9")
+    r.add_argument("--out", required=True)
+    return p
+
+
+# -- train ----------------------------------------------------------------------------------
+def infer_task(model_ref: str, trust_remote_code: bool = False) -> str:
+    from lora_studio.engine.models import load_config
+
+    cfg = load_config(model_ref, trust_remote_code)
+    archs = " ".join(getattr(cfg, "architectures", None) or [])
+    if "CausalLM" in archs or "LMHead" in archs or getattr(cfg, "is_decoder", False):
+        return "causal-lm"
+    if cfg.model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "deberta", "deberta-v2"):
+        return "classification"
+    return "causal-lm"
+
+
+def config_from_args(a) -> "RunConfig":
+    from lora_studio.config import RunConfig, default_out_dir
+
+    cfg = RunConfig.load(a.config) if a.config else RunConfig()
+    d = cfg.to_dict()
+    model, lora, data, train = d["model"], d["lora"], d["data"], d["train"]
+
+    def put(section, key, value):
+        if value is not None:
+            section[key] = value
+
+    put(model, "path", a.model)
+    put(model, "allow_pickle", a.allow_pickle)
+    put(model, "trust_remote_code", a.trust_remote_code)
+    if a.task:
+        model["task"] = a.task
+    elif a.model:
+        model["task"] = infer_task(a.model, bool(model["trust_remote_code"]))
+    put(data, "path", a.data)
+    put(data, "validation_path", a.validation_data)
+    put(data, "validation_split", a.validation_split)
+    put(data, "format", a.format)
+    put(data, "max_length", a.max_length)
+    put(lora, "targets", a.targets.split(",") if a.targets else None)
+    put(lora, "layers", a.layers)
+    put(lora, "rank", a.rank)
+    put(lora, "alpha", a.alpha)
+    put(lora, "dropout", a.dropout)
+    put(lora, "rslora", a.rslora)
+    if a.max_steps is not None:
+        train["max_steps"] = a.max_steps
+    if a.epochs is not None:
+        train["epochs"], train["max_steps"] = a.epochs, 0
+    for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
+                "gradient_checkpointing", "eval_every", "save_every", "log_every"):
+        put(train, key, getattr(a, key))
+    d["out"] = a.out or d.get("out") or default_out_dir()
+    return RunConfig.from_dict(d)
+
+
+class Progress:
+    """One self-rewriting line on stderr: step, bar, loss, tokens/s, ETA."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, ev):
+        from lora_studio.engine import train as T
+
+        if isinstance(ev, T.Status):
+            self.line(f"{ev.message} …", final=True)
+        elif isinstance(ev, T.Started):
+            resumed = f", resumed at step {ev.start_step}" if ev.start_step else ""
+            self.line(f"training {ev.trainable_params:,} of {ev.total_params:,} parameters "
+                      f"({100 * ev.trainable_params / max(ev.total_params, 1):.2f}%) on {ev.device_name}, "
+                      f"{ev.precision}, {ev.total_steps} steps{resumed} -> {ev.out}", final=True)
+        elif isinstance(ev, T.Step):
+            now = time.monotonic()
+            if self.quiet and ev.step % 10 and ev.step != ev.total_steps:
+                return
+            if not self.quiet and now - self.last < 0.1 and ev.step != ev.total_steps:
+                return
+            self.last = now
+            width = 24
+            done = int(width * ev.step / max(ev.total_steps, 1))
+            eta = time.strftime("%M:%S", time.gmtime(ev.eta)) if ev.eta < 3600 else f"{ev.eta / 3600:.1f}h"
+            self.line(f"step {ev.step}/{ev.total_steps} [{'#' * done}{'.' * (width - done)}] "
+                      f"loss {ev.loss:.4f} | lr {ev.lr:.2e} | {ev.tokens_per_s:,.0f} tok/s | ETA {eta}",
+                      final=self.quiet)
+        elif isinstance(ev, T.Eval):
+            acc = f", accuracy {ev.accuracy:.1%}" if ev.accuracy is not None else ""
+            self.line(f"eval at step {ev.step}: loss {ev.eval_loss:.4f}{acc}", final=True)
+        elif isinstance(ev, T.Checkpoint):
+            if self.quiet:
+                self.line(f"checkpoint {ev.path}", final=True)
+        elif isinstance(ev, T.Finished):
+            how = "stopped (resume with: lora-studio train --resume " + ev.out + ")" if ev.stopped else "done"
+            self.line(f"{how} at step {ev.step}: adapter in {ev.out}", final=True)
+
+    def line(self, text: str, final: bool = False):
+        if self.quiet:
+            print(text, file=sys.stderr, flush=True)
+            return
+        cols = max(40, os.get_terminal_size(sys.stderr.fileno()).columns - 1)
+        sys.stderr.write("\r" + text[:cols].ljust(cols) + ("\n" if final else ""))
+        sys.stderr.flush()
+
+
+def cmd_train(a) -> int:
+    from lora_studio.config import RunConfig
+    from lora_studio.engine.train import RUN_FILE, Control, Failed, train
+
+    if a.resume:
+        run = Path(a.resume)
+        if not (run / RUN_FILE).is_file():
+            raise UserError(f"{run} is not a run folder (no {RUN_FILE}); give the --out folder of a run")
+        config = RunConfig.load(run / RUN_FILE)
+    else:
+        config = config_from_args(a)
+    control = Control()
+    hits = []
+
+    def on_sigint(signum, frame):
+        hits.append(1)
+        if len(hits) > 1:
+            sys.stderr.write("\ninterrupted again: exiting without saving\n")
+            os._exit(130)
+        sys.stderr.write("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort) …\n")
+        control.stop()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = train(config, Progress(a.quiet), control, resume=a.resume)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if isinstance(result, Failed):
+        if result.kind == "bug":
+            sys.stderr.write(result.detail)
+            print(f"error: {result.message} (a bug: please report it)", file=sys.stderr)
+            return 1
+        print(f"error: {result.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# -- budget, merge, inspect, resize ----------------------------------------------------------
+def cmd_budget(a) -> int:
+    from lora_studio.engine.budget import estimate, human_bytes, human_count
+    from lora_studio.engine.lora import LoraSpec
+    from lora_studio.engine.models import demo_model_path, skeleton
+    from lora_studio.engine.targets import parse_layers
+
+    ref = a.model or demo_model_path()
+    task = a.task or (infer_task(ref, a.trust_remote_code) if a.model else "classification")
+    model = skeleton(ref, task, trust_remote_code=a.trust_remote_code)
+    spec = LoraSpec(targets=a.targets.split(","), rank=a.rank, alpha=a.alpha or 2 * a.rank,
+                    layers=parse_layers(a.layers), rslora=a.rslora,
+                    modules_to_save=["classifier", "score"] if task == "classification" else [])
+    b = estimate(model, spec, a.precision, a.batch_size, a.max_length)
+    if a.json:
+        print(json.dumps(b.to_json(), indent=2))
+        return 0
+    print(f"{ref} ({model.config.model_type}, {task})")
+    print(f"trainable {b.trainable_params:,} of {b.total_params:,} parameters ({b.trainable_percent:.3f}%); "
+          f"adapter file {human_bytes(b.adapter_file_bytes)}")
+    if b.head_params:
+        print(f"  of which task head {b.head_params:,}")
+    for t, n in b.by_target.items():
+        print(f"  {t:>5}: {n:,}")
+    print(f"{len(b.modules)} adapted modules, e.g. {b.modules[0].name} {b.modules[0].shape[0]}x{b.modules[0].shape[1]}"
+          f" r={b.modules[0].rank}: {b.modules[0].params:,}")
+    ml, mf = b.memory_lora, b.memory_full
+    print(f"training memory at {a.precision}, batch {a.batch_size} x {a.max_length} (estimate): "
+          f"LoRA {human_bytes(ml.total)} vs full fine-tuning {human_bytes(mf.total)} "
+          f"(model states {human_bytes(ml.total - ml.activations)} vs {human_bytes(mf.total - mf.activations)}, "
+          f"activations {human_bytes(ml.activations)}); {human_count(b.trainable_params)} trainable")
+    return 0
+
+
+def cmd_merge(a) -> int:
+    from lora_studio.engine.export import merge_and_export
+
+    def progress(msg, frac):
+        print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)
+
+    r = merge_and_export(a.run_dir, a.out, model=a.model, dtype=a.dtype, progress=progress,
+                         allow_pickle=a.allow_pickle, trust_remote_code=a.trust_remote_code)
+    print(f"merged model written to {r.path} ({r.dtype}); verified: max |logits(merged) - "
+          f"logits(base + adapter)| = {r.max_abs_diff:.3g} (tolerance {r.tolerance:.3g})")
+    return 0
+
+
+def cmd_inspect(a) -> int:
+    from lora_studio.engine import spectra
+    from lora_studio.engine.adapters import read_adapter
+
+    ad = read_adapter(a.run_dir)
+    result = spectra.analyse(ad)
+    other = None
+    if a.compare:
+        other = spectra.similarity(ad, read_adapter(a.compare))
+    if a.json:
+        out = spectra.to_json(result)
+        if other is not None:
+            out["similarity"] = [{"name": k[0], "target": k[1], "phi": v.tolist()} for k, v in other.items()]
+        print(json.dumps(out, indent=2))
+        return 0
+    print(spectra.format_table(result))
+    if other is not None:
+        print(f"\nsubspace similarity with {a.compare} (phi(i, j) of the paper's Eq. 4, i = j = 1 … min rank):")
+        for (name, target), phi in other.items():
+            k = min(phi.shape)
+            diag = " ".join(f"{phi[i, i].item():.2f}" for i in range(k))
+            print(f"  {name}{'[' + target + ']' if target else ''}: {diag}")
+    return 0
+
+
+def cmd_resize(a) -> int:
+    from lora_studio.engine import spectra
+
+    if a.rank is not None and a.rank <= 0:
+        raise UserError(f"--rank must be positive, got {a.rank}")
+    if a.energy is not None and not 0 < a.energy <= 1:
+        raise UserError(f"--energy must be in (0, 1], got {a.energy}")
+    report = spectra.resize(a.run_dir, a.out, rank=a.rank, energy=a.energy)
+    print(json.dumps(report, indent=2) if isinstance(report, (dict, list)) else report)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in (None, "gui"):
+            from lora_studio.ui.app import main as gui_main
+
+            return gui_main(config_path=getattr(args, "config", None))
+        return {"train": cmd_train, "budget": cmd_budget, "merge": cmd_merge,
+                "inspect": cmd_inspect, "resize": cmd_resize}[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

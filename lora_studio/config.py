@@ -1,0 +1,221 @@
+"""One RunConfig shared by the GUI, the CLI and checkpoints: typed, validated, saved as TOML.
+
+Qt-free and torch-free (the GUI imports it before torch is loaded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from lora_studio.engine import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SCHEDULES = ("linear", "cosine", "constant")
+FORMATS = ("auto", "text", "prompt-completion", "messages", "classification")
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""  # local folder or hub id; empty = the packaged demo MiniLM
+    task: str = "classification"  # causal-lm | classification
+    trust_remote_code: bool = False  # run code shipped with the model (off: only trusted sources)
+    allow_pickle: bool = False  # accept .bin/.pt weights (pickles can run code)
+
+    def validate(self):
+        if self.task not in ("causal-lm", "classification"):
+            raise UserError(f"task {self.task!r} unknown: use causal-lm or classification")
+
+
+@dataclass
+class LoraConfig:
+    targets: list[str] = field(default_factory=lambda: ["q", "v"])  # projections to adapt
+    layers: str = "all"  # layer selection, e.g. "0-5,8"
+    rank: int = 8  # r
+    alpha: float = 16.0  # scaling s = alpha / r
+    dropout: float = 0.0  # adapter input dropout
+    rslora: bool = False  # s = alpha / sqrt(r)
+
+    def validate(self):
+        from lora_studio.engine.targets import parse_layers
+
+        if isinstance(self.targets, str):
+            self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]
+        if not self.targets:
+            raise UserError("no targets: tick at least one projection (e.g. q,v)")
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank <= 0:
+            raise UserError(f"rank must be a positive integer, got {self.rank!r} (try 8)")
+        if not float(self.alpha) > 0:
+            raise UserError(f"alpha must be > 0, got {self.alpha!r} (a common choice is 2 x rank)")
+        if not 0 <= float(self.dropout) < 1:
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self.alpha, self.dropout = float(self.alpha), float(self.dropout)
+        self.layers = str(self.layers) if self.layers not in (None, "") else "all"
+        parse_layers(self.layers)
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # file/folder/hub id; empty = the demo dataset of the task
+    format: str = "auto"  # auto | text | prompt-completion | messages | classification
+    text_column: str = ""  # overrides of the detected columns ("" = detect)
+    prompt_column: str = ""
+    completion_column: str = ""
+    messages_column: str = ""
+    label_column: str = ""
+    validation_path: str = ""  # separate validation file; else a split of `path`
+    validation_split: float = 0.1  # fraction held out when no validation file (0 = none)
+    max_length: int = 256  # tokens; longer examples are truncated (and counted)
+
+    def validate(self):
+        if self.format not in FORMATS:
+            raise UserError(f"data format {self.format!r} unknown: use one of {', '.join(FORMATS)}")
+        if not 0 <= float(self.validation_split) < 1:
+            raise UserError(f"validation split must be in [0, 1), got {self.validation_split}")
+        if int(self.max_length) < 8:
+            raise UserError(f"max length {self.max_length} is too short: use at least 8 tokens")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 0  # optimizer steps; 0 = use epochs
+    epochs: float = 3.0  # passes over the training data (when max_steps is 0)
+    batch_size: int = 16  # examples per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warmup; 0 with warmup_ratio 0 = none
+    warmup_ratio: float = 0.06  # warmup as a fraction of the steps (used when warmup_steps is 0)
+    schedule: str = "linear"  # linear | cosine | constant after warmup
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA if supported, else fp32)
+    device: str = "auto"  # auto | cpu | cuda | mps
+    seed: int = 42
+    gradient_checkpointing: bool = False
+    eval_every: int = 50  # steps between evaluations (0 = only at the end)
+    save_every: int = 200  # steps between checkpoints (0 = only at stop/end)
+    log_every: int = 1  # steps between metric lines
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk
+
+    def validate(self):
+        for name in ("batch_size", "grad_accum", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps < 0 or (self.max_steps == 0 and not self.epochs > 0):
+            raise UserError("give a positive number of steps (--max-steps) or epochs (--epochs)")
+        if not self.lr > 0:
+            raise UserError(f"learning rate must be > 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision {self.precision!r} unknown: use one of {', '.join(PRECISIONS)}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"schedule {self.schedule!r} unknown: use one of {', '.join(SCHEDULES)}")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise UserError(f"device {self.device!r} unknown: use one of {', '.join(DEVICES)}")
+        if self.eval_every < 0 or self.save_every < 0:
+            raise UserError("eval-every and save-every must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = ""  # run folder
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "RunConfig":
+        for section in (self.model, self.lora, self.data, self.train):
+            section.validate()
+        return self
+
+    # -- TOML ----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        sections = {f.name: f.type for f in fields(cls)}
+        kwargs = {}
+        for key, value in d.items():
+            if key not in sections:
+                raise UserError(f"unknown section [{key}] in the run configuration "
+                                f"(known: {', '.join(sections)})")
+            if key == "out":
+                kwargs[key] = str(value)
+                continue
+            section_cls = {"model": ModelConfig, "lora": LoraConfig, "data": DataConfig, "train": TrainConfig}[key]
+            known = {f.name: f for f in fields(section_cls)}
+            bad = set(value) - set(known)
+            if bad:
+                raise UserError(f"unknown key(s) {', '.join(sorted(bad))} in [{key}] (known: {', '.join(known)})")
+            kwargs[key] = section_cls(**{k: _coerce(known[k], v, key) for k, v in value.items()})
+        return cls(**kwargs)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        d = self.to_dict()
+        out = d.pop("out")
+        return tomli_w.dumps({"out": out, **d})
+
+    def save(self, path) -> Path:
+        from lora_studio.engine.adapters import atomic_write_bytes
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, self.to_toml().encode())
+        return path
+
+    @classmethod
+    def load(cls, path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist")
+        try:
+            return cls.from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"{path} is not valid TOML: {e}") from None
+
+    def replace(self, **sections) -> "RunConfig":
+        """A copy with some fields changed: replace(train={"lr": 1e-4}, out="runs/x")."""
+        d = self.to_dict()
+        for key, value in sections.items():
+            if isinstance(value, dict):
+                d[key].update(value)
+            else:
+                d[key] = value
+        return RunConfig.from_dict(d)
+
+
+def _coerce(f, value, section):
+    """TOML gives ints where floats are meant and vice versa; be lenient, then strict."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "float":
+            return float(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind == "str":
+            return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"[{section}] {f.name} = {value!r} is not a valid {kind}") from None
+    return value
+
+
+def default_out_dir(root: str | os.PathLike = "runs") -> str:
+    import time
+
+    return str(Path(root) / time.strftime("run-%Y%m%d-%H%M%S"))
