@@ -65,3 +65,30 @@ def randomize_adapters(model, seed: int = 2, scale: float = 0.1):
             m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * scale)
             m.lora_A.copy_(torch.randn(m.lora_A.shape, generator=g) * scale)
     return model
+
+
+def model_folder(path, arch: str = "llama", task: str | None = None, seed: int = 0):
+    """A tiny model saved with the packaged MiniLM's tokenizer (vocab 30522), ready for
+    `from_pretrained`: the real loading, tokenizing and exporting code runs on it."""
+    import shutil
+    from pathlib import Path
+
+    from lora_studio.engine.models import demo_model_path
+
+    torch.manual_seed(seed)
+    cfg = configs()[arch]
+    for key in ("vocab_size",):
+        setattr(cfg, key, 30522)
+    cfg.pad_token_id = 0
+    if hasattr(cfg, "bos_token_id") and arch in CAUSAL:
+        cfg.bos_token_id, cfg.eos_token_id = 101, 102  # [CLS], [SEP]
+    task = task or ("causal-lm" if arch in CAUSAL else "classification")
+    cls = T.AutoModelForCausalLM if task == "causal-lm" else T.AutoModelForSequenceClassification
+    model = cls.from_config(cfg)
+    path = Path(path)
+    model.save_pretrained(path)
+    src = Path(demo_model_path())
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, path / name)
+    return path

@@ -416,6 +416,7 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
     from lora_studio.engine.adapters import load_adapter
     from lora_studio.engine.data import collate
     from lora_studio.engine.lora import trainable_parameters
+    from lora_studio.engine.loss import training_loss
 
     cfg, t = s.config, s.config.train
     model, device = s.model, s.device
@@ -487,7 +488,7 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
                 batch = {k: v.to(device, non_blocking=True) for k, v in collate([train_ex[i] for i in idx], pad).items()}
                 tokens += int(batch["attention_mask"].sum())
                 with autocast(s):
-                    loss = model(**batch).loss / accum
+                    loss = training_loss(model, batch) / accum
                 scaler.scale(loss).backward()
                 loss_sum += loss.detach()
             scaler.unscale_(optimizer)

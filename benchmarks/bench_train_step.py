@@ -1,0 +1,230 @@
+"""Training step of LoRA Studio vs PEFT, side by side in one process, interleaved.
+
+    python benchmarks/bench_train_step.py [--cases minilm,llama,gpt2] [--reps 15] [--precision fp32|bf16]
+
+For each case both engines adapt the same fresh copy of the same model (same targets, rank,
+alpha, batch, sequence length, precision); each repetition times one step of each, alternating,
+and the medians are compared. FLOPs of a step are counted by torch's FlopCounterMode; the
+machine's GEMM peak is a large fp32 (or bf16) matmul with the same thread count. Peak memory:
+on CUDA, max_memory_allocated per engine; on CPU, the peak RSS growth of a child process running
+that engine alone (there is no per-allocation counter for CPU tensors inside one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import transformers as T
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+
+def build_case(name: str, device: str):
+    torch.manual_seed(0)
+    if name == "minilm":
+        from lora_studio.engine.models import demo_model_path
+
+        model = T.AutoModelForSequenceClassification.from_pretrained(demo_model_path(), num_labels=4)
+        batch, seq = 16, 128
+        x = {"input_ids": torch.randint(1000, 30000, (batch, seq)), "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+             "labels": torch.randint(0, 4, (batch,))}
+        ours = dict(targets=["q", "v"], rank=8, alpha=16, modules_to_save=["classifier"])
+        peft = dict(target_modules=["query", "value"], r=8, lora_alpha=16, modules_to_save=["classifier"], task_type="SEQ_CLS")
+    elif name == "llama":
+        cfg = T.LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
+                            num_key_value_heads=8, vocab_size=32000, max_position_embeddings=1024)
+        model = T.AutoModelForCausalLM.from_config(cfg)
+        batch, seq = 4, 512
+        ids = torch.randint(0, 32000, (batch, seq))
+        x = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+        ours = dict(targets=["q", "k", "v", "o"], rank=16, alpha=32)
+        peft = dict(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], r=16, lora_alpha=32, task_type="CAUSAL_LM")
+    elif name == "gpt2":
+        cfg = T.GPT2Config(n_embd=512, n_layer=4, n_head=8, n_positions=1024, vocab_size=32000)
+        model = T.AutoModelForCausalLM.from_config(cfg)
+        batch, seq = 4, 512
+        ids = torch.randint(0, 32000, (batch, seq))
+        x = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+        # the same work for both: one LoRA of rank 16 on the whole fused c_attn
+        ours = dict(targets=["c_attn"], rank=16, alpha=32)
+        peft = dict(target_modules=["c_attn"], r=16, lora_alpha=32, fan_in_fan_out=True, task_type="CAUSAL_LM")
+    else:
+        raise SystemExit(f"unknown case {name}")
+    model.config.pad_token_id = 0
+    model.train()
+    return model.to(device), {k: v.to(device) for k, v in x.items()}, ours, peft, (batch, seq)
+
+
+def make_ours(model, kw):
+    from lora_studio import LoraSpec, inject
+
+    m = copy.deepcopy(model)
+    inject(m, LoraSpec(**kw))
+    return m
+
+
+def make_peft(model, kw):
+    import peft
+
+    return peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(**kw))
+
+
+def stepper(model, x, precision, device, engine_loss: bool = False):
+    """One optimizer step. Ours computes its loss as engine/train.py does (training_loss);
+    PEFT's is the model's own loss, as with transformers' Trainer or a hand-written loop."""
+    from lora_studio.engine.loss import training_loss
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def step():
+        with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
+            loss = training_loss(model, x) if engine_loss else model(**x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return loss
+
+    return step
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def gemm_peak(device: str, dtype=torch.float32, n: int = 2048) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(5):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(timed(lambda: (a @ b, torch.cuda.synchronize() if device == "cuda" else None)))
+    return 2 * n ** 3 / min(times) / 1e9
+
+
+def step_flops(step) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        step()
+    return fc.get_total_flops()
+
+
+CHILD = """
+import gc, sys
+import benchmarks.bench_train_step as b
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+m, x, o, p, _ = b.build_case(CASE, "cpu")
+mm = b.make_ours(m, o) if ENGINE == "ours" else b.make_peft(m, p)
+del m
+gc.collect()
+s = b.stepper(mm, x, PRECISION, "cpu", ENGINE == "ours")
+s()  # optimizer state now exists
+rss0 = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark (Linux)
+for _ in range(3):
+    s()
+print(status("VmHWM") - rss0)
+"""
+
+
+def child_peak(case: str, engine: str, precision: str) -> int:
+    """Peak RSS above the steady state (model, adapter, optimizer) during 3 steps, in a child
+    process running that engine alone: the step's transient memory (activations, logits, grads)."""
+    code = f"CASE, ENGINE, PRECISION = {case!r}, {engine!r}, {precision!r}\n" + CHILD
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.join(os.path.dirname(__file__), ".."))
+    try:
+        return int(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError(out.stderr[-2000:])
+
+
+def run_case(case: str, reps: int, precision: str, device: str) -> dict:
+    model, x, ours_kw, peft_kw, (batch, seq) = build_case(case, device)
+    ours, theirs = make_ours(model, ours_kw), make_peft(model, peft_kw)
+    s_ours, s_peft = stepper(ours, x, precision, device, True), stepper(theirs, x, precision, device)
+    fwd_model = copy.deepcopy(model).eval()
+
+    def fwd():
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            fwd_model(**{k: v for k, v in x.items() if k != "labels"})
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    flops = step_flops(s_ours)
+    for _ in range(2):  # warm up
+        s_ours(), s_peft(), fwd()
+    t_ours, t_peft, t_fwd = [], [], []
+    mem = {}
+    for i in range(reps):
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t_ours.append(timed(s_ours))
+        if device == "cuda":
+            mem["ours"] = max(mem.get("ours", 0), torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+        t_peft.append(timed(s_peft))
+        if device == "cuda":
+            mem["peft"] = max(mem.get("peft", 0), torch.cuda.max_memory_allocated())
+        t_fwd.append(timed(fwd))
+    if device == "cpu":
+        mem = {"ours": child_peak(case, "ours", precision), "peft": child_peak(case, "peft", precision)}
+    mo, mp, mf = (statistics.median(t) for t in (t_ours, t_peft, t_fwd))
+    return {"case": case, "batch": batch, "seq": seq, "precision": precision, "ours_ms": mo * 1e3, "peft_ms": mp * 1e3,
+            "ratio": mo / mp, "forward_ms": mf * 1e3, "ours_step_over_fwd": mo / mf, "peft_step_over_fwd": mp / mf,
+            "step_gflop": flops / 1e9, "ours_gflops": flops / mo / 1e9, "peft_gflops": flops / mp / 1e9,
+            "ours_peak_mb": mem["ours"] / 2**20, "peft_peak_mb": mem["peft"] / 2**20,
+            "tokens_per_s_ours": batch * seq / mo, "tokens_per_s_peft": batch * seq / mp}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default="minilm,llama,gpt2")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args()
+    peak = gemm_peak(a.device, torch.bfloat16 if a.precision == "bf16" else torch.float32)
+    print(f"device {a.device}, {torch.get_num_threads()} threads, GEMM peak {peak:.0f} GFLOP/s ({a.precision})")
+    print("| case | ours ms/step | PEFT ms/step | ratio | ours peak MB | PEFT peak MB | step/fwd ours | step/fwd PEFT | "
+          "ours % of peak | PEFT % of peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for case in a.cases.split(","):
+        r = run_case(case, a.reps, a.precision, a.device)
+        r["gemm_peak_gflops"] = peak
+        rows.append(r)
+        print(f"| {case} ({r['batch']}x{r['seq']}, {a.precision}) | {r['ours_ms']:.1f} | {r['peft_ms']:.1f} | "
+              f"{r['ratio']:.3f} | {r['ours_peak_mb']:.0f} | {r['peft_peak_mb']:.0f} | {r['ours_step_over_fwd']:.2f} | "
+              f"{r['peft_step_over_fwd']:.2f} | {100 * r['ours_gflops'] / peak:.0f}% | {100 * r['peft_gflops'] / peak:.0f}% |",
+              flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
