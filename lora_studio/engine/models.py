@@ -68,6 +68,7 @@ def _quiet_transformers():
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
@@ -144,6 +145,7 @@ def load_tokenizer(ref: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     _quiet_transformers()
+    _check_folder(ref, allow_pickle=True)
     try:
         tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

@@ -13,8 +13,9 @@ Classification: four intents (account, billing, shipping, technical), balanced. 
 a situation written by hand (many of them without the intent's obvious keyword: "two identical
 amounts left my account" is billing, "the box never turned up" is shipping), with slots filled
 from lists (products, amounts, devices, cities …), wrapped in a random greeting, context sentence
-and sign-off, sometimes typed casually. Every core sentence (situation + slots) occurs once in
-the whole dataset, so validation measures more than recall of the training text.
+and sign-off, sometimes typed casually ([a|b] in a situation marks paraphrases). No core sentence
+(situation + slots + paraphrase) is in both splits, so validation measures more than recall of
+the training text.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ SEED = 1234
 TRAIN_PER_CLASS, VALIDATION_PER_CLASS = 180, 50
 
 SLOTS = {
-    "product": ["wireless headphones", "standing desk", "coffee grinder", "phone case", "winter jacket",
-                "yoga mat", "smart watch", "blender", "desk lamp", "running shoes", "backpack",
+    "product": ["headset", "standing desk", "coffee grinder", "phone case", "winter jacket",
+                "yoga mat", "smart watch", "blender", "desk lamp", "pair of running shoes", "backpack",
                 "bluetooth speaker", "air fryer", "office chair", "monitor", "mechanical keyboard",
                 "tea kettle", "electric toothbrush", "camera tripod", "robot vacuum", "e-reader",
                 "baby monitor", "espresso machine", "gaming mouse", "fitness tracker", "router"],
     "gadget": ["smart watch", "bluetooth speaker", "robot vacuum", "e-reader", "baby monitor",
-               "fitness tracker", "router", "wireless headphones", "espresso machine", "smart plug",
+               "fitness tracker", "router", "headset", "espresso machine", "smart plug",
                "doorbell camera", "thermostat"],
     "device": ["iPhone", "Android phone", "Pixel", "Samsung tablet", "Windows laptop", "MacBook",
                "Chromebook", "iPad", "work PC", "old laptop"],
@@ -114,7 +115,7 @@ TEMPLATES = {
         "Your site took the payment but the order never went through. Where did my {amount} go?",
         "Is there a way to pay by bank transfer instead of by card?",
         "The coupon from your newsletter says {percent} off, but the total didn't change.",
-        "I'm being asked to pay {amount} for a {product} that was advertised as included.",
+        "I'm being asked to pay {amount} for the {product}, which was advertised as included.",
     ],
     "technical": [
         "The app crashes as soon as I open {feature} on my {device}.",
@@ -211,38 +212,37 @@ TEMPLATES = {
         "The return I sent back {days} ago still isn't showing as received.",
     ],
     "account": [
-        "I can't remember which email address I signed up with.",
-        "Please delete my account and everything you store about me.",
-        "The password reset email never arrives.",
+        "I [can't remember|have no idea|forgot] which email address I [signed up|registered] with.",
+        "Please [delete|close|remove] my account and [everything you store about me|all my data].",
+        "The password reset email [never arrives|hasn't come through|isn't in my inbox or spam].",
         "Someone signed in to my account from {city}, and it wasn't me.",
-        "I want to change the name on my profile after getting married.",
-        "I'm locked out after entering the wrong password too many times.",
-        "How do I turn on two-factor authentication?",
+        "I want to change the name on my profile [after getting married|because I changed it legally].",
+        "I'm locked out after [entering the wrong password|getting my password wrong] too many times.",
+        "How do I [turn on|set up|switch on] two-factor authentication?",
         "I lost the phone with my authenticator app. How do I get back in?",
-        "I accidentally made a second account. Can the two be merged?",
+        "I [accidentally made|ended up with] a second account. Can the two be merged?",
         "I'd like to add {person} as a second user on my profile.",
-        "How do I change the email address I use to sign in?",
+        "How do I change the email address I use to sign in? [I'm leaving my job|The old one is shutting down].",
         "I never got the email to verify my address when I signed up.",
-        "How do I stop getting your marketing emails?",
-        "My profile is showing someone else's name and photo.",
-        "Why has my account been suspended?",
+        "How do I stop getting your [marketing emails|newsletters|promotional texts]?",
+        "My profile is showing someone else's [name and photo|details].",
+        "Why has my account been [suspended|frozen|disabled]?",
         "Can I hand my account over to {person}?",
         "I want a copy of all the personal data you hold about me.",
-        "I signed up with Google, but now I want a normal password instead.",
+        "I signed up with [Google|Facebook|my Apple ID], but now I want a normal password instead.",
         "My date of birth is wrong on my profile and I can't edit it.",
-        "How do I sign out of every device at once?",
+        "How do I sign out of every device at once? [I left myself signed in at a hotel|I sold my {device}].",
         "The security questions I set up years ago don't seem to work anymore.",
-        "Can I change my username? The one I picked is embarrassing.",
-        "I think I've been hacked; the email on my account was changed.",
+        "Can I change my username? The one I picked [is embarrassing|was a joke|has my old surname in it].",
+        "I think I've been hacked; the [email|phone number] on my account was changed.",
         "If I close my account, do I lose my order history?",
         "My kid made a profile with my email address. How do I take it over?",
         "How do I make my profile private?",
         "The code for signing in goes to my old phone number.",
         "I share a profile with {person} and we'd like separate ones.",
-        "Can you remove my old address from my saved details?",
-        "I keep being asked to verify who I am every time I sign in.",
+        "Can you remove my old address from my saved details? [I moved to {city}|It's out of date].",
+        "I keep being asked to verify who I am every time I sign in on my {device}.",
         "I got an email saying my password was changed, but I didn't change it.",
-        "How do I connect my account to my Apple ID?",
         "Is it possible to have two email addresses on one profile?",
         "I want to update the phone number on my profile.",
         "My loyalty points disappeared when I changed my email.",
@@ -251,16 +251,17 @@ TEMPLATES = {
         "I want to reopen the account I closed last year.",
         "Why am I asked to confirm my identity with a photo ID?",
         "The sign-up page says my email is already in use, but I've never registered.",
-        "I need to change my preferred language on my profile.",
+        "I need to change the [preferred language|country] on my profile.",
         "Can {person} have admin rights on our team profile?",
         "I'd like to stop you from sharing my details with partners.",
         "How do I remove my saved login from a shared computer?",
-        "My profile was merged with my brother's by mistake.",
+        "My profile was merged with {person}'s by mistake.",
+        "[Nobody|No one] but me should have access, yet {person} could see my saved addresses.",
     ],
 }
 
 OPENERS = ["", "", "", "Hi,", "Hello,", "Hey there,", "Good morning.", "Hi team,", "Quick question:",
-           "Hello, hoping you can help.", "Sorry to bother you, but", "Hi, first time writing in.", "Hey,",
+           "Hello, hoping you can help.", "Sorry to bother you, but", "Hi, hope you are well.", "Hey,",
            "Good afternoon,", "Urgent:"]
 CONTEXT = ["", "", "", "", "I've been a customer for three years.", "This is the second time I'm writing about this.",
            "I tried the help pages already.", "My order number is {order}.", "I'm writing from my partner's phone.",
@@ -282,40 +283,48 @@ def fill(template: str, rng: random.Random) -> str:
         chosen.setdefault(slot, rng.choice(SLOTS[slot]))
         return chosen[slot]
 
-    text = re.sub(r"\{([a-z]+)(2?)\}", value, template)
+    text = re.sub(r"\[([^\]]*)\]", lambda m: rng.choice(m.group(1).split("|")), template)  # [a|b]: paraphrases
+    text = re.sub(r"\{([a-z]+)(2?)\}", value, text)
     return text[:1].upper() + text[1:]
 
 
+# first words that stay capitalized after "Hi," (I, brands, places)
+PROPER = {"I", "I'm", "I've", "I'd", "I'll"} | {v.split()[0] for vs in SLOTS.values() for v in vs if v[0].isupper()}
+
+
 def wrap(core: str, rng: random.Random) -> str:
-    parts = [rng.choice(OPENERS), fill(rng.choice(CONTEXT), rng) if rng.random() < 0.5 else "", core,
-             rng.choice(CLOSERS)]
-    if parts[0] == "Sorry to bother you, but":
-        parts[2] = core[0].lower() + core[1:]
-    if rng.random() < 0.5:
-        parts[1], parts[2] = parts[2], parts[1]  # context before or after the request
-    text = " ".join(p for p in parts if p)
+    opener = rng.choice(OPENERS)
+    context = fill(rng.choice(CONTEXT), rng) if rng.random() < 0.5 else ""
+    first = core.split()[0]
+    if opener.endswith((",", "but")) and first not in PROPER and first.rstrip(",;") not in PROPER:
+        core = core[0].lower() + core[1:]  # "Hi, my order …", not "Hi, My order …"
+    parts = [core, context] if rng.random() < 0.5 else [context, core]  # context before or after
+    if opener.endswith((",", "but")) and parts[0] == context and context:
+        parts = [core, context]  # "Hi," leads into the request, not the context
+    text = " ".join(p for p in [opener, *parts, rng.choice(CLOSERS)] if p)
     if rng.random() < 0.15:  # typed casually on a phone
         text = text.lower().rstrip(".!")
     return text
 
 
 def classification(rng: random.Random):
-    train, validation = [], []
-    seen_text, seen_core = set(), set()
+    """Per intent: distinct core sentences, split into train and validation cores (a core never
+    crosses splits), then each split's cores wrapped into distinct messages, used round-robin."""
+    train, validation, seen = [], [], set()
     for label in sorted(TEMPLATES):
-        rows = []
-        while len(rows) < TRAIN_PER_CLASS + VALIDATION_PER_CLASS:
-            core = fill(rng.choice(TEMPLATES[label]), rng)
-            if core in seen_core:
-                continue
-            text = wrap(core, rng)
-            if text in seen_text:
-                continue
-            seen_core.add(core)
-            seen_text.add(text)
-            rows.append({"text": text, "label": label})
-        train += rows[:TRAIN_PER_CLASS]
-        validation += rows[TRAIN_PER_CLASS:]
+        cores = list(dict.fromkeys(fill(rng.choice(TEMPLATES[label]), rng) for _ in range(3000)))
+        rng.shuffle(cores)
+        n_val = round(len(cores) * VALIDATION_PER_CLASS / (TRAIN_PER_CLASS + VALIDATION_PER_CLASS))
+        for split, split_cores, size in ((validation, cores[:n_val], VALIDATION_PER_CLASS),
+                                         (train, cores[n_val:], TRAIN_PER_CLASS)):
+            added, i = 0, 0
+            while added < size:
+                text = wrap(split_cores[i % len(split_cores)], rng)
+                i += 1
+                if text not in seen:
+                    seen.add(text)
+                    split.append({"text": text, "label": label})
+                    added += 1
     rng.shuffle(train)
     rng.shuffle(validation)
     return train, validation
