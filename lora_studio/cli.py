@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--validation-data", help="a separate validation file")
     t.add_argument("--validation-split", type=float, help="fraction held out for validation (default 0.1)")
     t.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages", "classification"])
+    for role in ("text", "prompt", "completion", "messages", "label"):
+        t.add_argument(f"--{role}-column", help=f"the column holding the {role} (default: detected)")
     t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
     t.add_argument("--layers", help="layers to adapt, e.g. 0-5,8 (default all)")
     t.add_argument("--rank", type=int)
@@ -139,6 +141,8 @@ def config_from_args(a) -> "RunConfig":
     put(data, "validation_split", a.validation_split)
     put(data, "format", a.format)
     put(data, "max_length", a.max_length)
+    for role in ("text", "prompt", "completion", "messages", "label"):
+        put(data, f"{role}_column", getattr(a, f"{role}_column"))
     put(lora, "targets", a.targets.split(",") if a.targets else None)
     put(lora, "layers", a.layers)
     put(lora, "rank", a.rank)

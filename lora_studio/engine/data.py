@@ -40,8 +40,8 @@ CLASSIFICATION_TEXT = ("text", "sentence", "content", "review", "document", "utt
                        "query", "question", "input")
 ROLES = {"text": ("text",), "prompt-completion": ("prompt", "completion"), "messages": ("messages",),
          "classification": ("text", "label")}
-EXPECTED = {"text": "`text`", "prompt-completion": "`prompt` + `completion`", "messages": "`messages`",
-            "classification": "`text` + `label`"}
+EXPECTED = {"text": "a `text` column", "prompt-completion": "`prompt` + `completion` columns",
+            "messages": "a `messages` column (chat)", "classification": "`text` + `label` columns"}
 VALIDATION_SPLITS = ("validation", "valid", "val", "dev", "test")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "model": "assistant", "bot": "assistant", "system": "system", "tool": "tool"}
@@ -176,17 +176,19 @@ def _read_file(path: Path):
         _check_utf8(path)
     if ext == ".json":
         return _read_json(path)
-    kwargs = {"sep": "\t"} if ext == ".tsv" else {}
+    kwargs = {".tsv": {"sep": "\t"}, ".txt": {"encoding": "utf-8-sig"}}.get(ext, {})  # -sig: drop a BOM
     try:
         table = datasets.load_dataset(EXTENSIONS[ext], data_files=str(path), split="train", **kwargs)
     except Exception as e:
         if "corresponds to no data" in str(e):
             raise UserError(f"data file {path} has no rows") from None
-        if ext == ".jsonl":
-            _diagnose_jsonl(path)
+        if ext == ".jsonl":  # a bad line (raises, naming it), else rows datasets' reader refused
+            return _from_list(_read_jsonl(path), path)
         if ext == ".parquet":
             raise UserError(f"{path} is not a readable Parquet file: {_first_line(e)}") from None
         raise UserError(f"cannot read {path}: {_first_line(e)}") from None
+    if ext == ".txt":  # one example per non-empty line
+        table = table.filter(lambda t: bool(t.strip()), input_columns="text")
     if len(table) == 0:
         raise UserError(f"data file {path} has no rows")
     return table
@@ -194,20 +196,14 @@ def _read_file(path: Path):
 
 def _read_json(path: Path):
     """A .json file: a list of records, {"data": [records]}, columns {name: [values]}, or JSON lines."""
-    import datasets
-
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     if not text.strip():
         raise UserError(f"data file {path} is empty")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # JSON lines with a .json name (Dataset.to_json writes these)
-            _diagnose_jsonl(path)
-            try:
-                return datasets.load_dataset("json", data_files=str(path), split="train")
-            except Exception as e2:
-                raise UserError(f"cannot read {path}: {_first_line(e2)}") from None
+            return _from_list(_read_jsonl(path), path)
         raise UserError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     if isinstance(obj, dict):
         lists = [v for v in obj.values() if isinstance(v, list)]
@@ -218,12 +214,22 @@ def _read_json(path: Path):
     if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
         raise UserError(f"{path}: expected a list of objects (one per example), "
                         "or JSON lines (one object per line, .jsonl)")
-    if not obj:
+    return _from_list(obj, path)
+
+
+def _from_list(rows: list[dict], path):
+    """A Dataset from parsed records; a column mixing types becomes `datasets.Json`."""
+    import datasets
+
+    if not rows:
         raise UserError(f"data file {path} has no rows")
-    _check_consistent(obj, path)
     try:
-        return datasets.Dataset.from_list(obj)
+        try:
+            return datasets.Dataset.from_list(rows, on_mixed_types="use_json")
+        except TypeError:  # datasets < 5: no Json type
+            return datasets.Dataset.from_list(rows)
     except Exception as e:
+        _check_consistent(rows, path)
         raise UserError(f"cannot read {path}: {_first_line(e)}") from None
 
 
@@ -251,8 +257,8 @@ def _check_utf8(path: Path, chunk: int = 1 << 20):
         raise UserError(f"data file {path} is empty (only whitespace)")
 
 
-def _diagnose_jsonl(path: Path):
-    """Find the first malformed line of a JSON-lines file and raise a UserError naming it."""
+def _read_jsonl(path: Path) -> list[dict]:
+    """Parse JSON lines in Python: slower than datasets' reader, but names the first bad line."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -264,8 +270,8 @@ def _diagnose_jsonl(path: Path):
                 raise UserError(f"{path}: line {number} is not valid JSON ({e.msg}, column {e.colno})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}: line {number} is not a JSON object ({{\"column\": value, …}})")
-            rows.append((number, row))
-    _check_consistent([r for _, r in rows], path, [n for n, _ in rows])
+            rows.append(row)
+    return rows
 
 
 def _kind(value) -> str | None:
@@ -278,20 +284,18 @@ def _kind(value) -> str | None:
     return {str: "text", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _check_consistent(rows: list[dict], path, lines: list[int] | None = None):
+def _check_consistent(rows: list[dict], path):
     """Arrow needs one type per column: name the first row that mixes, say, numbers and text."""
     seen: dict[str, tuple[str, int]] = {}
-    for i, row in enumerate(rows):
-        where = lines[i] if lines else i + 1
+    for number, row in enumerate(rows, 1):
         for key, value in row.items():
             kind = _kind(value)
             if kind is None:
                 continue
-            first = seen.setdefault(key, (kind, where))
+            first = seen.setdefault(key, (kind, number))
             if first[0] != kind:
-                unit = "line" if lines else "record"
-                raise UserError(f"{path}: column {key!r} is {kind} in {unit} {where} but {first[0]} in "
-                                f"{unit} {first[1]}; use one type per column (e.g. quote the labels)")
+                raise UserError(f"{path}: column {key!r} is {kind} in row {number} but {first[0]} in row "
+                                f"{first[1]}; use one type per column (e.g. quote the labels)")
 
 
 def _first_line(e: Exception) -> str:
@@ -345,9 +349,9 @@ def detect_format(columns, task: str, cfg: DataConfig | None = None) -> tuple[st
                 roles["text"] = others[0]
         if all(roles.values()):
             return fmt, roles
-    expected = "; ".join(f"{f}: {EXPECTED[f]}" for f in formats)
-    raise UserError(f"no usable columns (the data has: {', '.join(columns) or 'none'}); {task} data needs "
-                    f"{expected}. Rename the columns or set them in the data settings")
+    expected = " or ".join(EXPECTED[f] for f in formats)
+    raise UserError(f"no usable columns (the data has: {', '.join(columns) or 'none'}): {task} data needs "
+                    f"{expected}; rename the columns or name them in the data settings")
 
 
 def preview(path: str, n: int = 20, task: str | None = None, cfg: DataConfig | None = None) -> Preview:
@@ -404,11 +408,11 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
     import datasets
 
     cfg.validate()
-    path = cfg.path or demo_path(task)[0]
+    path, validation_path = (cfg.path, cfg.validation_path) if cfg.path else demo_path(task)
     source = _open(path)
     table = _pick(source, "train", path)
-    if cfg.validation_path:
-        val_table = load_table(cfg.validation_path, "validation")
+    if validation_path:
+        val_table = load_table(validation_path, "validation")
     elif isinstance(source, datasets.DatasetDict) and any(s in source for s in VALIDATION_SPLITS):
         val_table = _pick(source, "validation", path)  # the folder or hub dataset has its own
     else:
@@ -422,7 +426,7 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
     if val_table is not None:
         missing = [c for c in roles.values() if c not in val_table.column_names]
         if missing:
-            raise UserError(f"validation data {cfg.validation_path or path} lacks column(s) {', '.join(missing)} "
+            raise UserError(f"validation data {validation_path or path} lacks column(s) {', '.join(missing)} "
                             f"(it has: {', '.join(val_table.column_names)})")
     L = int(cfg.max_length)
     names: list[str] = []
@@ -627,6 +631,12 @@ def _chat_rows(conversations, tok):
     def render(msgs, generation=False) -> str:
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation)
 
+    def opening(msgs) -> str:
+        """What precedes an assistant turn that opens the conversation (transformers refuses to
+        render an empty one): its rendering up to where its content starts."""
+        text, content = render(msgs[:1]), str(msgs[0]["content"])
+        return text[:text.rfind(content)] if content and content in text else ""
+
     texts, plans = [], []
     for r, value in enumerate(conversations):
         if value is None:
@@ -637,7 +647,7 @@ def _chat_rows(conversations, tok):
         try:
             rendered = [render(msgs)]
             for i in turns:
-                rendered += [render(msgs[:i], True) if i else "", render(msgs[:i + 1])]
+                rendered += [render(msgs[:i], True) if i else opening(msgs), render(msgs[:i + 1])]
         except Exception as e:  # jinja raises on roles the template refuses (e.g. not alternating)
             raise UserError(f"row {r + 1}: the chat template refused this conversation: {_first_line(e)}") from None
         plans.append((len(texts), len(turns)))

@@ -13,9 +13,10 @@ Classification: four intents (account, billing, shipping, technical), balanced. 
 a situation written by hand (many of them without the intent's obvious keyword: "two identical
 amounts left my account" is billing, "the box never turned up" is shipping), with slots filled
 from lists (products, amounts, devices, cities …), wrapped in a random greeting, context sentence
-and sign-off, sometimes typed casually ([a|b] in a situation marks paraphrases). No core sentence
-(situation + slots + paraphrase) is in both splits, so validation measures more than recall of
-the training text.
+and sign-off, sometimes typed casually ([a|b] in a situation marks paraphrases). Half of the
+validation messages come from situations never used in training; in the other half, no core
+sentence (situation + slots + paraphrase) is also in train. Validation accuracy thus measures
+generalization, not recall of the training text.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SEED = 1234
 TRAIN_PER_CLASS, VALIDATION_PER_CLASS = 180, 50
+HELD_OUT_TEMPLATES = 6  # situations per intent seen only in validation
 
 SLOTS = {
     "product": ["headset", "standing desk", "coffee grinder", "phone case", "winter jacket",
@@ -308,15 +310,27 @@ def wrap(core: str, rng: random.Random) -> str:
 
 
 def classification(rng: random.Random):
-    """Per intent: distinct core sentences, split into train and validation cores (a core never
-    crosses splits), then each split's cores wrapped into distinct messages, used round-robin."""
+    """Per intent: a few situations are held out for validation only (phrasings the model never
+    sees in training); the other situations' distinct core sentences are split between train and
+    validation (a core never crosses splits). Each split's cores are then wrapped into distinct
+    messages, used round-robin."""
     train, validation, seen = [], [], set()
     for label in sorted(TEMPLATES):
-        cores = list(dict.fromkeys(fill(rng.choice(TEMPLATES[label]), rng) for _ in range(3000)))
-        rng.shuffle(cores)
-        n_val = round(len(cores) * VALIDATION_PER_CLASS / (TRAIN_PER_CLASS + VALIDATION_PER_CLASS))
-        for split, split_cores, size in ((validation, cores[:n_val], VALIDATION_PER_CLASS),
-                                         (train, cores[n_val:], TRAIN_PER_CLASS)):
+        templates = list(TEMPLATES[label])
+        rng.shuffle(templates)
+        held, rest = templates[:HELD_OUT_TEMPLATES], templates[HELD_OUT_TEMPLATES:]
+
+        def cores(group):
+            out = list(dict.fromkeys(fill(rng.choice(group), rng) for _ in range(60 * len(group))))
+            rng.shuffle(out)
+            return out
+
+        held_cores, rest_cores = cores(held), cores(rest)
+        n_val = round(len(rest_cores) * VALIDATION_PER_CLASS / 2 / (TRAIN_PER_CLASS + VALIDATION_PER_CLASS / 2))
+        plan = ((validation, held_cores, VALIDATION_PER_CLASS // 2),
+                (validation, rest_cores[:n_val], VALIDATION_PER_CLASS - VALIDATION_PER_CLASS // 2),
+                (train, rest_cores[n_val:], TRAIN_PER_CLASS))
+        for split, split_cores, size in plan:
             added, i = 0, 0
             while added < size:
                 text = wrap(split_cores[i % len(split_cores)], rng)
@@ -348,7 +362,8 @@ CAPITALS = {
     "Latvia": "Riga", "Lithuania": "Vilnius", "Uruguay": "Montevideo", "Ecuador": "Quito",
     "Jamaica": "Kingston", "Senegal": "Dakar", "Uganda": "Kampala", "Qatar": "Doha", "Jordan": "Amman",
 }
-CAPITAL_QUESTIONS = ["What is the capital of {c}?", "Name the capital city of {c}.", "Which city is the capital of {c}?"]
+CAPITAL_QUESTIONS = ["What is the capital of {c}?", "Name the capital city of {c}.",
+                     "Which city is the capital of {c}?"]
 
 # (from unit, to unit, factor)
 CONVERSIONS = [("kilometers", "meters", 1000), ("meters", "centimeters", 100), ("kilograms", "grams", 1000),

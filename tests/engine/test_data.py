@@ -71,10 +71,10 @@ def test_json_variants_and_txt(tmp_path):
     (tmp_path / "lines.json").write_text('{"text": "a"}\n{"text": "b"}\n')  # what Dataset.to_json writes
     for name in ("cols.json", "field.json", "lines.json"):
         assert load_table(str(tmp_path / name))["text"][:] == ["a", "b"], name
-    (tmp_path / "t.txt").write_text("first line\n\n  \nsecond line\n", encoding="utf-8")
+    (tmp_path / "t.txt").write_text("\ufefffirst line\n\n  \nsecond line\n", encoding="utf-8")  # with a BOM
     table = load_table(str(tmp_path / "t.txt"))
     assert table.column_names == ["text"]
-    assert [t for t in table["text"][:] if t.strip()] == ["first line", "second line"]
+    assert table["text"][:] == ["first line", "second line"]
 
 
 @pytest.mark.parametrize("name, content, expected", [
@@ -84,7 +84,6 @@ def test_json_variants_and_txt(tmp_path):
     ("data.xlsx", b"x", "unsupported file type .xlsx"),
     ("bad.jsonl", b'{"text": "a"}\n{"text": "b"\n{"text": "c"}\n', "line 2 is not valid JSON"),
     ("list.jsonl", b'{"text": "a"}\n\n[1, 2]\n', "line 3 is not a JSON object"),
-    ("mixed.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": 2}\n', "'label' is a number in line 2"),
     ("bad.json", b'[{"text": "a"},\n {"text": }]', "not valid JSON: Expecting value at line 2"),
     ("latin1.csv", "text,label\nok,x\ncaf\u00e9,y\n".encode("latin-1"), "not UTF-8 text: byte 0xe9 at line 3"),
     ("latin1.txt", "fine\ncaf\u00e9\n".encode("latin-1"), "not UTF-8 text: byte 0xe9 at line 2"),
@@ -98,11 +97,20 @@ def test_bad_files_are_user_errors_naming_the_file(tmp_path, name, content, expe
     assert "\n" not in str(e.value)
 
 
+def test_mixed_types_in_a_column_are_read(tmp_path):
+    # datasets' own reader fails on this one (a blank line + mixed types); the fallback reads it
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n\n{"text": "b", "label": 2}\n')
+    assert load_table(str(path))["label"][:] == ["x", 2]
+
+
 def test_missing_file_and_missing_split(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_table(str(tmp_path / "nope.jsonl"))
     with pytest.raises(UserError, match="does not exist"):
         load_table("./data/nope")
+    with pytest.raises(UserError, match="from the Hugging Face hub"):  # offline in tests (conftest)
+        load_table("someone/no-such-dataset")
     ds = datasets.Dataset.from_list(ROWS[:2])
     datasets.DatasetDict(test=ds, other=ds).save_to_disk(tmp_path / "dd")
     with pytest.raises(UserError, match="no 'train' split .*test, other"):
@@ -113,11 +121,13 @@ def test_utf8_check_spans_read_blocks(tmp_path):
     from lora_studio.engine.data import _check_utf8
 
     path = tmp_path / "big.txt"
-    # a valid 2-byte character cut by the block boundary, then a bad byte on line 3
+    # bytes 9-10: a valid 2-byte character that a 10-byte block cuts in half; byte 17: a bad one
     path.write_bytes(b"a" * 9 + "\u00e9".encode() + b"\nxx\n" + b"ok\xff\n")
-    _check_utf8(tmp_path / "big.txt", chunk=1 << 20)  # (the whole file: error below)
-    with pytest.raises(UserError, match=r"byte 0xff at line 3 \(byte 18\)"):
-        _check_utf8(path, chunk=10)
+    for chunk in (1 << 20, 10, 3):
+        with pytest.raises(UserError, match=r"byte 0xff at line 3 \(byte 17\)"):
+            _check_utf8(path, chunk=chunk)
+    path.write_bytes(b"a" * 9 + "\u00e9".encode() + b"\nxx\n")
+    _check_utf8(path, chunk=10)
 
 
 # -- formats ---------------------------------------------------------------------------------
@@ -131,7 +141,8 @@ def test_detect_format_by_columns_and_overrides():
         ("classification", {"text": "sentence", "label": "label"})
     assert detect_format(["body", "intent"], "classification")[1] == {"text": "body", "label": "intent"}
     # an override picks the format it belongs to, and the column it names
-    assert detect_format(["messages", "body"], "causal-lm", DataConfig(text_column="body")) == ("text", {"text": "body"})
+    assert detect_format(["messages", "body"], "causal-lm", DataConfig(text_column="body")) == \
+        ("text", {"text": "body"})
     assert detect_format(["a", "b"], "classification", DataConfig(text_column="a", label_column="b"))[1] == \
         {"text": "a", "label": "b"}
     with pytest.raises(UserError, match="text column 'body' is not in the data .*columns: text"):
@@ -239,6 +250,19 @@ def test_messages_loss_only_on_assistant_turns(tmp_path, chat_tok):
     assert chat_tok.decode(learned) == "hello < / s >"
 
 
+def test_messages_edge_cases(tmp_path, chat_tok):
+    first = [{"role": "assistant", "content": "welcome"}, {"role": "user", "content": "thanks"}]
+    path = write_jsonl(tmp_path / "a.jsonl", [{"messages": first}])
+    ex = prepare(DataConfig(path=path, validation_split=0), chat_tok, "causal-lm").train[0]
+    n_head = len(ids(chat_tok, "<|assistant|>\n"))
+    assert ex["labels"][:n_head] == [IGNORE] * n_head
+    assert chat_tok.decode([t for t in ex["labels"] if t != IGNORE]) == "welcome < / s >"
+    strict = load_tokenizer(demo_model_path())
+    strict.chat_template = "{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}{% endif %}" + CHAT
+    with pytest.raises(UserError, match="row 1: the chat template refused .*user first"):
+        prepare(DataConfig(path=path, validation_split=0), strict, "causal-lm")
+
+
 def test_messages_need_a_chat_template(tmp_path, tok):
     path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
     with pytest.raises(UserError, match="no chat template"):
@@ -302,7 +326,7 @@ def test_classification_truncation_keeps_the_closing_token(tmp_path, tok):
     long = p.train[0]["input_ids"]
     assert len(long) == 16 and long[0] == tok.cls_token_id and long[-1] == tok.sep_token_id
     s = p.stats["train"]
-    assert (s.truncated, s.max_tokens, s.median_tokens, s.too_long_prompts) == (1, 52, 27.0, 0)
+    assert (s.truncated, s.max_tokens, s.median_tokens, s.too_long_prompts) == (1, 52, 27.5, 0)
 
 
 # -- splits ----------------------------------------------------------------------------------
@@ -339,6 +363,8 @@ def test_demo_datasets(tok, chat_tok):
     assert p.stats["train"].truncated == 0
     texts = lambda path: set(load_table(path)["text"][:])  # noqa: E731
     assert not texts(train) & texts(val)
+    p = prepare(DataConfig(), tok, "classification")  # no path: the demo, with its validation file
+    assert (len(p.train), len(p.validation)) == (720, 200)
     causal, none = demo_path("causal-lm")
     assert none == ""
     p = prepare(DataConfig(path=causal, validation_split=0.1), tok, "causal-lm")

@@ -1,0 +1,175 @@
+"""Parameter savings, live: the numbers of engine.budget.estimate for the current ticks, redrawn
+on every change (the estimate runs on the cached meta-device skeleton in a few milliseconds)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QHeaderView, QProgressBar,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from lora_studio.ui.session import BudgetView, Session
+from lora_studio.ui.widgets import Card, Section, count, label, size
+
+NAMES = {"q": "q · query", "k": "k · key", "v": "v · value", "o": "o · output", "gate": "gate", "up": "up",
+         "down": "down"}
+
+
+def percent(p: float) -> str:
+    return f"{p:.3g} %" if p < 100 else "100 %"
+
+
+class SavingsCards(QWidget):
+    """The headline numbers: trainable vs total, share, adapter file, training memory."""
+
+    def __init__(self, session: Session, parent=None):
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(12)
+        self.trainable = Card("Trainable parameters")
+        self.share = Card("Share of the model trained")
+        self.file = Card("Adapter file")
+        self.memory = Card("Training memory (estimate)")
+        self.bar_lora, self.bar_full = QProgressBar(), QProgressBar()
+        self.bar_full.setObjectName("Bar2")
+        for bar, text in ((self.bar_lora, "LoRA"), (self.bar_full, "Full FT")):
+            bar.setRange(0, 1000)
+            bar.setMaximumHeight(6)
+            bar.setTextVisible(False)
+            bar.setToolTip(text)
+            self.memory.extra.addWidget(bar)
+        for card in (self.trainable, self.share, self.file, self.memory):
+            lay.addWidget(card, 1)
+        session.budget_changed.connect(self.show_budget)
+        self.show_budget(session.budget)
+
+    def show_budget(self, view: BudgetView):
+        b = view.budget
+        if b is None:
+            for card in (self.trainable, self.share, self.file, self.memory):
+                card.set("–", "")
+            self.trainable.sub.setText(view.message)
+            for bar in (self.bar_lora, self.bar_full):
+                bar.setValue(0)
+            return
+        self.trainable.set(count(b.trainable_params), f"of {count(b.total_params)} in total")
+        self.trainable.setToolTip(f"adapter {b.adapter_params:,} + trained head {b.head_params:,}")
+        ratio = b.total_params / max(b.trainable_params, 1)
+        self.share.set(percent(b.trainable_percent), f"1 in {ratio:,.0f} parameters · full fine-tuning: 100 %")
+        self.file.set(size(b.adapter_file_bytes), f"fp32 safetensors · the model itself: {size(b.base_params * 4)}")
+        self.file.setToolTip(f"{b.adapter_file_bytes:,} bytes")
+        lora, full = b.memory_lora.total, b.memory_full.total
+        saved = 100.0 * (1 - lora / full) if full else 0.0
+        self.memory.set(size(lora), f"vs {size(full)} for full fine-tuning ({saved:.0f} % less)")
+        self.bar_lora.setValue(int(1000 * lora / max(full, 1)))
+        self.bar_full.setValue(1000)
+
+
+class BudgetDetails(QWidget):
+    """Where the parameters go (per projection and per matrix) and the memory, LoRA vs full."""
+
+    def __init__(self, session: Session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(12)
+        self.per_target = Section("Trainable parameters per projection")
+        self.rows = QGridLayout()
+        self.rows.setHorizontalSpacing(10)
+        self.rows.setVerticalSpacing(6)
+        self.per_target.body.addLayout(self.rows)
+        self.message = label("", "Hint", wrap=True)
+        self.per_target.body.addWidget(self.message)
+        lay.addWidget(self.per_target)
+
+        mem = Section("Training memory · LoRA vs full fine-tuning")
+        self.memory = QTableWidget(5, 3)
+        self.memory.setHorizontalHeaderLabels(["", "LoRA", "Full fine-tuning"])
+        self.memory.verticalHeader().hide()
+        self.memory.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.memory.setSelectionMode(QAbstractItemView.NoSelection)
+        self.memory.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.memory.setFixedHeight(5 * 28 + 32)
+        mem.body.addWidget(self.memory)
+        self.memory_note = label("", "Hint", wrap=True)
+        mem.body.addWidget(self.memory_note)
+        lay.addWidget(mem)
+
+        mods = Section("Adapted matrices")
+        self.modules = QTableWidget(0, 4)
+        self.modules.setHorizontalHeaderLabels(["Module", "Shape (out × in)", "r", "Parameters"])
+        self.modules.verticalHeader().hide()
+        self.modules.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.modules.setAlternatingRowColors(True)
+        h = self.modules.horizontalHeader()
+        h.setSectionResizeMode(0, QHeaderView.Stretch)
+        for i in (1, 2, 3):
+            h.setSectionResizeMode(i, QHeaderView.ResizeToContents)
+        mods.body.addWidget(self.modules)
+        lay.addWidget(mods, 1)
+        session.budget_changed.connect(self.show_budget)
+        self.show_budget(session.budget)
+
+    def _clear_rows(self):
+        while self.rows.count():
+            w = self.rows.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+
+    def show_budget(self, view: BudgetView):
+        self._clear_rows()
+        b = view.budget
+        self.message.setText(view.message)
+        if b is None:
+            self.modules.setRowCount(0)
+            return
+        items = list(view.by_target.items())
+        if b.head_params:
+            items.append(("head", b.head_params))
+        top = max((n for _, n in items), default=1) or 1
+        for r, (name, n) in enumerate(items):
+            text = NAMES.get(name, "classifier head (trained in full)" if name == "head" else name)
+            self.rows.addWidget(label(text), r, 0)
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(int(1000 * n / top))
+            bar.setTextVisible(False)
+            bar.setMaximumHeight(8)
+            if name == "head":
+                bar.setObjectName("Bar2")
+            self.rows.addWidget(bar, r, 1)
+            num = label(count(n), "Value")
+            num.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+            self.rows.addWidget(num, r, 2)
+        self.rows.setColumnStretch(1, 1)
+
+        ml, mf = b.memory_lora, b.memory_full
+        for r, (title, a, f) in enumerate((("Weights", ml.weights, mf.weights), ("Gradients", ml.gradients, mf.gradients),
+                                           ("Optimizer (AdamW)", ml.optimizer, mf.optimizer),
+                                           ("Activations", ml.activations, mf.activations),
+                                           ("Total", ml.total, mf.total))):
+            for c, text in enumerate((title, size(a), size(f))):
+                item = QTableWidgetItem(text)
+                if c:
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                if r == 4:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                self.memory.setItem(r, c, item)
+        t, d = self.session.draft.train, self.session.draft.data
+        self.memory_note.setText(f"At batch {t.batch_size} × {d.max_length} tokens, {self.session.budget_precision()}"
+                                 f"{', gradient checkpointing' if t.gradient_checkpointing else ''}. "
+                                 "Activations are an estimate (Korthikanti et al. 2022).")
+        self.modules.setUpdatesEnabled(False)
+        self.modules.setRowCount(len(b.modules))
+        for r, m in enumerate(b.modules):
+            targets = "+".join(m.targets) if all(len(t) < 6 for t in m.targets) else ""
+            for c, text in enumerate((m.name + (f"  [{targets}]" if targets else ""), f"{m.shape[0]} × {m.shape[1]}",
+                                      str(m.rank), count(m.params))):
+                item = QTableWidgetItem(text)
+                if c:
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                self.modules.setItem(r, c, item)
+        self.modules.setUpdatesEnabled(True)

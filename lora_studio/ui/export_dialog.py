@@ -1,0 +1,170 @@
+"""Merge & export: write the merged Hugging Face model (dtype of choice) and/or the PEFT adapter
+of a run, with a progress bar and the verification figure (max |Δ logits|) when done."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout,
+                               QLineEdit, QProgressBar, QPushButton, QVBoxLayout)
+
+from lora_studio.ui.tasks import TaskRunner
+from lora_studio.ui.widgets import Section, icon, label
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "lora_studio.json")
+DTYPES = (("float32", "float32 (exact)"), ("bfloat16", "bfloat16 (half the size)"), ("float16", "float16"))
+
+
+def export_adapter(run_dir: str, out_dir: str) -> list[str]:
+    """Copy the PEFT adapter files of a run folder (what PeftModel.from_pretrained reads)."""
+    from lora_studio.engine import UserError
+
+    run, out = Path(run_dir), Path(out_dir)
+    files = [run / f for f in ADAPTER_FILES if (run / f).is_file()]
+    if not any(f.name == "adapter_model.safetensors" for f in files):
+        raise UserError(f"{run} has no adapter_model.safetensors: train (or stop) the run first")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty: choose a new folder for the adapter")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy2(f, out / f.name)
+    return [f.name for f in files]
+
+
+def run_export(run_dir: str, merged_dir: str, adapter_dir: str, dtype: str, progress) -> dict:
+    from lora_studio.engine.export import merge_and_export
+
+    out = {}
+    if adapter_dir:
+        progress("copying the adapter", 0.02)
+        out["adapter"] = (adapter_dir, export_adapter(run_dir, adapter_dir))
+    if merged_dir:
+        out["merged"] = merge_and_export(run_dir, merged_dir, dtype=dtype, progress=progress)
+    progress("done", 1.0)
+    return out
+
+
+class ExportDialog(QDialog):
+    def __init__(self, run_dir: str = "", parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Merge & export")
+        self.setMinimumWidth(620)
+        self.tasks = TaskRunner(self)
+        self.result = None
+        lay = QVBoxLayout(self)
+        lay.setSpacing(12)
+        sec = Section("Run")
+        self.run_dir = self._folder_row(sec, "Run folder", run_dir, "the run to export")
+        lay.addWidget(sec)
+
+        out = Section("Outputs")
+        self.merged_on = QCheckBox("Merged model: a Hugging Face folder, W = W0 + s·B·A, no adapter needed")
+        self.merged_on.setChecked(True)
+        out.body.addWidget(self.merged_on)
+        self.merged_dir = self._folder_row(out, "Folder", "", "new folder for the merged model")
+        self.dtype = QComboBox()
+        for value, text in DTYPES:
+            self.dtype.addItem(text, value)
+        out.form.addRow("dtype", self.dtype)
+        self.adapter_on = QCheckBox("PEFT adapter only (a few MB, loads with peft.PeftModel)")
+        out.body.addWidget(self.adapter_on)
+        self.adapter_dir = self._folder_row(out, "Folder", "", "new folder for the adapter")
+        lay.addWidget(out)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.state = label("", "Hint", wrap=True)
+        self.outcome = label("", "CardAccent", wrap=True, selectable=True)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.state)
+        lay.addWidget(self.outcome)
+        self.buttons = QDialogButtonBox()
+        self.export = self.buttons.addButton("Export", QDialogButtonBox.AcceptRole)
+        self.export.setObjectName("Primary")
+        self.export.setIcon(icon("export"))
+        self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.export.clicked.connect(self.start)
+        self.close_button.clicked.connect(self.reject)
+        lay.addWidget(self.buttons)
+        self.run_dir.textChanged.connect(self._defaults)
+        self.merged_on.toggled.connect(self.merged_dir.setEnabled)
+        self.adapter_on.toggled.connect(self.adapter_dir.setEnabled)
+        self.adapter_dir.setEnabled(False)
+        self._defaults(run_dir)
+
+    def _folder_row(self, section, title, value, placeholder) -> QLineEdit:
+        edit = QLineEdit(value)
+        edit.setPlaceholderText(placeholder)
+        browse = QPushButton(icon("folder", "#6a7385"), "")
+
+        def pick():
+            settings = QSettings()
+            folder = QFileDialog.getExistingDirectory(self, title, edit.text() or settings.value("folders/export", ""))
+            if folder:
+                settings.setValue("folders/export", str(Path(folder).parent))
+                edit.setText(folder)
+
+        browse.clicked.connect(pick)
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        row.addWidget(browse)
+        section.form.addRow(title, row)
+        return edit
+
+    def _defaults(self, run_dir: str):
+        run = Path(run_dir) if run_dir else None
+        if run is None:
+            return
+        self.merged_dir.setText(str(run.parent / f"{run.name}-merged"))
+        self.adapter_dir.setText(str(run.parent / f"{run.name}-adapter"))
+
+    def start(self):
+        run = self.run_dir.text().strip()
+        merged = self.merged_dir.text().strip() if self.merged_on.isChecked() else ""
+        adapter = self.adapter_dir.text().strip() if self.adapter_on.isChecked() else ""
+        if not run or not (merged or adapter):
+            self.state.setText("Choose a run folder and at least one output.")
+            return
+        self.export.setEnabled(False)
+        self.outcome.setText("")
+        self.progress.setValue(0)
+        self.tasks.start(run_export, run, merged, adapter, self.dtype.currentData(),
+                         on_done=self._done, on_failed=self._failed, on_progress=self._progress)
+
+    def _progress(self, msg: str, frac: float):
+        self.state.setText(msg[:1].upper() + msg[1:] + " …" if frac < 1 else "Done.")
+        self.progress.setValue(int(1000 * frac))
+
+    def _done(self, result: dict):
+        self.result = result
+        self.export.setEnabled(True)
+        lines = []
+        if "merged" in result:
+            r = result["merged"]
+            mark = "✓ verified" if r.ok else "✗ NOT verified"
+            lines.append(f"Merged model ({r.dtype}) written to {r.path}\n"
+                         f"{mark}: max |Δ logits| = {r.max_abs_diff:.3g} (tolerance {r.tolerance:.3g}) "
+                         f"between the merged model and base + adapter.")
+        if "adapter" in result:
+            path, files = result["adapter"]
+            lines.append(f"Adapter written to {path}: {', '.join(files)}")
+        self.outcome.setText("\n\n".join(lines))
+        self.state.setText("Done.")
+
+    def _failed(self, failure):
+        self.export.setEnabled(True)
+        self.progress.setValue(0)
+        self.state.setText("")
+        self.outcome.setText("")
+        from PySide6.QtWidgets import QMessageBox
+
+        box = QMessageBox.critical if failure.kind == "bug" else QMessageBox.warning
+        box(self, "Export failed", failure.message)
+
+    def done(self, code: int):
+        if self.tasks.busy:
+            self.state.setText("Finishing the export first …")
+            self.tasks.wait_all()
+        super().done(code)

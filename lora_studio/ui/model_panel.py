@@ -1,0 +1,167 @@
+"""Model: a local folder or hub id (recent ones remembered), the task, and the architecture readout."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QPushButton,
+                               QWidget)
+
+from lora_studio.ui.session import Session
+from lora_studio.ui.style import repolish
+from lora_studio.ui.widgets import Section, icon, label, short_count
+
+DEMO = "Demo · all-MiniLM-L6-v2 (packaged)"
+TASKS = [("classification", "Classification"), ("causal-lm", "Causal LM")]
+RECENT_KEY, MAX_RECENT = "models/recent", 8
+
+
+class ModelPanel(Section):
+    """Signals:
+        sig_failed(object, str): a model could not be inspected (Failure, reference) - the window shows it
+    """
+
+    sig_failed = Signal(object, str)
+
+    def __init__(self, session: Session, parent=None):
+        super().__init__("Model", parent)
+        self.session = session
+        self.browse = QPushButton(icon("folder", "#6a7385"), "")
+        self.browse.setToolTip("Choose a local model folder (with config.json and safetensors)")
+        row = QHBoxLayout()
+        self.path = QComboBox()
+        self.path.setEditable(True)
+        self.path.setInsertPolicy(QComboBox.NoInsert)
+        self.path.lineEdit().setPlaceholderText("folder or hub id, e.g. HuggingFaceTB/SmolLM2-135M")
+        self.path.setToolTip("A Hugging Face model: a local folder or a hub id. Press Enter to load it.")
+        self.path.setMinimumContentsLength(12)
+        self.path.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        row.addWidget(self.path, 1)
+        row.addWidget(self.browse)
+        self.body.addLayout(row)
+
+        self.task = QComboBox()
+        for value, text in TASKS:
+            self.task.addItem(text, value)
+        self.form.addRow("Task", self.task)
+
+        self.readout = QGridLayout()
+        self.readout.setHorizontalSpacing(14)
+        self.readout.setVerticalSpacing(3)
+        self.facts = {}
+        for i, (key, title) in enumerate((("model_type", "Type"), ("params", "Parameters"), ("layers", "Layers"),
+                                          ("hidden_size", "Hidden"), ("heads", "Heads"), ("dtype", "dtype"))):
+            self.readout.addWidget(label(title, "Hint"), i // 2, (i % 2) * 2)
+            self.facts[key] = label("–", "Value", selectable=True)
+            self.readout.addWidget(self.facts[key], i // 2, (i % 2) * 2 + 1)
+        self.body.addLayout(self.readout)
+        self.projections = label("", "Hint", wrap=True)
+        self.body.addWidget(self.projections)
+        self.state = label("", "Hint", wrap=True)
+        self.body.addWidget(self.state)
+
+        flags = QHBoxLayout()
+        self.trust = QCheckBox("Trust remote code")
+        self.trust.setToolTip("Run Python code shipped with the model. Only for sources you trust.")
+        self.pickle = QCheckBox("Allow .bin weights")
+        self.pickle.setToolTip("Accept pickled weights (.bin/.pt), which can run code when loaded.")
+        flags.addWidget(self.trust)
+        flags.addWidget(self.pickle)
+        flags.addStretch(1)
+        self.body.addLayout(flags)
+
+        self._fill_recent()
+        self.path.activated.connect(self._chosen)
+        self.path.lineEdit().returnPressed.connect(self._entered)
+        self.browse.clicked.connect(self._browse)
+        self.task.activated.connect(lambda _: session.load_model(task=self.task.currentData()))
+        self.trust.toggled.connect(lambda on: session.set_model_flag(trust_remote_code=on))
+        self.pickle.toggled.connect(lambda on: session.set_model_flag(allow_pickle=on))
+        session.model_loading.connect(self._loading)
+        session.model_ready.connect(self._ready)
+        session.model_failed.connect(self._failed)
+        session.changed.connect(lambda s: s == "model" and self._sync())
+        self._sync()
+
+    # -- choosing ------------------------------------------------------------------------
+    def _fill_recent(self):
+        self.path.blockSignals(True)
+        self.path.clear()
+        self.path.addItem(DEMO, "")
+        for ref in recent_models():
+            self.path.addItem(ref, ref)
+        self.path.blockSignals(False)
+
+    def _ref_of_text(self, text: str) -> str:
+        return "" if text.strip() in ("", DEMO) else text.strip()
+
+    def _chosen(self, index: int):
+        self.load(self.path.itemData(index) if index >= 0 else self.path.currentText())
+
+    def _entered(self):
+        self.load(self._ref_of_text(self.path.currentText()))
+
+    def _browse(self):
+        settings = QSettings()
+        start = settings.value("folders/model", "")
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", start)
+        if folder:
+            settings.setValue("folders/model", folder)
+            self.load(folder)
+
+    def load(self, ref: str):
+        """Inspect `ref` ("" = the demo); the task is inferred from the model."""
+        self.path.setEditText(ref or DEMO)
+        self.session.load_model(ref, task="keep" if ref == self.session.draft.model.path else None)
+
+    # -- session -> view -----------------------------------------------------------------
+    def _sync(self):
+        m = self.session.draft.model
+        text = m.path or DEMO
+        if self.path.currentText() != text and not self.path.lineEdit().hasFocus():
+            self.path.setEditText(text)
+        self.task.setCurrentIndex(max(0, self.task.findData(m.task)))
+        self.task.setEnabled(bool(m.path))
+        for box, on in ((self.trust, m.trust_remote_code), (self.pickle, m.allow_pickle)):
+            box.blockSignals(True)
+            box.setChecked(on)
+            box.blockSignals(False)
+
+    def _show_state(self, text: str, error: bool = False):
+        self.state.setObjectName("Error" if error else "Hint")
+        repolish(self.state)
+        self.state.setText(text)
+
+    def _loading(self, ref: str):
+        self._show_state(f"Reading {ref or 'the demo model'} …")
+
+    def _ready(self, info):
+        a = info.arch
+        self.facts["model_type"].setText(str(a.get("model_type", "?")))
+        self.facts["params"].setText(short_count(a.get("params") or 0))
+        self.facts["params"].setToolTip(f"{a.get('params', 0):,} parameters")
+        for key in ("layers", "hidden_size", "heads", "dtype"):
+            self.facts[key].setText(str(a.get(key) if a.get(key) is not None else "–"))
+        fused = " (q/k/v fused in one matrix, adapted per slice)" if info.fused else ""
+        self.projections.setText("Projections: " + " ".join(info.targets) + fused)
+        self._show_state("")
+        if info.ref:
+            remember_model(info.ref)
+            self._fill_recent()
+        self._sync()
+
+    def _failed(self, failure, ref):
+        self._show_state(failure.message, error=True)
+        self._sync()
+        self.sig_failed.emit(failure, ref)
+
+
+def recent_models() -> list[str]:
+    value = QSettings().value(RECENT_KEY, [])
+    if isinstance(value, str):
+        value = [value]
+    return [v for v in (value or []) if v]
+
+
+def remember_model(ref: str):
+    items = [ref] + [r for r in recent_models() if r != ref]
+    QSettings().setValue(RECENT_KEY, items[:MAX_RECENT])

@@ -1,0 +1,131 @@
+"""The one worker pattern: a QObject moved to a QThread, results back as queued signals.
+
+`Task` runs one function (inspect a model, preview data, export, generate…); the training
+worker (`training/worker.py`) follows the same shape for a long-running loop. Workers never
+touch widgets; `run()` catches every exception and emits it as a `Failure`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
+
+
+@dataclass
+class Failure:
+    message: str  # what happened and what to do
+    kind: str = "user"  # user | oom | bug
+    detail: str = ""  # traceback, for bugs
+
+
+def failure_of(e: BaseException) -> Failure:
+    from lora_studio.engine import UserError
+
+    if isinstance(e, UserError):
+        return Failure(str(e), "user")
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return Failure("out of memory: close other programs or choose a smaller model/batch", "oom")
+    if isinstance(e, OSError) and e.errno == 28:
+        return Failure(f"the disk is full ({e.filename or 'output folder'}): free some space and retry", "user")
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return Failure(f"{e.strerror}: {e.filename}", "user")
+    return Failure(f"{type(e).__name__}: {e}", "bug", traceback.format_exc())
+
+
+class Task(QObject):
+    """Runs `fn(*args, **kwargs)` once in its thread.
+
+    Signals:
+        done(object): the return value
+        failed(object): a Failure
+        progress(str, float): message and fraction, when `fn` takes a `progress` callback
+        finished(): after done or failed (the thread quits on it)
+    """
+
+    done = Signal(object)
+    failed = Signal(object)
+    progress = Signal(str, float)
+    finished = Signal()
+
+    def __init__(self, fn: Callable, *args, with_progress: bool = False, **kwargs):
+        super().__init__()
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        if with_progress:
+            self.kwargs["progress"] = lambda msg, frac: self.progress.emit(str(msg), float(frac))
+
+    @Slot()
+    def run(self):
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except BaseException as e:  # noqa: BLE001 - everything goes back to the GUI as a Failure
+            self.failed.emit(failure_of(e))
+        else:
+            self.done.emit(result)
+        finally:
+            self.finished.emit()
+
+
+class _Relay(QObject):
+    """Lives in the GUI thread: calls the caller's callbacks there (queued from the worker)."""
+
+    def __init__(self, on_done, on_failed, on_progress):
+        super().__init__()
+        self.on_done, self.on_failed, self.on_progress = on_done, on_failed, on_progress
+
+    @Slot(object)
+    def done(self, result):
+        if self.on_done:
+            self.on_done(result)
+
+    @Slot(object)
+    def failed(self, failure):
+        if self.on_failed:
+            self.on_failed(failure)
+
+    @Slot(str, float)
+    def progress(self, msg, frac):
+        if self.on_progress:
+            self.on_progress(msg, frac)
+
+
+class TaskRunner(QObject):
+    """Starts Tasks in their own QThreads and keeps them alive until their thread has ended."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._live: dict[QThread, tuple[Task, _Relay]] = {}
+
+    def start(self, fn: Callable, *args, on_done=None, on_failed=None, on_progress=None, **kwargs) -> Task:
+        task = Task(fn, *args, with_progress=on_progress is not None, **kwargs)
+        relay = _Relay(on_done, on_failed, on_progress)
+        thread = QThread()
+        thread.setObjectName(getattr(fn, "__name__", "task"))
+        task.moveToThread(thread)
+        task.done.connect(relay.done, Qt.QueuedConnection)
+        task.failed.connect(relay.failed, Qt.QueuedConnection)
+        task.progress.connect(relay.progress, Qt.QueuedConnection)
+        task.finished.connect(thread.quit, Qt.DirectConnection)  # quit() is thread-safe
+        thread.started.connect(task.run)
+        thread.finished.connect(self._reap, Qt.QueuedConnection)
+        self._live[thread] = (task, relay)
+        thread.start()
+        return task
+
+    @Slot()
+    def _reap(self):
+        for thread in [t for t in self._live if t.isFinished()]:
+            thread.wait()
+            self._live.pop(thread)
+
+    @property
+    def busy(self) -> bool:
+        return any(not t.isFinished() for t in self._live)
+
+    def wait_all(self, ms: int = 30_000):
+        for thread in list(self._live):
+            thread.quit()
+            thread.wait(ms)
+        self._reap()

@@ -1,0 +1,173 @@
+"""Training settings: length (steps or epochs), learning rate, batch and accumulation,
+precision, device (GPUs by name and memory), evaluation/checkpoint cadence, run folder."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QDoubleValidator
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit,
+                               QPushButton, QSpinBox, QStackedWidget)
+
+from lora_studio.ui.session import Session
+from lora_studio.ui.widgets import Section, icon, label
+
+PRECISIONS = (("auto", "Auto (bf16 on GPUs, fp32 on CPU)"), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"))
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+def spin(lo: int, hi: int, tip: str, step: int = 1, suffix: str = "") -> QSpinBox:
+    w = QSpinBox()
+    w.setRange(lo, hi)
+    w.setSingleStep(step)
+    w.setToolTip(tip)
+    w.setSuffix(suffix)
+    return w
+
+
+class TrainingSettings(Section):
+    def __init__(self, session: Session, parent=None):
+        super().__init__("Training", parent)
+        self.session = session
+        self.length_kind = QComboBox()
+        self.length_kind.addItem("Steps", "steps")
+        self.length_kind.addItem("Epochs", "epochs")
+        self.steps = spin(1, 10_000_000, "Optimizer steps to run", 10)
+        self.epochs = QDoubleSpinBox()
+        self.epochs.setRange(0.01, 10000)
+        self.epochs.setDecimals(2)
+        self.epochs.setToolTip("Passes over the training data")
+        self.length = QStackedWidget()
+        self.length.addWidget(self.steps)
+        self.length.addWidget(self.epochs)
+        self.length.setMaximumHeight(self.steps.sizeHint().height() + 4)
+        row = QHBoxLayout()
+        row.addWidget(self.length_kind)
+        row.addWidget(self.length, 1)
+        self.form.addRow("Length", row)
+
+        self.lr = QLineEdit()
+        self.lr.setValidator(QDoubleValidator(1e-12, 10.0, 12))
+        self.lr.setToolTip("Peak learning rate (AdamW); LoRA usually takes 1e-4 to 2e-3")
+        self.schedule = QComboBox()
+        for s in SCHEDULES:
+            self.schedule.addItem(s, s)
+        lr_row = QHBoxLayout()
+        lr_row.addWidget(self.lr, 1)
+        lr_row.addWidget(self.schedule)
+        self.form.addRow("Learning rate", lr_row)
+        self.batch = spin(1, 65536, "Examples per micro-batch")
+        self.accum = spin(1, 4096, "Micro-batches per optimizer step (same memory, bigger effective batch)")
+        br = QHBoxLayout()
+        br.addWidget(self.batch, 1)
+        br.addWidget(label("×", "Hint"))
+        br.addWidget(self.accum, 1)
+        self.form.addRow("Batch × accum.", br)
+        self.effective = label("", "Hint")
+        self.form.addRow("", self.effective)
+        self.precision = QComboBox()
+        for value, text in PRECISIONS:
+            self.precision.addItem(text, value)
+        self.form.addRow("Precision", self.precision)
+        self.device = QComboBox()
+        self.device.setToolTip("Where to train; GPUs are listed with their memory")
+        self.form.addRow("Device", self.device)
+        self.checkpointing = QCheckBox("Gradient checkpointing (less memory, slower)")
+        self.form.addRow("", self.checkpointing)
+        self.eval_every = spin(0, 1_000_000, "Steps between evaluations (0 = only at the end)", 10)
+        self.save_every = spin(0, 1_000_000, "Steps between checkpoints (0 = only at stop/end)", 50)
+        cad = QHBoxLayout()
+        cad.addWidget(self.eval_every, 1)
+        cad.addWidget(label("save", "Hint"))
+        cad.addWidget(self.save_every, 1)
+        self.form.addRow("Eval every", cad)
+        self.seed = spin(0, 2**31 - 1, "Random seed (same seed, same run on a CPU)")
+        self.form.addRow("Seed", self.seed)
+        self.out = QLineEdit()
+        self.out.setPlaceholderText("new folder under runs/ (automatic)")
+        self.out.setClearButtonEnabled(True)
+        self.out.setToolTip("The run folder: adapter, run.toml, metrics.jsonl, checkpoints/")
+        browse = QPushButton(icon("folder", "#6a7385"), "")
+        browse.clicked.connect(self._browse)
+        orow = QHBoxLayout()
+        orow.addWidget(self.out, 1)
+        orow.addWidget(browse)
+        self.form.addRow("Run folder", orow)
+
+        s = session
+        self.length_kind.activated.connect(self._length_kind)
+        self.steps.valueChanged.connect(lambda v: s.set_train(max_steps=int(v)))
+        self.epochs.valueChanged.connect(lambda v: s.set_train(epochs=float(v)))
+        self.lr.editingFinished.connect(self._lr)
+        self.schedule.activated.connect(lambda _: s.set_train(schedule=self.schedule.currentData()))
+        self.batch.valueChanged.connect(lambda v: s.set_train(batch_size=int(v)))
+        self.accum.valueChanged.connect(lambda v: s.set_train(grad_accum=int(v)))
+        self.precision.activated.connect(lambda _: s.set_train(precision=self.precision.currentData()))
+        self.device.activated.connect(lambda _: s.set_train(device=self.device.currentData()))
+        self.checkpointing.toggled.connect(lambda on: s.set_train(gradient_checkpointing=bool(on)))
+        self.eval_every.valueChanged.connect(lambda v: s.set_train(eval_every=int(v)))
+        self.save_every.valueChanged.connect(lambda v: s.set_train(save_every=int(v)))
+        self.seed.valueChanged.connect(lambda v: s.set_train(seed=int(v)))
+        self.out.editingFinished.connect(lambda: s.set_out(self.out.text()))
+        s.changed.connect(lambda sec: sec in ("train", "out") and self._sync())
+        s.model_ready.connect(self._devices)
+        self._devices(None)
+        self._sync()
+
+    def _length_kind(self):
+        if self.length_kind.currentData() == "steps":
+            self.session.set_train(max_steps=max(1, self.steps.value()))
+        else:
+            self.session.set_train(max_steps=0, epochs=max(0.01, self.epochs.value()))
+
+    def _lr(self):
+        try:
+            value = float(self.lr.text())
+        except ValueError:
+            return self._sync()
+        if value > 0:
+            self.session.set_train(lr=value)
+
+    def _browse(self):
+        settings = QSettings()
+        folder = QFileDialog.getExistingDirectory(self, "Choose the run folder", settings.value("folders/runs", ""))
+        if folder:
+            settings.setValue("folders/runs", folder)
+            self.out.setText(folder)
+            self.session.set_out(folder)
+
+    def _devices(self, info):
+        devs = info.devices if info else []
+        current = self.session.draft.train.device
+        self.device.clear()
+        if not devs:
+            self.device.addItem("Auto", "auto")
+            self.device.addItem("CPU", "cpu")
+        for d in devs:
+            self.device.addItem(d.label, d.value)
+        if self.device.findData(current) < 0:
+            self.device.addItem(current, current)
+        self.device.setCurrentIndex(self.device.findData(current))
+
+    def _sync(self):
+        t = self.session.draft.train
+        steps = t.max_steps > 0
+        values = ((self.steps, t.max_steps if steps else self.steps.value()), (self.epochs, t.epochs),
+                  (self.batch, t.batch_size), (self.accum, t.grad_accum), (self.eval_every, t.eval_every),
+                  (self.save_every, t.save_every), (self.seed, t.seed))
+        for w, v in values:
+            if w.value() != v:
+                w.blockSignals(True)
+                w.setValue(v)
+                w.blockSignals(False)
+        self.length_kind.setCurrentIndex(0 if steps else 1)
+        self.length.setCurrentIndex(0 if steps else 1)
+        if not self.lr.hasFocus():
+            self.lr.setText(f"{t.lr:g}")
+        for box, value in ((self.schedule, t.schedule), (self.precision, t.precision), (self.device, t.device)):
+            box.setCurrentIndex(max(0, box.findData(value)))
+        self.checkpointing.blockSignals(True)
+        self.checkpointing.setChecked(t.gradient_checkpointing)
+        self.checkpointing.blockSignals(False)
+        self.effective.setText(f"effective batch {t.batch_size * t.grad_accum} examples per step")
+        if self.out.text() != self.session.draft.out and not self.out.hasFocus():
+            self.out.setText(self.session.draft.out)

@@ -1,0 +1,189 @@
+"""The Training tab: readouts (step/total, loss, tokens/s, ETA, memory, device), a banner for
+what happened (stopped, done, failed) with the next action, and the live plots."""
+
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget, QFrame
+
+from lora_studio.ui.style import repolish
+from lora_studio.ui.training.plots import TrainingPlots
+from lora_studio.ui.training.worker import TrainingController
+from lora_studio.ui.widgets import Card, duration, icon, label, size
+
+
+class Banner(QFrame):
+    """One line about the run with up to two actions."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("Banner")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(14, 10, 10, 10)
+        self.text = label("", wrap=True, selectable=True)
+        lay.addWidget(self.text, 1)
+        self.first = QPushButton()
+        self.second = QPushButton()
+        lay.addWidget(self.first)
+        lay.addWidget(self.second)
+        self.hide()
+
+    def show_message(self, text: str, kind: str = "info", first: str = "", second: str = ""):
+        self.setProperty("kind", kind)
+        repolish(self)
+        self.text.setText(text)
+        for button, caption in ((self.first, first), (self.second, second)):
+            button.setText(caption)
+            button.setVisible(bool(caption))
+        self.show()
+
+
+class TrainingView(QWidget):
+    """Signals:
+        sig_continue(): the user asked to continue the stopped run
+        sig_export(): the user asked to export the finished run
+        sig_try(): the user asked to try the adapted model
+    """
+
+    sig_continue = Signal()
+    sig_export = Signal()
+    sig_try = Signal()
+
+    def __init__(self, controller: TrainingController, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(12)
+        cards = QHBoxLayout()
+        cards.setSpacing(12)
+        self.step = Card("Step", small=True)
+        self.progress = QProgressBar()
+        self.progress.setMaximumHeight(6)
+        self.progress.setTextVisible(False)
+        self.step.extra.addWidget(self.progress)
+        self.loss = Card("Loss (smoothed)", small=True)
+        self.speed = Card("Throughput", small=True)
+        self.eta = Card("Time left", small=True)
+        self.memory = Card("Memory", small=True)
+        for c in (self.step, self.loss, self.speed, self.eta, self.memory):
+            cards.addWidget(c, 1)
+        lay.addLayout(cards)
+        self.banner = Banner()
+        lay.addWidget(self.banner)
+        self.plots = TrainingPlots()
+        lay.addWidget(self.plots, 1)
+        self.reset()
+
+        self._last = None
+        self._eval = None
+        self.timer = QTimer(self, interval=100)
+        self.timer.timeout.connect(self._refresh)
+        self.timer.start()
+        c = controller
+        c.status.connect(lambda ev: self.step.sub.setText(ev.message))
+        c.started.connect(self._started)
+        c.stepped.connect(self._stepped)
+        c.evaluated.connect(self._evaluated)
+        c.paused.connect(lambda ev: self.banner.show_message(
+            f"Paused after step {ev.step}. Try the adapter in the Try it tab, or resume (Space).", "info", "Try it"))
+        c.resumed.connect(lambda ev: self.banner.hide())
+        c.checkpointed.connect(lambda ev: self.memory.setToolTip(f"last checkpoint: {ev.path}"))
+        c.finished.connect(self._finished)
+        self.banner.first.clicked.connect(self._first_action)
+        self.banner.second.clicked.connect(self.sig_export.emit)
+
+    def reset(self):
+        self.step.set("–", "ready: press Start (Ctrl+Enter)")
+        self.loss.set("–", "")
+        self.speed.set("–", "tokens / s")
+        self.eta.set("–", "")
+        self.memory.set("–", "")
+        self.progress.setValue(0)
+        self.banner.hide()
+        self._last, self._eval = None, None
+
+    def _first_action(self):
+        text = self.banner.first.text()
+        if text.startswith("Continue"):
+            self.sig_continue.emit()
+        elif text == "Try it":
+            self.sig_try.emit()
+        elif text == "Export…":
+            self.sig_export.emit()
+
+    # -- events --------------------------------------------------------------------------
+    def _started(self, ev):
+        self.banner.hide()
+        self.progress.setRange(0, max(1, ev.total_steps))
+        self.progress.setValue(ev.start_step)
+        self.plots.set_task(ev.task)
+        self.plots.set_total(ev.total_steps)
+        self.step.set(f"{ev.start_step} / {ev.total_steps}",
+                      f"{ev.train_examples:,} train · {ev.validation_examples:,} validation examples")
+        self.memory.set("–", ev.device_name)
+        self.speed.set("–", f"{ev.precision} · {ev.trainable_params:,} trainable")
+
+    def _stepped(self, ev):
+        self._last = ev
+        self.plots.add_step(ev.step, ev.loss, ev.lr, ev.grad_norm)
+
+    def _evaluated(self, ev):
+        self._eval = ev
+        self.plots.add_eval(ev.step, ev.eval_loss, ev.accuracy)
+
+    def _refresh(self):
+        ev = self._last
+        if ev is None:
+            return
+        self._last = None
+        self.progress.setMaximum(max(1, ev.total_steps))
+        self.progress.setValue(ev.step)
+        self.step.value.setText(f"{ev.step:,} / {ev.total_steps:,}")
+        self.step.sub.setText(f"epoch {ev.epoch:.2f} · lr {ev.lr:.2e}")
+        ema = self.plots.ema.y[self.plots.ema.n - 1] if self.plots.ema.n else ev.loss
+        evl = self._eval
+        extra = ""
+        if evl is not None and evl.eval_loss is not None and math.isfinite(evl.eval_loss):
+            extra = f"eval {evl.eval_loss:.4f}" + (f" · accuracy {evl.accuracy:.1%}" if evl.accuracy is not None else "")
+        self.loss.set(f"{ema:.4f}", extra or f"last step {ev.loss:.4f}")
+        self.speed.value.setText(f"{ev.tokens_per_s:,.0f} tok/s")
+        self.eta.set(duration(ev.eta), f"elapsed {duration(ev.elapsed)}")
+        self.memory.value.setText(size(ev.mem_allocated))
+        self.memory.sub.setText(f"peak {size(ev.mem_peak)} · {self.memory.sub.text().split(' · ')[-1]}")
+
+    def _finished(self, ev):
+        self._refresh()
+        name = type(ev).__name__
+        if name == "Failed":
+            self.banner.show_message(f"Training failed at step {ev.step}: {ev.message}", "bad")
+            return
+        result = ""
+        if ev.eval_loss is not None and math.isfinite(ev.eval_loss):
+            result = f" Eval loss {ev.eval_loss:.4f}" + (f", accuracy {ev.accuracy:.1%}." if ev.accuracy is not None else ".")
+        if ev.stopped:
+            self.banner.show_message(f"Stopped at step {ev.step}; a checkpoint is saved in {ev.out}.{result}",
+                                     "info", "Continue run", "Export…")
+        else:
+            self.progress.setValue(self.progress.maximum())
+            self.banner.show_message(f"Done: {ev.step} steps, adapter saved in {ev.out}.{result}", "info",
+                                     "Try it", "Export…")
+
+    def show_history(self, records: list[dict], run_dir: str, resumable_step: int | None):
+        """A reopened run folder: its curves, and how to continue it."""
+        self.reset()
+        self.plots.load_metrics(records)
+        steps = [r["step"] for r in records if "loss" in r]
+        last = steps[-1] if steps else 0
+        self.step.set(f"{last:,}", f"steps logged in {run_dir}")
+        evals = [r for r in records if "eval_loss" in r]
+        if evals:
+            e = evals[-1]
+            self.loss.set(f"{e['eval_loss']:.4f}", "eval loss" + (f" · accuracy {e['accuracy']:.1%}" if "accuracy" in e else ""))
+        if resumable_step is not None:
+            self.banner.show_message(f"Run opened: {run_dir} (checkpoint at step {resumable_step}).", "info",
+                                     "Continue run", "Export…")
+        else:
+            self.banner.show_message(f"Run opened: {run_dir}.", "info", "", "Export…")

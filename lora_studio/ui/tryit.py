@@ -1,0 +1,133 @@
+"""The Try it tab: one input through the base model and through the adapted model, side by side
+(generated text for causal LMs; predicted label and probabilities for classifiers). Usable while
+training is paused and after it ends; the model is loaded from the run folder in a worker."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QPlainTextEdit, QProgressBar, QPushButton,
+                               QSpinBox, QVBoxLayout, QWidget)
+
+from lora_studio.ui import compare
+from lora_studio.ui.tasks import TaskRunner
+from lora_studio.ui.widgets import Card, icon, label
+
+EXAMPLES = {"classification": "I was charged twice for my subscription this month.",
+            "causal-lm": "Low-rank adaptation is"}
+
+
+class ResultCard(Card):
+    def __init__(self, title: str):
+        super().__init__(title)
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setMinimumHeight(120)
+        self.extra.addWidget(self.text)
+        self.bars = QGridLayout()
+        self.bars.setHorizontalSpacing(8)
+        self.extra.addLayout(self.bars)
+        self.extra.addStretch(1)
+
+    def show_output(self, out, task: str):
+        while self.bars.count():
+            w = self.bars.takeAt(0).widget()
+            if w:
+                w.deleteLater()
+        if task == "classification":
+            self.text.hide()
+            best = max(p for _, p in out.probabilities)
+            self.set(out.label, f"probability {best:.1%}")
+            for r, (name, p) in enumerate(out.probabilities):
+                bar = QProgressBar()
+                bar.setRange(0, 1000)
+                bar.setValue(int(1000 * p))
+                bar.setTextVisible(False)
+                bar.setMaximumHeight(8)
+                if name != out.label:
+                    bar.setObjectName("Bar2")
+                self.bars.addWidget(label(name), r, 0)
+                self.bars.addWidget(bar, r, 1)
+                self.bars.addWidget(label(f"{p:.1%}", "Value"), r, 2, Qt.AlignRight)
+            self.bars.setColumnStretch(1, 1)
+        else:
+            self.text.show()
+            self.set("", "")
+            self.value.hide()
+            self.text.setPlainText(out.text)
+
+
+class TryItView(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.run_dir = ""
+        self.task = "classification"
+        self.tasks = TaskRunner(self)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(12)
+        self.source = label("Train a run (or open one) to try its adapter here.", "Hint", wrap=True)
+        lay.addWidget(self.source)
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Type a prompt or a sentence to classify")
+        self.prompt.setMaximumHeight(110)
+        lay.addWidget(self.prompt)
+        row = QHBoxLayout()
+        self.max_new = QSpinBox()
+        self.max_new.setRange(1, 2048)
+        self.max_new.setValue(48)
+        self.max_new.setPrefix("max new tokens ")
+        self.chat = QCheckBox("Use the chat template")
+        self.run = QPushButton(icon("play"), "Run both")
+        self.run.setObjectName("Primary")
+        self.state = label("", "Hint")
+        row.addWidget(self.max_new)
+        row.addWidget(self.chat)
+        row.addWidget(self.state, 1)
+        row.addWidget(self.run)
+        lay.addLayout(row)
+        cards = QHBoxLayout()
+        cards.setSpacing(12)
+        self.base = ResultCard("Base model")
+        self.adapted = ResultCard("With the LoRA adapter")
+        cards.addWidget(self.base, 1)
+        cards.addWidget(self.adapted, 1)
+        lay.addLayout(cards, 1)
+        self.run.clicked.connect(self.go)
+        self.set_available(False, "Train a run (or open one) to try its adapter here.")
+
+    def set_run(self, run_dir: str, task: str):
+        if run_dir != self.run_dir:
+            compare.forget()
+        self.run_dir, self.task = run_dir, task
+        classify = task == "classification"
+        self.max_new.setVisible(not classify)
+        self.chat.setVisible(not classify)
+        self.run.setText("Classify with both" if classify else "Generate with both")
+        self.base.title.setText("Base model" + (" (untrained head)" if classify else ""))
+        if not self.prompt.toPlainText().strip():
+            self.prompt.setPlainText(EXAMPLES.get(task, ""))
+
+    def set_available(self, ok: bool, why: str = ""):
+        self.run.setEnabled(ok and bool(self.run_dir))
+        self.source.setText(why or (f"Run: {self.run_dir}" if self.run_dir else ""))
+
+    def go(self):
+        text = self.prompt.toPlainText().strip()
+        if not text or not self.run_dir:
+            return
+        self.run.setEnabled(False)
+        self.state.setText("Loading the model and running …")
+        self.tasks.start(compare.compare, self.run_dir, text, self.max_new.value(), self.chat.isChecked(),
+                         on_done=self._done, on_failed=self._failed)
+
+    def _done(self, result):
+        self.run.setEnabled(True)
+        self.state.setText("")
+        self.source.setText(f"Adapter: {result.source}")
+        self.base.show_output(result.base, result.task)
+        self.adapted.show_output(result.adapted, result.task)
+
+    def _failed(self, failure):
+        self.run.setEnabled(True)
+        self.state.setText("")
+        self.source.setText(f"Could not run the model: {failure.message}")

@@ -1,0 +1,143 @@
+"""Small building blocks shared by the panels: titled sections, number cards, icons, formatting."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, QSize, Qt
+from PySide6.QtGui import QIcon, QPainter, QPixmap
+from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import (QFormLayout, QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout,
+                               QWidget)
+
+# 24x24 outline icons (stroke = the colour passed to `icon`)
+_PATHS = {
+    "play": '<path d="M8 5.5v13l10-6.5z" fill="{c}" stroke="{c}" stroke-linejoin="round"/>',
+    "pause": '<rect x="6.5" y="5" width="4" height="14" rx="1" fill="{c}"/><rect x="13.5" y="5" width="4" height="14" rx="1" fill="{c}"/>',
+    "stop": '<rect x="6" y="6" width="12" height="12" rx="2" fill="{c}"/>',
+    "folder": '<path d="M3.5 7.5a2 2 0 0 1 2-2h4l2 2h7a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2h-13a2 2 0 0 1-2-2z" fill="none" stroke="{c}" stroke-width="1.8"/>',
+    "export": '<path d="M12 4v11M7.5 8.5 12 4l4.5 4.5M5 14.5V19h14v-4.5" fill="none" stroke="{c}" stroke-width="1.9" stroke-linecap="round" stroke-linejoin="round"/>',
+    "resume": '<path d="M5 12a7 7 0 1 0 2.1-5" fill="none" stroke="{c}" stroke-width="1.9" stroke-linecap="round"/><path d="M6.5 3.5v4h4" fill="none" stroke="{c}" stroke-width="1.9" stroke-linecap="round" stroke-linejoin="round"/>',
+}
+
+
+def icon(name: str, color: str = "#ffffff", size: int = 24) -> QIcon:
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24">{_PATHS[name].format(c=color)}</svg>'
+    renderer = QSvgRenderer(QByteArray(svg.encode()))
+    pm = QPixmap(QSize(size * 2, size * 2))
+    pm.fill(Qt.transparent)
+    p = QPainter(pm)
+    renderer.render(p)
+    p.end()
+    return QIcon(pm)
+
+
+def app_icon() -> QIcon:
+    from importlib.resources import files
+
+    path = files("lora_studio.resources") / "icons" / "lora-studio.svg"
+    return QIcon(str(path)) if path.is_file() else QIcon()
+
+
+def label(text: str = "", name: str | None = None, wrap: bool = False, selectable: bool = False) -> QLabel:
+    w = QLabel(text)
+    if name:
+        w.setObjectName(name)
+    w.setWordWrap(wrap)
+    if selectable:
+        w.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    return w
+
+
+class Section(QFrame):
+    """A rounded panel with a small uppercase title; `body` is a QVBoxLayout, `form` a QFormLayout."""
+
+    def __init__(self, title: str, parent=None, right: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("Section")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(14, 12, 14, 14)
+        outer.setSpacing(8)
+        head = QHBoxLayout()
+        head.addWidget(label(title.upper(), "SectionTitle"))
+        head.addStretch(1)
+        if right is not None:
+            head.addWidget(right)
+        outer.addLayout(head)
+        self.body = QVBoxLayout()
+        self.body.setSpacing(8)
+        outer.addLayout(self.body)
+        self._form = None
+
+    @property
+    def form(self) -> QFormLayout:
+        if self._form is None:
+            self._form = QFormLayout()
+            self._form.setLabelAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+            self._form.setHorizontalSpacing(12)
+            self._form.setVerticalSpacing(8)
+            self._form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+            self.body.addLayout(self._form)
+        return self._form
+
+
+class Card(QFrame):
+    """A number that matters: small title, big value, a line of context under it."""
+
+    def __init__(self, title: str, parent=None, small: bool = False):
+        super().__init__(parent)
+        self.setObjectName("Card")
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(16, 12, 16, 12)
+        lay.setSpacing(2)
+        self.title = label(title, "CardTitle")
+        self.value = label("–", "CardValueSmall" if small else "CardValue", selectable=True)
+        self.sub = label("", "CardSub", wrap=True)
+        lay.addWidget(self.title)
+        lay.addWidget(self.value)
+        lay.addWidget(self.sub)
+        self.extra = QVBoxLayout()
+        self.extra.setSpacing(4)
+        lay.addLayout(self.extra)
+
+    def set(self, value: str, sub: str = ""):
+        self.value.setText(value)
+        self.sub.setText(sub)
+
+
+def hline() -> QFrame:
+    f = QFrame()
+    f.setFrameShape(QFrame.HLine)
+    f.setObjectName("Rule")
+    f.setStyleSheet("color: palette(mid);")
+    return f
+
+
+def count(n: int | float | None) -> str:
+    """Exact counts with thousands separators: 74,498."""
+    return "–" if n is None else f"{int(n):,}"
+
+
+def short_count(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
+def size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
