@@ -1,0 +1,51 @@
+"""`lora-studio` with no arguments: the application object, the style, the main window.
+
+torch is not imported here: the window shows first, then workers load the model skeleton and
+preview the data (the first of them imports torch and transformers off the GUI thread).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ORG, APP, DOMAIN = "LoRA Studio", "LoRA Studio", "lorastudio.org"
+DESKTOP_ID = "org.lorastudio.LoRAStudio"
+
+
+def create_app(argv=None):
+    from PySide6.QtCore import QCoreApplication, QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from lora_studio.ui import style
+    from lora_studio.ui.widgets import app_icon
+
+    app = QApplication.instance()
+    if app is None:
+        QCoreApplication.setOrganizationName(ORG)
+        QCoreApplication.setOrganizationDomain(DOMAIN)
+        QCoreApplication.setApplicationName(APP)
+        app = QApplication(list(argv) if argv is not None else sys.argv[:1])
+        app.setDesktopFileName(DESKTOP_ID)
+    app.setWindowIcon(app_icon())
+    style.apply(app, QSettings().value("appearance/theme", "system"))
+    return app
+
+
+def create_window(config_path: str | None = None):
+    from lora_studio.ui.main_window import MainWindow
+
+    return MainWindow(config_path=config_path)
+
+
+def main(config_path: str | None = None, argv=None) -> int:
+    """Open the workbench (on the demo model and data, or on a saved RunConfig TOML)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app = create_app(argv)
+    window = create_window(str(config_path) if config_path else None)
+    window.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else None))

@@ -1,0 +1,492 @@
+"""The main window: setup on the left (model, adapter, data, training), the savings numbers on
+top, and tabs for targets, data, live training, spectra and trying the result.
+
+It wires views to one Session (the config being edited) and one TrainingController (the run);
+the only logic here is what the buttons and menus do.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QStandardPaths, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QMainWindow, QMessageBox, QScrollArea,
+                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
+
+from lora_studio.ui import probes, style
+from lora_studio.ui.adapter_panel import AdapterPanel
+from lora_studio.ui.budget_panel import BudgetDetails, SavingsCards
+from lora_studio.ui.data_panel import DataPanel
+from lora_studio.ui.data_view import DataView
+from lora_studio.ui.header import Header
+from lora_studio.ui.model_panel import ModelPanel
+from lora_studio.ui.session import Draft, Session
+from lora_studio.ui.targets_grid import TargetsGrid
+from lora_studio.ui.training.settings import TrainingSettings
+from lora_studio.ui.training.view import TrainingView
+from lora_studio.ui.training.worker import TrainingController
+from lora_studio.ui.tryit import TryItView
+from lora_studio.ui.widgets import Section, app_icon, label
+
+STATES = {"idle": ("Ready", ""), "starting": ("Starting …", "running"), "running": ("Training", "running"),
+          "paused": ("Paused", "paused"), "stopping": ("Stopping …", "paused")}
+TOML_FILTER = "Run configuration (*.toml);;All files (*)"
+
+
+def runs_root() -> Path:
+    docs = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation) or str(Path.home())
+    return Path(QSettings().value("folders/runs_root", str(Path(docs) / "LoRA Studio" / "runs")))
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, draft: Draft | None = None, config_path: str | None = None, spectra_every: int = 10):
+        super().__init__()
+        self.setWindowTitle("LoRA Studio")
+        self.setWindowIcon(app_icon())
+        self.session = Session(draft, self)
+        self.controller = TrainingController(self, spectra_every=spectra_every)
+        self.run_dir = ""  # the run shown (trained here or opened)
+        self.run_task = "classification"
+        self._closing = False
+        self._config_path = config_path
+        self.spectra = None
+
+        self.header = Header()
+        self.model_panel = ModelPanel(self.session)
+        self.adapter_panel = AdapterPanel(self.session)
+        self.data_panel = DataPanel(self.session)
+        self.train_settings = TrainingSettings(self.session)
+        self.cards = SavingsCards(self.session)
+        self.grid = TargetsGrid(self.session)
+        self.details = BudgetDetails(self.session)
+        self.data_view = DataView(self.session)
+        self.training = TrainingView(self.controller)
+        self.tryit = TryItView()
+        self._layout()
+        self._actions()
+        self._wire()
+        self._restore()
+        self._state_changed("idle")
+        self.train_settings.out.setPlaceholderText(f"automatic: {runs_root()}/run-…")
+        QTimer.singleShot(0, self._first_load)
+
+    # -- layout --------------------------------------------------------------------------
+    def _layout(self):
+        side_body = QWidget()
+        side_body.setObjectName("SidebarBody")
+        side = QVBoxLayout(side_body)
+        side.setContentsMargins(14, 14, 8, 14)
+        side.setSpacing(12)
+        for w in (self.model_panel, self.adapter_panel, self.data_panel, self.train_settings):
+            side.addWidget(w)
+        side.addStretch(1)
+        self.sidebar = QScrollArea()
+        self.sidebar.setObjectName("Sidebar")
+        self.sidebar.setWidgetResizable(True)
+        self.sidebar.setWidget(side_body)
+        self.sidebar.setMinimumWidth(340)
+        self.sidebar.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+
+        targets = QWidget()
+        tl = QHBoxLayout(targets)
+        tl.setContentsMargins(0, 12, 0, 0)
+        tl.setSpacing(12)
+        grid_section = Section("Which projections to adapt")
+        grid_section.body.addWidget(self.grid)
+        tl.addWidget(grid_section, 5)
+        tl.addWidget(self.details, 6)
+
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(targets, "Targets")
+        self.tabs.addTab(self._padded(self.data_view), "Data")
+        self.tabs.addTab(self._padded(self.training), "Training")
+        self.spectra_tab = QWidget()
+        QVBoxLayout(self.spectra_tab).setContentsMargins(0, 12, 0, 0)
+        self.spectra_tab.layout().addWidget(label("The spectra of ΔW appear here once a run has trained.", "Hint"))
+        self.tabs.addTab(self.spectra_tab, "Spectra")
+        self.tabs.addTab(self._padded(self.tryit), "Try it")
+
+        main = QWidget()
+        ml = QVBoxLayout(main)
+        ml.setContentsMargins(8, 14, 16, 8)
+        ml.setSpacing(6)
+        ml.addWidget(self.cards)
+        ml.addWidget(self.tabs, 1)
+        self.splitter = QSplitter(Qt.Horizontal)
+        self.splitter.addWidget(self.sidebar)
+        self.splitter.addWidget(main)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([380, 1020])
+        self.splitter.setChildrenCollapsible(False)
+
+        central = QWidget()
+        cl = QVBoxLayout(central)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.setSpacing(0)
+        cl.addWidget(self.header)
+        cl.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
+        self.statusBar().addPermanentWidget(label("Ctrl+Enter start · Space pause · Ctrl+. stop", "Hint"))
+
+    @staticmethod
+    def _padded(w: QWidget) -> QWidget:
+        box = QWidget()
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(0, 12, 0, 0)
+        lay.addWidget(w)
+        return box
+
+    def _actions(self):
+        def act(text, slot, shortcut=None, menu=None):
+            a = QAction(text, self)
+            if shortcut:
+                a.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
+            a.triggered.connect(slot)
+            self.addAction(a)
+            if menu is not None:
+                menu.addAction(a)
+            return a
+
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        act("Open model folder…", self.model_panel._browse, None, f)
+        f.addSeparator()
+        act("Load configuration…", self.load_config, "Ctrl+L", f)
+        act("Save configuration…", self.save_config, "Ctrl+S", f)
+        f.addSeparator()
+        self.act_open_run = act("Open run folder…", self.open_run_dialog, "Ctrl+O", f)
+        self.act_export = act("Merge && export…", self.export, "Ctrl+E", f)
+        f.addSeparator()
+        act("Quit", self.close, "Ctrl+Q", f)
+        r = mb.addMenu("&Run")
+        self.act_start = act("Start training", self.start,
+                             [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")], r)
+        self.act_pause = act("Pause / resume", self.controller.toggle_pause, "Space", r)
+        self.act_stop = act("Stop (saves a checkpoint)", self.controller.stop, "Ctrl+.", r)
+        self.act_continue = act("Continue a stopped run…", self.continue_dialog, None, r)
+        v = mb.addMenu("&View")
+        group = QActionGroup(self)
+        current = QSettings().value("appearance/theme", "system")
+        for value, text in (("system", "System appearance"), ("light", "Light"), ("dark", "Dark")):
+            a = act(text, lambda _=False, t=value: self.set_theme(t), None, v)
+            a.setCheckable(True)
+            a.setChecked(value == current)
+            group.addAction(a)
+        h = mb.addMenu("&Help")
+        act("About LoRA Studio", self.about, None, h)
+
+    def _wire(self):
+        h, c, s = self.header, self.controller, self.session
+        h.start.clicked.connect(self.start)
+        h.pause.clicked.connect(c.toggle_pause)
+        h.stop.clicked.connect(c.stop)
+        h.export.clicked.connect(self.export)
+        h.open_run.clicked.connect(self.open_run_dialog)
+        c.state_changed.connect(self._state_changed)
+        c.status.connect(lambda ev: self.statusBar().showMessage(ev.message, 5000))
+        c.started.connect(self._started)
+        c.stepped.connect(self._stepped)
+        c.checkpointed.connect(lambda ev: self.statusBar().showMessage(f"checkpoint saved: {ev.path}", 4000))
+        c.spectra.connect(self._spectra_event)
+        c.finished.connect(self._finished)
+        self.training.sig_continue.connect(lambda: self.continue_run(self.run_dir))
+        self.training.sig_export.connect(self.export)
+        self.training.sig_try.connect(lambda: self.tabs.setCurrentWidget(self.tryit.parentWidget()))
+        self.model_panel.sig_failed.connect(self._model_failed)
+        s.model_ready.connect(self._model_ready)
+        s.data_failed.connect(lambda f: self.statusBar().showMessage(f"data: {f.message}", 8000))
+
+    def _first_load(self):
+        self.session.load_model()
+        self.session.refresh_data()
+        if self._config_path:
+            self.load_config(self._config_path)
+
+    # -- settings ------------------------------------------------------------------------
+    def _restore(self):
+        st = QSettings()
+        geometry = st.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1440, 900)
+        state = st.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        split = st.value("window/splitter")
+        if split is not None:
+            self.splitter.restoreState(split)
+        self.tabs.setCurrentIndex(int(st.value("window/tab", 0)))
+
+    def _save_settings(self):
+        st = QSettings()
+        st.setValue("window/geometry", self.saveGeometry())
+        st.setValue("window/state", self.saveState())
+        st.setValue("window/splitter", self.splitter.saveState())
+        st.setValue("window/tab", self.tabs.currentIndex())
+
+    def set_theme(self, theme: str):
+        QSettings().setValue("appearance/theme", theme)
+        name = style.apply(QApplication.instance(), theme)
+        self.training.plots.apply_theme(name)
+        if self.spectra is not None and hasattr(self.spectra, "apply_theme"):
+            self.spectra.apply_theme(name)
+
+    # -- messages ------------------------------------------------------------------------
+    def error(self, title: str, failure):
+        """A dialog that says what went wrong and what to do; the app keeps running."""
+        message = getattr(failure, "message", str(failure))
+        if getattr(failure, "kind", "user") == "bug":
+            detail = getattr(failure, "detail", "")
+            if detail:
+                print(detail, file=sys.stderr)
+            QMessageBox.critical(self, title, f"{message}\n\nThis is a bug in LoRA Studio; the details are "
+                                              "printed on the console. Please report it.")
+        else:
+            QMessageBox.warning(self, title, message)
+
+    def _model_failed(self, failure, ref):
+        self.error("Cannot use this model", failure)
+
+    def _model_ready(self, info):
+        self.header.model.setText(f"{info.name} · {info.arch.get('model_type', '?')} · {info.task}")
+        self.header.model.setToolTip(info.resolved)
+        self._ensure_spectra()
+
+    # -- the run -------------------------------------------------------------------------
+    def start(self):
+        from lora_studio.engine import UserError
+
+        if self.controller.running:
+            return
+        try:
+            config = self.session.build()
+            out = config.out or str(self._new_run_dir())
+            if Path(out).is_dir() and any(Path(out).iterdir()):
+                answer = QMessageBox.question(self, "Replace this run?",
+                                              f"{out} already holds files. Start a new run there? Its metrics and "
+                                              "checkpoints are replaced.")
+                if answer != QMessageBox.Yes:
+                    return
+            config = config.replace(out=out)
+        except UserError as e:
+            self.error("Cannot start training", e)
+            return
+        self._begin(config)
+
+    def _new_run_dir(self) -> Path:
+        from lora_studio.config import default_out_dir
+
+        return Path(default_out_dir(runs_root()))
+
+    def _begin(self, config, resume: str | None = None):
+        from lora_studio.ui import compare
+
+        compare.forget()
+        self.training.reset()
+        self.training.plots.clear()
+        self.run_dir, self.run_task = str(resume or config.out), config.model.task
+        self.tryit.set_run(self.run_dir, self.run_task)
+        self.controller.start(config, resume)
+        self.tabs.setCurrentWidget(self.training.parentWidget())
+
+    def continue_run(self, run_dir: str):
+        from lora_studio.config import RunConfig
+        from lora_studio.engine import UserError
+
+        if self.controller.running or not run_dir:
+            return
+        try:
+            config = RunConfig.load(Path(run_dir) / "run.toml")
+        except UserError as e:
+            self.error("Cannot continue this run", e)
+            return
+        self._begin(config, resume=run_dir)
+
+    def _started(self, ev):
+        self.run_dir = ev.out
+        if ev.start_step > 0:
+            from lora_studio.engine.train import read_metrics
+
+            self.training.plots.load_metrics(read_metrics(ev.out))
+            self.training.plots.set_total(ev.total_steps)
+        self.statusBar().showMessage(f"training on {ev.device_name}, run folder {ev.out}", 8000)
+
+    def _stepped(self, ev):
+        if self.controller.state == "running":
+            self.header.state.setText(f"Training · {ev.step}/{ev.total_steps}")
+
+    def _finished(self, ev):
+        self.tryit.set_run(self.run_dir, self.run_task)
+        if type(ev).__name__ == "Failed":
+            self.header.set_state("Failed", "failed")
+            title = {"oom": "Out of memory", "user": "Training could not run"}.get(ev.kind, "Training failed")
+            self.error(title, ev)
+        else:
+            self.header.set_state(f"Stopped at {ev.step}" if ev.stopped else "Done", "")
+        if self._closing:
+            QTimer.singleShot(0, self.close)
+
+    def _state_changed(self, state: str):
+        text, kind = STATES[state]
+        if state != "idle" or not self.run_dir:
+            self.header.set_state(text, kind)
+        running = state != "idle"
+        self.header.start.setEnabled(not running)
+        self.act_start.setEnabled(not running)
+        self.header.pause.setEnabled(state in ("running", "paused", "starting"))
+        self.act_pause.setEnabled(state in ("running", "paused", "starting"))
+        self.header.pause.setText("Resume" if state == "paused" else "Pause")
+        self.header.stop.setEnabled(state in ("running", "paused", "starting"))
+        self.act_stop.setEnabled(state in ("running", "paused", "starting"))
+        for w in (self.model_panel, self.adapter_panel, self.data_panel, self.train_settings, self.grid):
+            w.setEnabled(not running)
+        self.act_open_run.setEnabled(not running)
+        self.act_continue.setEnabled(not running)
+        self.header.open_run.setEnabled(not running)
+        ok = state in ("idle", "paused") and bool(self.run_dir)
+        self.tryit.set_available(ok, "" if ok or not self.run_dir else "Pause or stop training to try the adapter.")
+
+    # -- spectra -------------------------------------------------------------------------
+    def _ensure_spectra(self):
+        """Create the spectra view once torch is loaded (its module may import it)."""
+        if self.spectra is not None:
+            return self.spectra
+        try:
+            from lora_studio.ui.spectra.view import SpectraView
+
+            self.spectra = SpectraView()
+        except Exception as e:  # noqa: BLE001 - the tab is optional; the rest works without it
+            self.spectra = False
+            self.spectra_tab.layout().itemAt(0).widget().setText(f"The spectra view is not available ({e}).")
+            return None
+        lay = self.spectra_tab.layout()
+        old = lay.itemAt(0).widget()
+        lay.replaceWidget(old, self.spectra)
+        old.deleteLater()
+        return self.spectra
+
+    def _spectra_event(self, ev):
+        view = self._ensure_spectra()
+        if view:
+            view.set_spectra(ev.step, ev.modules)
+
+    # -- runs and configurations ---------------------------------------------------------
+    def open_run_dialog(self):
+        st = QSettings()
+        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", st.value("folders/runs", str(runs_root())))
+        if folder:
+            st.setValue("folders/runs", str(Path(folder).parent))
+            self.open_run(folder)
+
+    def open_run(self, run_dir: str):
+        """Show a finished or stopped run: its settings, curves and spectra; offer to continue it."""
+        from lora_studio.config import RunConfig
+        from lora_studio.engine import UserError
+        from lora_studio.engine.train import latest_checkpoint, read_metrics
+
+        run = Path(run_dir)
+        try:
+            config = RunConfig.load(run / "run.toml")
+        except UserError as e:
+            self.error("Cannot open this run", f"{run} is not a run folder: {e}")
+            return
+        self.session.apply_config(config)
+        self.session.set_out("")  # a new Start makes a new run; Continue resumes this one
+        self.run_dir, self.run_task = str(run), config.model.task
+        ckpt = latest_checkpoint(run)
+        step = int(ckpt.name.split("-")[1]) if ckpt else None
+        if step is not None and config.train.max_steps and step >= config.train.max_steps:
+            step = None  # finished: nothing to continue
+        self.training.show_history(read_metrics(run), str(run), step)
+        self.training.plots.set_task(config.model.task)
+        self.tryit.set_run(self.run_dir, self.run_task)
+        self._state_changed(self.controller.state)
+        view = self._ensure_spectra()
+        if view and hasattr(view, "load_run"):
+            try:
+                view.load_run(str(run))
+            except Exception as e:  # noqa: BLE001
+                self.statusBar().showMessage(f"spectra: {e}", 8000)
+        self.header.set_state("Run opened", "")
+        self.tabs.setCurrentWidget(self.training.parentWidget())
+
+    def continue_dialog(self):
+        folder = QFileDialog.getExistingDirectory(self, "Continue which run?", str(runs_root()))
+        if folder:
+            self.open_run(folder)
+            self.continue_run(folder)
+
+    def load_config(self, path: str | None = None):
+        if not path:
+            st = QSettings()
+            path, _ = QFileDialog.getOpenFileName(self, "Load a run configuration", st.value("folders/config", ""),
+                                                  TOML_FILTER)
+            if not path:
+                return
+            st.setValue("folders/config", str(Path(path).parent))
+        self.session.tasks.start(probes.load_run_config, path, on_done=self._config_loaded,
+                                 on_failed=lambda f: self.error("Cannot load the configuration", f))
+
+    def _config_loaded(self, config):
+        self.session.apply_config(config)
+        self.statusBar().showMessage("configuration loaded", 4000)
+
+    def save_config(self, path: str | None = None):
+        from lora_studio.engine import UserError
+
+        try:
+            config = self.session.build()
+        except UserError as e:
+            self.error("Cannot save the configuration", e)
+            return
+        if not path:
+            st = QSettings()
+            path, _ = QFileDialog.getSaveFileName(self, "Save the run configuration",
+                                                  str(Path(st.value("folders/config", "")) / "run.toml"), TOML_FILTER)
+            if not path:
+                return
+            st.setValue("folders/config", str(Path(path).parent))
+        try:
+            config.save(path)
+        except OSError as e:
+            self.error("Cannot save the configuration", f"{path}: {e.strerror or e}")
+            return
+        self.statusBar().showMessage(f"saved {path}", 4000)
+
+    def export(self):
+        from lora_studio.ui.export_dialog import ExportDialog
+
+        dialog = ExportDialog(self.run_dir, self)
+        self.export_dialog = dialog
+        dialog.open()
+
+    def about(self):
+        import lora_studio
+
+        QMessageBox.about(self, "About LoRA Studio",
+                          f"<b>LoRA Studio {lora_studio.__version__}</b><br>A desktop workbench for Low-Rank "
+                          "Adaptation (Hu et al. 2021, arXiv:2106.09685).")
+
+    # -- closing -------------------------------------------------------------------------
+    def closeEvent(self, event):
+        if self.controller.running:
+            event.ignore()
+            if self._closing:
+                return
+            answer = QMessageBox.question(self, "Training is running",
+                                          "Stop training and quit? A checkpoint is saved, so the run can be "
+                                          "continued later.")
+            if answer == QMessageBox.Yes:
+                self._closing = True
+                self.statusBar().showMessage("stopping after this step …")
+                self.controller.stop()
+            return
+        self._save_settings()
+        self.controller.wait()
+        for runner in (self.session.tasks, self.tryit.tasks):
+            runner.wait_all()
+        event.accept()
