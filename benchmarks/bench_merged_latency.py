@@ -45,8 +45,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=21)
     a = ap.parse_args()
-    print("| model | base ms | merged ms | merged / base | unmerged adapter ms | unmerged / base |")
-    print("|---|---|---|---|---|---|")
+    print("| model | base ms | merged ms | merged / base | (min) merged / base | unmerged adapter ms | unmerged / base |")
+    print("|---|---|---|---|---|---|---|")
     for name, base, x in cases():
         base.eval()
         adapted = copy.deepcopy(base)
@@ -64,8 +64,10 @@ def main():
                     m(**x)
                     times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        best = {k: min(v) for k, v in times.items()}  # the least-disturbed run: robust on a shared machine
         print(f"| {name} | {med['base']:.1f} | {med['merged']:.1f} | {med['merged'] / med['base']:.3f} | "
-              f"{med['adapted']:.1f} | {med['adapted'] / med['base']:.3f} |", flush=True)
+              f"{best['merged'] / best['base']:.3f} | {med['adapted']:.1f} | {med['adapted'] / med['base']:.3f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
-ORG, APP, DOMAIN = "LoRA Studio", "LoRA Studio", "lorastudio.org"
-DESKTOP_ID = "org.lorastudio.LoRAStudio"
+ORG, APP, DOMAIN = "LoRA Studio", "LoRA Studio", "lorastudio.github.io"
+DESKTOP_ID = "io.github.lorastudio.LoraStudio"  # packaging/<id>.desktop: the Wayland app id
+WM_CLASS = "lora-studio"  # the .desktop file's StartupWMClass (X11 instance name)
 
 
 def create_app(argv=None):
@@ -22,6 +23,7 @@ def create_app(argv=None):
 
     app = QApplication.instance()
     if app is None:
+        os.environ.setdefault("RESOURCE_NAME", WM_CLASS)
         QCoreApplication.setOrganizationName(ORG)
         QCoreApplication.setOrganizationDomain(DOMAIN)
         QCoreApplication.setApplicationName(APP)

@@ -14,6 +14,9 @@ NAMES = {"q": "q · query", "k": "k · key", "v": "v · value", "o": "o · outpu
          "down": "down"}
 
 
+MEMORY_ROWS = ("Weights", "Gradients", "Optimizer (AdamW)", "Activations", "Total")
+
+
 def percent(p: float) -> str:
     return f"{p:.3g} %" if p < 100 else "100 %"
 
@@ -60,7 +63,7 @@ class SavingsCards(QWidget):
         self.file.setToolTip(f"{b.adapter_file_bytes:,} bytes")
         lora, full = b.memory_lora.total, b.memory_full.total
         saved = 100.0 * (1 - lora / full) if full else 0.0
-        self.memory.set(size(lora), f"vs {size(full)} for full fine-tuning ({saved:.0f} % less)")
+        self.memory.set(size(lora), f"full fine-tuning: {size(full)} (−{saved:.0f} %)")
         self.bar_lora.setValue(int(1000 * lora / max(full, 1)))
         self.bar_full.setValue(1000)
 
@@ -84,14 +87,23 @@ class BudgetDetails(QWidget):
         lay.addWidget(self.per_target)
 
         mem = Section("Training memory · LoRA vs full fine-tuning")
-        self.memory = QTableWidget(5, 3)
-        self.memory.setHorizontalHeaderLabels(["", "LoRA", "Full fine-tuning"])
-        self.memory.verticalHeader().hide()
-        self.memory.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.memory.setSelectionMode(QAbstractItemView.NoSelection)
-        self.memory.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
-        self.memory.setFixedHeight(5 * 28 + 32)
-        mem.body.addWidget(self.memory)
+        self.memory = QGridLayout()
+        self.memory.setHorizontalSpacing(16)
+        self.memory.setVerticalSpacing(5)
+        self.memory_cells = {}
+        for c, title in enumerate(("", "LoRA", "Full fine-tuning")):
+            head = label(title, "CardTitle")
+            head.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+            self.memory.addWidget(head, 0, c)
+        for r, title in enumerate(MEMORY_ROWS, start=1):
+            self.memory.addWidget(label(title, "Value" if title == "Total" else ""), r, 0)
+            for c in (1, 2):
+                cell = label("–", "Value" if title == "Total" else "")
+                cell.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                self.memory.addWidget(cell, r, c)
+                self.memory_cells[(title, c)] = cell
+        self.memory.setColumnStretch(0, 1)
+        mem.body.addLayout(self.memory)
         self.memory_note = label("", "Hint", wrap=True)
         mem.body.addWidget(self.memory_note)
         lay.addWidget(mem)
@@ -100,6 +112,8 @@ class BudgetDetails(QWidget):
         self.modules = QTableWidget(0, 4)
         self.modules.setHorizontalHeaderLabels(["Module", "Shape (out × in)", "r", "Parameters"])
         self.modules.verticalHeader().hide()
+        self.modules.setMinimumHeight(240)
+        self.modules.setTextElideMode(Qt.ElideMiddle)
         self.modules.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.modules.setAlternatingRowColors(True)
         h = self.modules.horizontalHeader()
@@ -145,19 +159,9 @@ class BudgetDetails(QWidget):
         self.rows.setColumnStretch(1, 1)
 
         ml, mf = b.memory_lora, b.memory_full
-        for r, (title, a, f) in enumerate((("Weights", ml.weights, mf.weights), ("Gradients", ml.gradients, mf.gradients),
-                                           ("Optimizer (AdamW)", ml.optimizer, mf.optimizer),
-                                           ("Activations", ml.activations, mf.activations),
-                                           ("Total", ml.total, mf.total))):
-            for c, text in enumerate((title, size(a), size(f))):
-                item = QTableWidgetItem(text)
-                if c:
-                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                if r == 4:
-                    font = item.font()
-                    font.setBold(True)
-                    item.setFont(font)
-                self.memory.setItem(r, c, item)
+        for title, attr in zip(MEMORY_ROWS, ("weights", "gradients", "optimizer", "activations", "total")):
+            self.memory_cells[(title, 1)].setText(size(getattr(ml, attr)))
+            self.memory_cells[(title, 2)].setText(size(getattr(mf, attr)))
         t, d = self.session.draft.train, self.session.draft.data
         self.memory_note.setText(f"At batch {t.batch_size} × {d.max_length} tokens, {self.session.budget_precision()}"
                                  f"{', gradient checkpointing' if t.gradient_checkpointing else ''}. "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QMainWindow, QMessageBox, QScrollArea,
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QFileDialog, QHBoxLayout, QMainWindow, QMessageBox, QScrollArea,
                                QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from lora_studio.ui import probes, style
@@ -82,11 +82,16 @@ class MainWindow(QMainWindow):
         for w in (self.model_panel, self.adapter_panel, self.data_panel, self.train_settings):
             side.addWidget(w)
         side.addStretch(1)
+        for combo in side_body.findChildren(QComboBox):  # long items must not widen the sidebar
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
+        for box in side_body.findChildren(QAbstractSpinBox):
+            box.setMinimumWidth(70)
         self.sidebar = QScrollArea()
         self.sidebar.setObjectName("Sidebar")
         self.sidebar.setWidgetResizable(True)
         self.sidebar.setWidget(side_body)
-        self.sidebar.setMinimumWidth(340)
+        self.sidebar.setMinimumWidth(372)
         self.sidebar.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
 
         targets = QWidget()
@@ -96,7 +101,11 @@ class MainWindow(QMainWindow):
         grid_section = Section("Which projections to adapt")
         grid_section.body.addWidget(self.grid)
         tl.addWidget(grid_section, 5)
-        tl.addWidget(self.details, 6)
+        details = QScrollArea()
+        details.setWidgetResizable(True)
+        details.setWidget(self.details)
+        details.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        tl.addWidget(details, 6)
 
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -119,7 +128,7 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(main)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([380, 1020])
+        self.splitter.setSizes([392, 1048])
         self.splitter.setChildrenCollapsible(False)
 
         central = QWidget()

@@ -10,7 +10,7 @@ from lora_studio.ui.session import Session
 from lora_studio.ui.style import repolish
 from lora_studio.ui.widgets import Section, icon, label, short_count
 
-DEMO = "Demo · all-MiniLM-L6-v2 (packaged)"
+DEMO = "Demo model (all-MiniLM-L6-v2)"
 TASKS = [("classification", "Classification"), ("causal-lm", "Causal LM")]
 RECENT_KEY, MAX_RECENT = "models/recent", 8
 
@@ -119,6 +119,7 @@ class ModelPanel(Section):
         text = m.path or DEMO
         if self.path.currentText() != text and not self.path.lineEdit().hasFocus():
             self.path.setEditText(text)
+            self.path.lineEdit().setCursorPosition(0)
         self.task.setCurrentIndex(max(0, self.task.findData(m.task)))
         self.task.setEnabled(bool(m.path))
         for box, on in ((self.trust, m.trust_remote_code), (self.pickle, m.allow_pickle)):

@@ -185,8 +185,8 @@ class Session(QObject):
         self.set_cells(cells_from_lora(self.draft.lora, info))
         if task_changed:
             self.refresh_data()  # the demo file and the detected format depend on the task
-        elif data_changed or self.stats is None:
-            self._stats_timer.start()
+        elif (data_changed or self.stats is None) and self.preview is not None and self.preview.format:
+            self._stats_timer.start()  # (before the preview is read, _preview_done asks for them)
 
     def _model_failed(self, gen: int, failure: Failure, ref: str):
         if gen == self._gen["model"]:

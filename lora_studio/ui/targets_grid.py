@@ -48,6 +48,7 @@ class TargetsGrid(QWidget):
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.viewport().setAutoFillBackground(False)
         lay.addWidget(self.scroll, 1)
         self._empty("Loading the model …")
 
@@ -65,6 +66,7 @@ class TargetsGrid(QWidget):
 
     def _rebuild(self, info):
         body = QWidget()
+        body.setObjectName("GridBody")
         grid = QGridLayout(body)
         grid.setContentsMargins(2, 2, 2, 2)
         grid.setHorizontalSpacing(6)

@@ -69,10 +69,13 @@ class Task(QObject):
 
 
 class _Relay(QObject):
-    """Lives in the GUI thread: calls the caller's callbacks there (queued from the worker)."""
+    """Lives in the GUI thread: calls the caller's callbacks there (queued from the worker), and
+    lets the runner drop the task once its thread's `finished` arrives - after `done`/`failed`,
+    which were queued before it."""
 
-    def __init__(self, on_done, on_failed, on_progress):
+    def __init__(self, runner, thread, on_done, on_failed, on_progress):
         super().__init__()
+        self.runner, self.thread = runner, thread
         self.on_done, self.on_failed, self.on_progress = on_done, on_failed, on_progress
 
     @Slot(object)
@@ -90,6 +93,10 @@ class _Relay(QObject):
         if self.on_progress:
             self.on_progress(msg, frac)
 
+    @Slot()
+    def ended(self):
+        self.runner._forget(self.thread)
+
 
 class TaskRunner(QObject):
     """Starts Tasks in their own QThreads and keeps them alive until their thread has ended."""
@@ -100,8 +107,8 @@ class TaskRunner(QObject):
 
     def start(self, fn: Callable, *args, on_done=None, on_failed=None, on_progress=None, **kwargs) -> Task:
         task = Task(fn, *args, with_progress=on_progress is not None, **kwargs)
-        relay = _Relay(on_done, on_failed, on_progress)
         thread = QThread()
+        relay = _Relay(self, thread, on_done, on_failed, on_progress)
         thread.setObjectName(getattr(fn, "__name__", "task"))
         task.moveToThread(thread)
         task.done.connect(relay.done, Qt.QueuedConnection)
@@ -109,23 +116,21 @@ class TaskRunner(QObject):
         task.progress.connect(relay.progress, Qt.QueuedConnection)
         task.finished.connect(thread.quit, Qt.DirectConnection)  # quit() is thread-safe
         thread.started.connect(task.run)
-        thread.finished.connect(self._reap, Qt.QueuedConnection)
+        thread.finished.connect(relay.ended, Qt.QueuedConnection)
         self._live[thread] = (task, relay)
         thread.start()
         return task
 
-    @Slot()
-    def _reap(self):
-        for thread in [t for t in self._live if t.isFinished()]:
-            thread.wait()
-            self._live.pop(thread)
+    def _forget(self, thread: QThread):
+        thread.wait()
+        self._live.pop(thread, None)
 
     @property
     def busy(self) -> bool:
         return any(not t.isFinished() for t in self._live)
 
     def wait_all(self, ms: int = 30_000):
+        """Block until every task has ended (closing the window); their results are dropped."""
         for thread in list(self._live):
-            thread.quit()
             thread.wait(ms)
-        self._reap()
+        self._live.clear()

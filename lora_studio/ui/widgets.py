@@ -98,6 +98,7 @@ class Card(QFrame):
         self.extra = QVBoxLayout()
         self.extra.setSpacing(4)
         lay.addLayout(self.extra)
+        lay.addStretch(1)
 
     def set(self, value: str, sub: str = ""):
         self.value.setText(value)

@@ -1,5 +1,6 @@
 """The CPU fast dropout: same law as torch's, and the attention path computes the same function."""
 
+import pytest
 import torch
 
 import tiny
@@ -18,9 +19,10 @@ def test_fast_dropout_law():
     assert torch.equal(d(x), x)
 
 
-def test_swapped_model_equals_reference():
-    ref = tiny.build("bert")
-    fast = tiny.build("bert")
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])  # bidirectional with padding mask; causal
+def test_swapped_model_equals_reference(arch):
+    ref = tiny.build(arch)
+    fast = tiny.build(arch)
     inject(ref, LoraSpec(targets=["q", "v"], rank=2))
     inject(fast, LoraSpec(targets=["q", "v"], rank=2))
     fast.load_state_dict(ref.state_dict())

@@ -68,7 +68,7 @@ class TrainingPlots(QWidget):
         self.side_curve = self.side.plot(symbol="o", symbolSize=6)
         self.lr_curve = self.lr.plot()
         for p in (self.loss, self.side, self.lr):
-            p.setDownsampling(mode="peak")
+            p.setDownsampling(auto=True, mode="peak")
             p.setClipToView(True)
             p.setMenuEnabled(False)
             p.getViewBox().setMouseMode(pg.ViewBox.RectMode)

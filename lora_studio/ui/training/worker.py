@@ -124,11 +124,11 @@ class TrainingController(QObject):
         self.thread.setObjectName("training")
         self.worker.moveToThread(self.thread)
         w = self.worker
-        for sig, slot in ((w.status, self.status.emit), (w.started, self._started), (w.stepped, self._stepped),
-                          (w.evaluated, self.evaluated.emit), (w.checkpointed, self.checkpointed.emit),
-                          (w.spectra, self.spectra.emit), (w.paused, self._paused), (w.resumed, self._resumed),
+        for sig, slot in ((w.status, self.status), (w.started, self._started), (w.stepped, self._stepped),
+                          (w.evaluated, self.evaluated), (w.checkpointed, self.checkpointed),
+                          (w.spectra, self.spectra), (w.paused, self._paused), (w.resumed, self._resumed),
                           (w.finished, self._finished)):
-            sig.connect(slot, Qt.QueuedConnection)
+            sig.connect(slot, Qt.QueuedConnection)  # delivered in the GUI thread, in order
         self.thread.started.connect(w.run)
         w.finished.connect(self.thread.quit, Qt.DirectConnection)  # quit() is thread-safe
         self._set_state("starting")

@@ -1,0 +1,117 @@
+"""Start, live metrics reaching the plot, pause/resume, stop with a checkpoint, continue, close."""
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+
+from gui_helpers import make_draft, open_window, shut
+from lora_studio.engine.train import Eval, Finished, Started, Step, read_metrics
+
+
+def curve(w):
+    c = w.training.plots.raw_curve
+    return ([] if c.xData is None else list(c.xData)), ([] if c.yData is None else list(c.yData))
+
+
+def test_start_pause_resume_stop_continue(qtbot, tiny_model, tiny_data, tmp_path, dialogs):
+    out = tmp_path / "run"
+    w = open_window(qtbot, make_draft(tiny_model, tiny_data, out, max_steps=2000, eval_every=0))
+    try:
+        assert w.header.start.isEnabled() and not w.header.stop.isEnabled()
+        with qtbot.waitSignal(w.controller.started, timeout=60_000) as started:
+            qtbot.mouseClick(w.header.start, Qt.LeftButton)
+        assert isinstance(started.args[0], Started) and started.args[0].total_steps == 2000
+        with qtbot.waitSignal(w.controller.stepped, timeout=30_000) as stepped:
+            pass
+        first = stepped.args[0]
+        assert isinstance(first, Step) and first.loss > 0
+        # the real loss reaches the plot (pushed by its 10 Hz timer)
+        qtbot.waitUntil(lambda: len(curve(w)[0]) > 0, timeout=5_000)
+        xs, ys = curve(w)
+        rows = {r["step"]: r["loss"] for r in read_metrics(out) if "loss" in r}
+        assert xs[0] == 1 and ys[0] == rows[1]
+        assert not w.model_panel.isEnabled()  # settings are fixed while a run trains
+
+        with qtbot.waitSignal(w.controller.paused, timeout=30_000) as paused:
+            qtbot.mouseClick(w.header.pause, Qt.LeftButton)
+        assert w.header.pause.text() == "Resume" and w.controller.state == "paused"
+        at = paused.args[0].step
+        qtbot.wait(300)
+        assert w.controller.last_step == at  # nothing trains while paused
+        assert w.tryit.run.isEnabled()  # the adapter can be tried while paused
+
+        with qtbot.waitSignal(w.controller.resumed, timeout=10_000):
+            qtbot.keyClick(w, Qt.Key_Space)  # the shortcut resumes
+        with qtbot.waitSignal(w.controller.stepped, timeout=10_000) as later:
+            pass
+        assert later.args[0].step > at
+
+        with qtbot.waitSignal(w.controller.finished, timeout=30_000) as finished:
+            qtbot.mouseClick(w.header.stop, Qt.LeftButton)
+        ev = finished.args[0]
+        assert isinstance(ev, Finished) and ev.stopped and ev.step < 2000
+        assert (out / "checkpoints" / f"step-{ev.step}").is_dir()
+        assert w.header.start.isEnabled() and w.model_panel.isEnabled()
+        assert w.training.banner.isVisible() and w.training.banner.first.text() == "Continue run"
+
+        with qtbot.waitSignal(w.controller.started, timeout=60_000) as resumed:
+            qtbot.mouseClick(w.training.banner.first, Qt.LeftButton)
+        assert resumed.args[0].start_step == ev.step
+        with qtbot.waitSignal(w.controller.stepped, timeout=30_000) as after:
+            pass
+        assert after.args[0].step == ev.step + 1
+        qtbot.waitUntil(lambda: len(curve(w)[0]) > ev.step, timeout=5_000)  # the old curve was reloaded
+        with qtbot.waitSignal(w.controller.finished, timeout=30_000):
+            qtbot.keyClick(w, Qt.Key_Period, Qt.ControlModifier)  # Ctrl+. stops
+        assert dialogs.shown == []
+    finally:
+        shut(w)
+
+
+def test_run_to_the_end_with_eval(window, qtbot, dialogs):
+    evals = []
+    window.controller.evaluated.connect(evals.append)
+    with qtbot.waitSignal(window.controller.finished, timeout=90_000) as finished:
+        qtbot.mouseClick(window.header.start, Qt.LeftButton)
+    ev = finished.args[0]
+    assert isinstance(ev, Finished) and not ev.stopped and ev.step == 6
+    assert [e.step for e in evals] == [0, 3, 6] and all(isinstance(e, Eval) for e in evals)
+    qtbot.waitUntil(lambda: window.training.plots.eval_curve.xData is not None
+                    and list(window.training.plots.eval_curve.xData) == [0, 3, 6], timeout=5_000)
+    assert list(window.training.plots.side_curve.yData) == [e.accuracy for e in evals]
+    assert window.training.banner.first.text() == "Try it"
+    assert Path(window.run_dir, "adapter_model.safetensors").is_file()
+    assert dialogs.shown == []
+
+
+def test_closing_during_training_asks_then_stops_with_a_checkpoint(qtbot, tiny_model, tiny_data, tmp_path, dialogs):
+    out = tmp_path / "run"
+    w = open_window(qtbot, make_draft(tiny_model, tiny_data, out, max_steps=2000, eval_every=0))
+    with qtbot.waitSignal(w.controller.stepped, timeout=60_000):
+        qtbot.mouseClick(w.header.start, Qt.LeftButton)
+    dialogs.answer = dialogs.answer.__class__.No
+    w.close()
+    assert dialogs.kinds() == ["question"] and w.isVisible() and w.controller.running  # "No" keeps training
+    dialogs.answer = dialogs.answer.__class__.Yes
+    with qtbot.waitSignal(w.controller.finished, timeout=30_000) as finished:
+        w.close()
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=10_000)
+    step = finished.args[0].step
+    assert finished.args[0].stopped and (out / "checkpoints" / f"step-{step}").is_dir()
+    assert w.controller.thread is None  # the thread was joined
+
+
+def test_bad_data_gives_a_dialog_that_says_what_to_do(qtbot, tiny_model, tmp_path, dialogs):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"foo": "x", "bar": 1}\n' * 10)
+    w = open_window(qtbot, make_draft(tiny_model, bad, tmp_path / "run"),
+                    ready=lambda s: s.info is not None and s.preview is not None)
+    try:
+        assert "no usable columns" in w.data_view.problem.text()
+        with qtbot.waitSignal(w.controller.finished, timeout=60_000):
+            qtbot.mouseClick(w.header.start, Qt.LeftButton)
+        assert dialogs.kinds() == ["warning"]
+        assert "columns" in dialogs.shown[0].text
+        assert w.header.start.isEnabled()  # the app keeps running
+    finally:
+        shut(w)
