@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PySide6.QtCore import QPointF, Qt
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 import tiny
 from lora_studio import LoraSpec, inject, save_adapter
@@ -262,14 +261,23 @@ def test_not_an_adapter_folder_is_an_error_dialog(view, qtbot, tmp_path, dialogs
     assert view.table.row_count() == 8
 
 
-def test_resize_into_the_adapters_own_folder_is_refused(view, qtbot, tmp_path, dialogs):
+def test_resize_never_overwrites_the_source(view, qtbot, tmp_path, dialogs):
     run = adapter_dir(tmp_path / "run")
+    adapter_dir(run / "checkpoints" / "step-5", seed=3)
     with qtbot.waitSignal(view.loaded, timeout=30_000):
-        view.load_run(str(run))
-    with qtbot.waitSignal(view.failed, timeout=30_000):
-        view.resize_adapter(str(run))
-    assert dialogs.kinds() == ["warning"] and "own folder" in dialogs.shown[0].text
+        view.load_run(str(run / "checkpoints" / "step-5"))
+    before = (run / "adapter_model.safetensors").read_bytes()
+    for own in (run, run / "checkpoints" / "step-5"):  # the checkpoint shown, or its run folder
+        with qtbot.waitSignal(view.failed, timeout=30_000):
+            view.resize_adapter(str(own))
+    assert dialogs.kinds() == ["warning", "warning"] and "own folder" in dialogs.shown[0].text
+    assert (run / "adapter_model.safetensors").read_bytes() == before
     assert view.resize_button.isEnabled()
+    # another adapter folder: asked first, kept when the user says no
+    other = adapter_dir(tmp_path / "other", seed=5)
+    dialogs.answer = QMessageBox.No
+    view.resize_adapter(str(other))
+    assert dialogs.kinds()[-1] == "question" and not view.tasks.busy
 
 
 def test_theme_follows_the_app(view):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QMessageBox,
                                QPushButton, QSplitter, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
 
@@ -23,7 +23,7 @@ from lora_studio.ui.spectra.plots import EnergyPlot, Heatmap, SigmaPlot, series_
 from lora_studio.ui.spectra.report import ResizeReport
 from lora_studio.ui.spectra.table import SummaryTable
 from lora_studio.ui.spectra.tree import ModuleTree
-from lora_studio.ui.tasks import TaskRunner
+from lora_studio.ui.tasks import Failure, TaskRunner
 from lora_studio.ui.widgets import Section, icon, label
 
 EMPTY = ("Spectra appear as training runs, or open a run folder.",
@@ -102,6 +102,9 @@ class SpectraView(QWidget):
         lay.addWidget(self.stack, 1)
         self.apply_theme(self.theme)
         self.clear()
+        app = QCoreApplication.instance()
+        if app is not None:  # no worker thread may outlive the app
+            app.aboutToQuit.connect(self.shutdown)
 
     # -- building ------------------------------------------------------------------------
     def _header(self) -> QWidget:
@@ -315,7 +318,12 @@ class SpectraView(QWidget):
             if not out_dir:
                 return
             st.setValue("folders/resize", str(Path(out_dir).parent))
-        if (Path(out_dir) / "adapter_config.json").is_file() and Path(out_dir).resolve() != Path(self.adapter).resolve():
+        own = {Path(self.adapter).resolve(), jobs.run_of(Path(self.adapter)).resolve()}
+        if Path(out_dir).resolve() in own:
+            self._failed("Choose another folder", Failure(f"{out_dir} is the adapter's own folder (or its run's): "
+                                                          "choose a new, empty folder for the resized adapter"))
+            return
+        if (Path(out_dir) / "adapter_config.json").is_file():
             answer = QMessageBox.question(self, "Replace this adapter?",
                                           f"{out_dir} already holds an adapter. Replace it with the resized one?")
             if answer != QMessageBox.Yes:

@@ -1,0 +1,15 @@
+"""Guard against the Qt binding's None leak (PySide6-Essentials 6.12.0 on Python 3.11 drops a
+reference to None on every void call, and a long-running app aborts with `deallocating None`)."""
+
+import sys
+
+
+def test_void_calls_do_not_leak_none(qtbot):
+    from PySide6.QtWidgets import QWidget
+
+    w = QWidget()
+    qtbot.addWidget(w)
+    before = sys.getrefcount(None)
+    for _ in range(2000):
+        w.setEnabled(True)
+    assert sys.getrefcount(None) >= before - 50
