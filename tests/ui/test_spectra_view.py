@@ -290,15 +290,6 @@ def test_theme_follows_the_app(view):
     assert view.sigma.backgroundBrush().color().name() == style.LIGHT["surface"]
 
 
-def test_view_works_without_the_spectra_engine(qtbot, monkeypatch):
-    monkeypatch.setitem(sys.modules, "lora_studio.engine.spectra", None)  # import fails
-    v = SpectraView()
-    qtbot.addWidget(v)
-    v.set_spectra(1, [fake("model.layers.0.self_attn.q_proj", [1.0, 0.5], 0, rank=2)])
-    assert v.table.row_count() == 1 and v.suggested.text() == "–"
-    v.shutdown()
-
-
 def test_amplification_loads_the_base_model(view, qtbot, tmp_path):
     import transformers as T
 

@@ -41,10 +41,9 @@ def _engine():
 
 
 def _cumulative_energy(sigma) -> np.ndarray:
-    # display transform of the engine's σ for the energy plot: Σ_{i<=k} σ_i² / Σσ²
-    e = np.square(np.asarray(sigma, dtype=float))
-    total = e.sum()
-    return np.cumsum(e) / total if total > 0 else np.zeros_like(e)
+    from lora_studio.engine.spectra import cumulative_energy  # lazy: torch loads after the window shows
+
+    return np.asarray(cumulative_energy(sigma), dtype=float)
 
 
 def _find(combo: QComboBox, value) -> int:
