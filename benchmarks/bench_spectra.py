@@ -12,6 +12,7 @@ module is identical). Prints a markdown table row.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -64,7 +65,9 @@ def main():
         ref = sv[:r].double()
         err = max(err, ((torch.tensor(by_name[name].singular_values) - ref).abs().max() / ref[0]).item())
     per = statistics.median(dense)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {n} modules of {d} x {d}, r = {r}; "
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f} (other work "
+          f"on the CPU slows the multi-threaded dense SVD most); {n} modules of {d} x {d}, r = {r}; "
           f"dense SVD timed on {len(dense)} module(s), scaled x{n}; max relative σ difference {err:.1e}")
     print("| adapter | modules | analyse() ms | analyse(top_vectors=True) ms | dense svdvals ms (per module) "
           "| dense / analyse() |")

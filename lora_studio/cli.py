@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--rank", type=int)
     size.add_argument("--energy", type=float, help="keep the smallest rank holding this energy fraction, e.g. 0.9")
     r.add_argument("--out", required=True)
+    r.add_argument("--json", action="store_true", help="print the full report as JSON")
     return p
 
 
@@ -326,7 +327,17 @@ def cmd_resize(a) -> int:
     if a.energy is not None and not 0 < a.energy <= 1:
         raise UserError(f"--energy must be in (0, 1], got {a.energy}")
     report = spectra.resize(a.run_dir, a.out, rank=a.rank, energy=a.energy)
-    print(json.dumps(report, indent=2) if isinstance(report, (dict, list)) else report)
+    if a.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    rows = report["modules"]
+    width = max(len(m["name"] + (f"[{m['target']}]" if m.get("target") else "")) for m in rows)
+    print(f"{'module':<{width}}  rank  kept Frobenius")
+    for m in rows:
+        label = m["name"] + (f"[{m['target']}]" if m.get("target") else "")
+        note = f"  ({m['note']})" if m.get("note") else ""
+        print(f"{label:<{width}}  {m['rank_before']:>2}->{m['rank']:<2} {m['retained_frobenius']:>8.2%}{note}")
+    print(f"parameters {report['params_before']:,} -> {report['params_after']:,}; adapter written to {report['out']}")
     return 0
 
 
@@ -346,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lora-studio inspect --json | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

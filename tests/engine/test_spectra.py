@@ -291,7 +291,9 @@ def test_resize_peft_made_adapter(tmp_path):
 
 def test_report_formats(tmp_path):
     model = _adapted("gpt2", ["q", "v"])
+    threads = torch.get_num_threads()
     result = spectra.analyse(model)
+    assert torch.get_num_threads() == threads  # analyse runs on one thread and gives the others back
     doc = spectra.to_json(result)
     m = doc["modules"][0]
     assert {"name", "rank", "singular_values", "effective_rank", "target", "rank90"} <= set(m)
