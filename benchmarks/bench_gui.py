@@ -91,7 +91,7 @@ class Lateness:
 
 
 def bench_stall(steps: int, model: str) -> dict:
-    from PySide6.QtCore import QCoreApplication, QEventLoop
+    from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
 
     from lora_studio.config import DataConfig, ModelConfig, TrainConfig
     from lora_studio.ui import app
@@ -107,8 +107,13 @@ def bench_stall(steps: int, model: str) -> dict:
     w.resize(1440, 900)
     w.show()
     loop = QEventLoop()
-    w.session.model_ready.connect(lambda _: loop.quit())
+    s = w.session
+    ready = QTimer(interval=50)  # the skeleton, the data statistics and the head sized for the labels
+    ready.timeout.connect(lambda: s.info and s.stats and s.info.num_labels == max(2, len(s.stats.label_names))
+                          and loop.quit())
+    ready.start()
     loop.exec()
+    ready.stop()
     probe = Lateness()
     result = {}
     w.controller.started.connect(lambda ev: (setattr(probe, "phase", "training"), result.update(device=ev.device_name)))

@@ -51,11 +51,13 @@ class SavingsCards(QWidget):
         if b is None:
             for card in (self.trainable, self.share, self.file, self.memory):
                 card.set("–", "")
-            self.trainable.sub.setText(view.message)
+            self.trainable.sub.setText(view.message if len(view.message) < 70 else "see the Targets tab")
+            self.trainable.sub.setToolTip(view.message)
             for bar in (self.bar_lora, self.bar_full):
                 bar.setValue(0)
             return
         self.trainable.set(count(b.trainable_params), f"of {count(b.total_params)} in total")
+        self.trainable.sub.setToolTip("")
         self.trainable.setToolTip(f"adapter {b.adapter_params:,} + trained head {b.head_params:,}")
         ratio = b.total_params / max(b.trainable_params, 1)
         self.share.set(percent(b.trainable_percent), f"1 in {ratio:,.0f} parameters · full fine-tuning: 100 %")
@@ -129,6 +131,7 @@ class BudgetDetails(QWidget):
         while self.rows.count():
             w = self.rows.takeAt(0).widget()
             if w is not None:
+                w.hide()  # deleteLater() acts on the next event-loop turn: hide it now
                 w.deleteLater()
 
     def show_budget(self, view: BudgetView):

@@ -44,14 +44,19 @@ class DataView(QWidget):
         session.data_loading.connect(self._loading)
         session.data_ready.connect(self.show_preview)
         session.data_stats.connect(self.show_stats)
-        session.data_failed.connect(lambda f: self.problem.setText(f.message))
+        session.data_failed.connect(lambda f: self._problem(f.message))
+        self._problem("")
+
+    def _problem(self, text: str):
+        self.problem.setText(text)
+        self.problem.setVisible(bool(text))
 
     def _loading(self, path: str):
-        self.problem.setText("")
+        self._problem("")
         self.source.setText(f"Reading {path or 'the demo dataset'} …")
 
     def show_preview(self, p):
-        self.problem.setText(p.problem)
+        self._problem(p.problem)
         roles = ", ".join(f"{role} ← {col}" for role, col in p.roles.items())
         demo = "" if self.session.draft.data.path else "demo dataset · "
         self.source.setText(f"{demo}{p.path}\n{p.num_rows:,} rows · format: {p.format or 'not detected'}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from lora_studio.ui.style import repolish
@@ -27,6 +27,8 @@ class Header(QFrame):
         lay.addSpacing(14)
         self.model = label("", "ModelChip")
         self.state = label("Ready", "StateChip")
+        self.state.setMinimumWidth(140)  # "Training · 120/1000" changes every step: no jitter
+        self.state.setAlignment(Qt.AlignCenter)
         lay.addWidget(self.model)
         lay.addWidget(self.state)
         lay.addStretch(1)

@@ -45,6 +45,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("LoRA Studio")
         self.setWindowIcon(app_icon())
+        self.setAcceptDrops(True)
         self.session = Session(draft, self)
         self.controller = TrainingController(self, spectra_every=spectra_every)
         self.run_dir = ""  # the run shown (trained here or opened)
@@ -372,9 +373,12 @@ class MainWindow(QMainWindow):
             self.spectra = False
             self.spectra_tab.layout().itemAt(0).widget().setText(f"The spectra view is not available ({e}).")
             return None
+        scroll = QScrollArea()  # the view is wide; on a small screen it scrolls, the window fits
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.spectra)
         lay = self.spectra_tab.layout()
         old = lay.itemAt(0).widget()
-        lay.replaceWidget(old, self.spectra)
+        lay.replaceWidget(old, scroll)
         old.deleteLater()
         return self.spectra
 
@@ -479,6 +483,31 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About LoRA Studio",
                           f"<b>LoRA Studio {lora_studio.__version__}</b><br>A desktop workbench for Low-Rank "
                           "Adaptation (Hu et al. 2021, arXiv:2106.09685).")
+
+    # -- drag and drop -------------------------------------------------------------------
+    def dragEnterEvent(self, event):
+        if event.mimeData().hasUrls() and not self.controller.running:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event):
+        """A model folder, a run folder, a data file or a run.toml dropped on the window."""
+        urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if not urls:
+            return
+        self.open_path(urls[0])
+        event.acceptProposedAction()
+
+    def open_path(self, path: str):
+        p = Path(path)
+        if p.is_dir() and (p / "run.toml").is_file():
+            self.open_run(str(p))
+        elif p.is_dir():
+            self.model_panel.load(str(p))
+        elif p.suffix == ".toml":
+            self.load_config(str(p))
+        else:
+            self.session.set_data(path=str(p))
+            self.tabs.setCurrentWidget(self.data_view.parentWidget())
 
     # -- closing -------------------------------------------------------------------------
     def closeEvent(self, event):

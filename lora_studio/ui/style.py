@@ -24,8 +24,8 @@ DARK = {
 }
 # plot colours (pyqtgraph) per theme: train loss, smoothed, eval, accuracy, learning rate
 PLOT = {
-    "light": {"raw": "#b9b4f6", "ema": "#5b50e8", "eval": "#e0772b", "acc": "#138a4b", "lr": "#2f8fd8",
-              "grid": 0.18},
+    "light": {"raw": "#c4bff8", "ema": "#5b50e8", "eval": "#e0772b", "acc": "#138a4b", "lr": "#2f8fd8",
+              "grid": 0.18},  # grid: alpha for pyqtgraph's showGrid (the spectra plots use it)
     "dark": {"raw": "#4b4790", "ema": "#a39dff", "eval": "#f5a25d", "acc": "#4ccb85", "lr": "#5ab0ff",
              "grid": 0.22},
 }

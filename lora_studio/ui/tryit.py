@@ -26,12 +26,12 @@ class ResultCard(Card):
         self.bars = QGridLayout()
         self.bars.setHorizontalSpacing(8)
         self.extra.addLayout(self.bars)
-        self.extra.addStretch(1)
 
     def show_output(self, out, task: str):
         while self.bars.count():
             w = self.bars.takeAt(0).widget()
             if w:
+                w.hide()
                 w.deleteLater()
         if task == "classification":
             self.text.hide()
@@ -91,7 +91,8 @@ class TryItView(QWidget):
         self.adapted = ResultCard("With the LoRA adapter")
         cards.addWidget(self.base, 1)
         cards.addWidget(self.adapted, 1)
-        lay.addLayout(cards, 1)
+        lay.addLayout(cards)
+        lay.addStretch(1)
         self.run.clicked.connect(self.go)
         self.set_available(False, "Train a run (or open one) to try its adapter here.")
 
@@ -104,6 +105,8 @@ class TryItView(QWidget):
         self.chat.setVisible(not classify)
         self.run.setText("Classify with both" if classify else "Generate with both")
         self.base.title.setText("Base model" + (" (untrained head)" if classify else ""))
+        for card in (self.base, self.adapted):
+            card.text.setVisible(not classify)
         if not self.prompt.toPlainText().strip():
             self.prompt.setPlainText(EXAMPLES.get(task, ""))
 

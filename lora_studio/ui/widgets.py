@@ -82,7 +82,9 @@ class Section(QFrame):
 class Card(QFrame):
     """A number that matters: small title, big value, a line of context under it."""
 
-    def __init__(self, title: str, parent=None, small: bool = False):
+    def __init__(self, title: str, parent=None, small: bool = False, steady: bool = False):
+        """`steady`: one-line texts that never change the card's size (live readouts: a text
+        change then repaints the label only, not the layout around it)."""
         super().__init__(parent)
         self.setObjectName("Card")
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
@@ -91,7 +93,11 @@ class Card(QFrame):
         lay.setSpacing(2)
         self.title = label(title, "CardTitle")
         self.value = label("–", "CardValueSmall" if small else "CardValue", selectable=True)
-        self.sub = label("", "CardSub", wrap=True)
+        self.sub = label("", "CardSub", wrap=not steady)
+        if steady:
+            for w in (self.value, self.sub):
+                w.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+                w.setMinimumWidth(40)
         lay.addWidget(self.title)
         lay.addWidget(self.value)
         lay.addWidget(self.sub)

@@ -87,3 +87,34 @@ def test_bad_model_folder_gives_a_dialog_and_keeps_the_old_model(window, qtbot, 
     assert "config.json" in dialogs.shown[0].text
     assert window.session.info is before and window.session.draft.model.path == before.ref
     assert window.header.start.isEnabled()
+
+
+def test_opening_with_a_config_file_applies_it(qtbot, tiny_model, tiny_data, tmp_path):
+    from gui_helpers import make_draft, open_window, shut
+
+    path = tmp_path / "run.toml"
+    config = make_draft(tiny_model, tiny_data, tmp_path / "out").build().replace(lora={"targets": ["k"], "rank": 2})
+    config.save(path)
+    from lora_studio.ui.main_window import MainWindow
+
+    w = MainWindow(config_path=str(path))
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        qtbot.waitUntil(lambda: w.session.info is not None and w.session.info.ref == str(tiny_model), timeout=60_000)
+        assert w.session.draft.lora.rank == 2 and w.adapter_panel.rank.value() == 2
+        assert {c for c, b in w.grid.cells.items() if b.isChecked()} == {("k", 0), ("k", 1)}
+        assert w.train_settings.out.text() == str(tmp_path / "out")
+    finally:
+        shut(w)
+
+
+def test_dropping_a_data_file_previews_it(window, qtbot, tmp_path):
+    from gui_helpers import write_data
+
+    other = write_data(tmp_path / "other.jsonl", n=12)
+    window.open_path(str(other))  # what a drop of that file does
+    qtbot.waitUntil(lambda: window.session.preview is not None and window.session.preview.path == str(other),
+                    timeout=20_000)
+    assert window.data_view.model.rowCount() == 12
+    assert window.data_panel.path.text() == str(other)

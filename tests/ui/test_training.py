@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QTextCursor
 
 from gui_helpers import make_draft, open_window, shut
 from lora_studio.engine.train import Eval, Finished, Started, Step, read_metrics
@@ -31,6 +32,12 @@ def test_start_pause_resume_stop_continue(qtbot, tiny_model, tiny_data, tmp_path
         rows = {r["step"]: r["loss"] for r in read_metrics(out) if "loss" in r}
         assert xs[0] == 1 and ys[0] == rows[1]
         assert not w.model_panel.isEnabled()  # settings are fixed while a run trains
+        w.tabs.setCurrentWidget(w.tryit.parentWidget())
+        w.tryit.prompt.setFocus()
+        w.tryit.prompt.moveCursor(QTextCursor.End)
+        qtbot.keyClick(w.tryit.prompt, Qt.Key_Space)  # typing a space is not the pause shortcut
+        assert w.tryit.prompt.toPlainText().endswith(" ") and w.controller.state == "running"
+        w.tabs.setCurrentWidget(w.training.parentWidget())
 
         with qtbot.waitSignal(w.controller.paused, timeout=30_000) as paused:
             qtbot.mouseClick(w.header.pause, Qt.LeftButton)

@@ -59,22 +59,27 @@ class TrainingView(QWidget):
         lay.setSpacing(12)
         cards = QHBoxLayout()
         cards.setSpacing(12)
-        self.step = Card("Step", small=True)
+        self.step = Card("Step", small=True, steady=True)
         self.progress = QProgressBar()
         self.progress.setMaximumHeight(6)
         self.progress.setTextVisible(False)
         self.step.extra.addWidget(self.progress)
-        self.loss = Card("Loss (smoothed)", small=True)
-        self.speed = Card("Throughput", small=True)
-        self.eta = Card("Time left", small=True)
-        self.memory = Card("Memory", small=True)
+        self.loss = Card("Loss (smoothed)", small=True, steady=True)
+        self.speed = Card("Throughput", small=True, steady=True)
+        self.eta = Card("Time left", small=True, steady=True)
+        self.memory = Card("Memory", small=True, steady=True)
         for c in (self.step, self.loss, self.speed, self.eta, self.memory):
             cards.addWidget(c, 1)
         lay.addLayout(cards)
         self.banner = Banner()
         lay.addWidget(self.banner)
         self.plots = TrainingPlots()
-        lay.addWidget(self.plots, 1)
+        frame = QFrame()
+        frame.setObjectName("Card")
+        fl = QVBoxLayout(frame)
+        fl.setContentsMargins(8, 10, 12, 8)
+        fl.addWidget(self.plots)
+        lay.addWidget(frame, 1)
         self.reset()
 
         self._last = None
@@ -90,7 +95,6 @@ class TrainingView(QWidget):
         c.paused.connect(lambda ev: self.banner.show_message(
             f"Paused after step {ev.step}. Try the adapter in the Try it tab, or resume (Space).", "info", "Try it"))
         c.resumed.connect(lambda ev: self.banner.hide())
-        c.checkpointed.connect(lambda ev: self.memory.setToolTip(f"last checkpoint: {ev.path}"))
         c.finished.connect(self._finished)
         self.banner.first.clicked.connect(self._first_action)
         self.banner.second.clicked.connect(self.sig_export.emit)
@@ -123,8 +127,10 @@ class TrainingView(QWidget):
         self.plots.set_total(ev.total_steps)
         self.step.set(f"{ev.start_step} / {ev.total_steps}",
                       f"{ev.train_examples:,} train · {ev.validation_examples:,} validation examples")
-        self.memory.set("–", ev.device_name)
-        self.speed.set("–", f"{ev.precision} · {ev.trainable_params:,} trainable")
+        self.memory.set("–", "")
+        self.memory.setToolTip("GPU memory held by tensors" if ev.device == "cuda" else "resident memory of the process")
+        self.speed.set("–", f"{ev.precision} · {ev.device_name}")
+        self.speed.setToolTip(f"{ev.device_name}, {ev.precision}, {ev.trainable_params:,} trainable parameters")
 
     def _stepped(self, ev):
         self._last = ev
@@ -147,12 +153,12 @@ class TrainingView(QWidget):
         evl = self._eval
         extra = ""
         if evl is not None and evl.eval_loss is not None and math.isfinite(evl.eval_loss):
-            extra = f"eval {evl.eval_loss:.4f}" + (f" · accuracy {evl.accuracy:.1%}" if evl.accuracy is not None else "")
+            extra = f"eval {evl.eval_loss:.4f}" + (f" · acc. {evl.accuracy:.1%}" if evl.accuracy is not None else "")
         self.loss.set(f"{ema:.4f}", extra or f"last step {ev.loss:.4f}")
         self.speed.value.setText(f"{ev.tokens_per_s:,.0f} tok/s")
         self.eta.set(duration(ev.eta), f"elapsed {duration(ev.elapsed)}")
         self.memory.value.setText(size(ev.mem_allocated))
-        self.memory.sub.setText(f"peak {size(ev.mem_peak)} · {self.memory.sub.text().split(' · ')[-1]}")
+        self.memory.sub.setText(f"peak {size(ev.mem_peak)}")
 
     def _finished(self, ev):
         self._refresh()
@@ -178,6 +184,7 @@ class TrainingView(QWidget):
         steps = [r["step"] for r in records if "loss" in r]
         last = steps[-1] if steps else 0
         self.step.set(f"{last:,}", f"steps logged in {run_dir}")
+        self.step.setToolTip(run_dir)
         evals = [r for r in records if "eval_loss" in r]
         if evals:
             e = evals[-1]
