@@ -111,16 +111,17 @@ class BudgetDetails(QWidget):
         lay.addWidget(mem)
 
         mods = Section("Adapted matrices")
-        self.modules = QTableWidget(0, 4)
-        self.modules.setHorizontalHeaderLabels(["Module", "Shape (out × in)", "r", "Parameters"])
+        self.modules = QTableWidget(0, 5)
+        self.modules.setHorizontalHeaderLabels(["Module", "Adapts", "Shape", "r", "Parameters"])
         self.modules.verticalHeader().hide()
         self.modules.setMinimumHeight(240)
-        self.modules.setTextElideMode(Qt.ElideMiddle)
+        self.modules.horizontalHeaderItem(2).setToolTip("out × in of the base matrix W0")
+        self.modules.setTextElideMode(Qt.ElideMiddle)  # keeps "layer.N" and the leaf name
         self.modules.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.modules.setAlternatingRowColors(True)
         h = self.modules.horizontalHeader()
         h.setSectionResizeMode(0, QHeaderView.Stretch)
-        for i in (1, 2, 3):
+        for i in (1, 2, 3, 4):
             h.setSectionResizeMode(i, QHeaderView.ResizeToContents)
         mods.body.addWidget(self.modules)
         lay.addWidget(mods, 1)
@@ -171,12 +172,33 @@ class BudgetDetails(QWidget):
                                  "Activations are an estimate (Korthikanti et al. 2022).")
         self.modules.setUpdatesEnabled(False)
         self.modules.setRowCount(len(b.modules))
+        owner = {}  # module name -> logical projections (exact-name targets are regexes)
+        if self.session.info:
+            for (t, _), name in self.session.info.cells.items():
+                owner.setdefault(name, []).append(t)
+        prefix = _common_prefix([m.name for m in b.modules])
         for r, m in enumerate(b.modules):
-            targets = "+".join(m.targets) if all(len(t) < 6 for t in m.targets) else ""
-            for c, text in enumerate((m.name + (f"  [{targets}]" if targets else ""), f"{m.shape[0]} × {m.shape[1]}",
-                                      str(m.rank), count(m.params))):
+            adapts = "+".join(owner.get(m.name) or m.targets)
+            for c, text in enumerate((m.name[len(prefix):], adapts, f"{m.shape[0]} × {m.shape[1]}", str(m.rank),
+                                      count(m.params))):
                 item = QTableWidgetItem(text)
-                if c:
+                item.setToolTip(m.name)
+                if c > 1:
                     item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 self.modules.setItem(r, c, item)
         self.modules.setUpdatesEnabled(True)
+
+
+def _common_prefix(names: list[str]) -> str:
+    """"bert.encoder." for bert.encoder.layer.0…, bert.encoder.layer.1… (whole dotted parts only)."""
+    if len(names) < 2:
+        return ""
+    parts = [n.split(".") for n in names]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    if common and len(common) < min(len(p) for p in parts) and parts[0][len(common)].isdigit():
+        common.pop()  # keep "layer." in front of the layer number
+    return ".".join(common) + "." if common else ""

@@ -10,20 +10,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QStandardPaths, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QFileDialog, QHBoxLayout, QMainWindow, QMessageBox, QScrollArea,
-                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QHBoxLayout, QMainWindow, QMessageBox,
+                               QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from lora_studio.ui import probes, style
+from lora_studio.ui import style
 from lora_studio.ui.adapter_panel import AdapterPanel
 from lora_studio.ui.budget_panel import BudgetDetails, SavingsCards
 from lora_studio.ui.data_panel import DataPanel
 from lora_studio.ui.data_view import DataView
 from lora_studio.ui.header import Header
 from lora_studio.ui.model_panel import ModelPanel
+from lora_studio.ui.runs import RunFiles, runs_root
 from lora_studio.ui.session import Draft, Session
 from lora_studio.ui.targets_grid import TargetsGrid
+from lora_studio.ui.tasks import Failure, TaskRunner
 from lora_studio.ui.training.settings import TrainingSettings
 from lora_studio.ui.training.view import TrainingView
 from lora_studio.ui.training.worker import TrainingController
@@ -32,15 +34,15 @@ from lora_studio.ui.widgets import Section, app_icon, label
 
 STATES = {"idle": ("Ready", ""), "starting": ("Starting …", "running"), "running": ("Training", "running"),
           "paused": ("Paused", "paused"), "stopping": ("Stopping …", "paused")}
-TOML_FILTER = "Run configuration (*.toml);;All files (*)"
 
 
-def runs_root() -> Path:
-    docs = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation) or str(Path.home())
-    return Path(QSettings().value("folders/runs_root", str(Path(docs) / "LoRA Studio" / "runs")))
+class MainWindow(RunFiles, QMainWindow):
+    """Signals:
+        run_opened(str): a run folder was opened and is shown (its curves, settings, spectra)
+    """
 
+    run_opened = Signal(str)
 
-class MainWindow(QMainWindow):
     def __init__(self, draft: Draft | None = None, config_path: str | None = None, spectra_every: int = 10):
         super().__init__()
         self.setWindowTitle("LoRA Studio")
@@ -53,6 +55,7 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._config_path = config_path
         self.spectra = None
+        self._pending_spectra = None
 
         self.header = Header()
         self.model_panel = ModelPanel(self.session)
@@ -201,6 +204,7 @@ class MainWindow(QMainWindow):
         c.stepped.connect(self._stepped)
         c.checkpointed.connect(lambda ev: self.statusBar().showMessage(f"checkpoint saved: {ev.path}", 4000))
         c.spectra.connect(self._spectra_event)
+        self.tabs.currentChanged.connect(lambda _: self.tabs.currentWidget() is self.spectra_tab and self._show_spectra())
         c.finished.connect(self._finished)
         self.training.sig_continue.connect(lambda: self.continue_run(self.run_dir))
         self.training.sig_export.connect(self.export)
@@ -239,7 +243,11 @@ class MainWindow(QMainWindow):
         st.setValue("window/tab", self.tabs.currentIndex())
 
     def set_theme(self, theme: str):
+        """system | light | dark, remembered."""
         QSettings().setValue("appearance/theme", theme)
+        self.apply_theme(theme)
+
+    def apply_theme(self, theme: str):
         name = style.apply(QApplication.instance(), theme)
         self.training.plots.apply_theme(name)
         if self.spectra is not None and hasattr(self.spectra, "apply_theme"):
@@ -296,6 +304,7 @@ class MainWindow(QMainWindow):
         from lora_studio.ui import compare
 
         compare.forget()
+        self._pending_spectra = None
         self.training.reset()
         self.training.plots.clear()
         self.run_dir, self.run_task = str(resume or config.out), config.model.task
@@ -318,6 +327,7 @@ class MainWindow(QMainWindow):
 
     def _started(self, ev):
         self.run_dir = ev.out
+        self._spectra_run(ev.out)
         if ev.start_step > 0:
             from lora_studio.engine.train import read_metrics
 
@@ -331,9 +341,15 @@ class MainWindow(QMainWindow):
 
     def _finished(self, ev):
         self.tryit.set_run(self.run_dir, self.run_task)
+        self._spectra_run(self.run_dir)  # its checkpoints, for Compare and Resize
         if type(ev).__name__ == "Failed":
             self.header.set_state("Failed", "failed")
-            title = {"oom": "Out of memory", "user": "Training could not run"}.get(ev.kind, "Training failed")
+            if ev.kind == "bug" and ("No space left" in ev.message or "Errno 28" in ev.message):
+                ev = Failure(f"The disk is full: free some space where {self.run_dir} is, then continue the "
+                             "run (Run ▸ Continue a stopped run); its last checkpoint is kept.", "user")
+                title = "Disk full"
+            else:
+                title = {"oom": "Out of memory", "user": "Training could not run"}.get(ev.kind, "Training failed")
             self.error(title, ev)
         else:
             self.header.set_state(f"Stopped at {ev.step}" if ev.stopped else "Done", "")
@@ -358,6 +374,7 @@ class MainWindow(QMainWindow):
         self.act_continue.setEnabled(not running)
         self.header.open_run.setEnabled(not running)
         ok = state in ("idle", "paused") and bool(self.run_dir)
+        self.tryit.paused_at = self.controller.last_step if state == "paused" else None
         self.tryit.set_available(ok, "" if ok or not self.run_dir else "Pause or stop training to try the adapter.")
 
     # -- spectra -------------------------------------------------------------------------
@@ -382,100 +399,23 @@ class MainWindow(QMainWindow):
         old.deleteLater()
         return self.spectra
 
-    def _spectra_event(self, ev):
+    def _spectra_run(self, run_dir: str):
         view = self._ensure_spectra()
+        if view and hasattr(view, "set_run_dir"):
+            view.set_run_dir(run_dir)
+
+    def _spectra_event(self, ev):
+        """Spectra are drawn when their tab is shown: redrawing a hidden view would cost the GUI
+        thread tens of milliseconds per event while the user watches the curves."""
+        self._pending_spectra = ev
+        if self.tabs.currentWidget() is self.spectra_tab:
+            self._show_spectra()
+
+    def _show_spectra(self):
+        ev, self._pending_spectra = self._pending_spectra, None
+        view = self._ensure_spectra() if ev is not None else None
         if view:
             view.set_spectra(ev.step, ev.modules)
-
-    # -- runs and configurations ---------------------------------------------------------
-    def open_run_dialog(self):
-        st = QSettings()
-        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", st.value("folders/runs", str(runs_root())))
-        if folder:
-            st.setValue("folders/runs", str(Path(folder).parent))
-            self.open_run(folder)
-
-    def open_run(self, run_dir: str):
-        """Show a finished or stopped run: its settings, curves and spectra; offer to continue it."""
-        from lora_studio.config import RunConfig
-        from lora_studio.engine import UserError
-        from lora_studio.engine.train import latest_checkpoint, read_metrics
-
-        run = Path(run_dir)
-        try:
-            config = RunConfig.load(run / "run.toml")
-        except UserError as e:
-            self.error("Cannot open this run", f"{run} is not a run folder: {e}")
-            return
-        self.session.apply_config(config)
-        self.session.set_out("")  # a new Start makes a new run; Continue resumes this one
-        self.run_dir, self.run_task = str(run), config.model.task
-        ckpt = latest_checkpoint(run)
-        step = int(ckpt.name.split("-")[1]) if ckpt else None
-        if step is not None and config.train.max_steps and step >= config.train.max_steps:
-            step = None  # finished: nothing to continue
-        self.training.show_history(read_metrics(run), str(run), step)
-        self.training.plots.set_task(config.model.task)
-        self.tryit.set_run(self.run_dir, self.run_task)
-        self._state_changed(self.controller.state)
-        view = self._ensure_spectra()
-        if view and hasattr(view, "load_run"):
-            try:
-                view.load_run(str(run))
-            except Exception as e:  # noqa: BLE001
-                self.statusBar().showMessage(f"spectra: {e}", 8000)
-        self.header.set_state("Run opened", "")
-        self.tabs.setCurrentWidget(self.training.parentWidget())
-
-    def continue_dialog(self):
-        folder = QFileDialog.getExistingDirectory(self, "Continue which run?", str(runs_root()))
-        if folder:
-            self.open_run(folder)
-            self.continue_run(folder)
-
-    def load_config(self, path: str | None = None):
-        if not path:
-            st = QSettings()
-            path, _ = QFileDialog.getOpenFileName(self, "Load a run configuration", st.value("folders/config", ""),
-                                                  TOML_FILTER)
-            if not path:
-                return
-            st.setValue("folders/config", str(Path(path).parent))
-        self.session.tasks.start(probes.load_run_config, path, on_done=self._config_loaded,
-                                 on_failed=lambda f: self.error("Cannot load the configuration", f))
-
-    def _config_loaded(self, config):
-        self.session.apply_config(config)
-        self.statusBar().showMessage("configuration loaded", 4000)
-
-    def save_config(self, path: str | None = None):
-        from lora_studio.engine import UserError
-
-        try:
-            config = self.session.build()
-        except UserError as e:
-            self.error("Cannot save the configuration", e)
-            return
-        if not path:
-            st = QSettings()
-            path, _ = QFileDialog.getSaveFileName(self, "Save the run configuration",
-                                                  str(Path(st.value("folders/config", "")) / "run.toml"), TOML_FILTER)
-            if not path:
-                return
-            st.setValue("folders/config", str(Path(path).parent))
-        try:
-            config.save(path)
-        except OSError as e:
-            self.error("Cannot save the configuration", f"{path}: {e.strerror or e}")
-            return
-        self.statusBar().showMessage(f"saved {path}", 4000)
-
-    def export(self):
-        from lora_studio.ui.export_dialog import ExportDialog
-
-        dialog = ExportDialog(self.run_dir, self)
-        self.export_dialog = dialog
-        dialog.open()
 
     def about(self):
         import lora_studio
@@ -483,31 +423,6 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About LoRA Studio",
                           f"<b>LoRA Studio {lora_studio.__version__}</b><br>A desktop workbench for Low-Rank "
                           "Adaptation (Hu et al. 2021, arXiv:2106.09685).")
-
-    # -- drag and drop -------------------------------------------------------------------
-    def dragEnterEvent(self, event):
-        if event.mimeData().hasUrls() and not self.controller.running:
-            event.acceptProposedAction()
-
-    def dropEvent(self, event):
-        """A model folder, a run folder, a data file or a run.toml dropped on the window."""
-        urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        if not urls:
-            return
-        self.open_path(urls[0])
-        event.acceptProposedAction()
-
-    def open_path(self, path: str):
-        p = Path(path)
-        if p.is_dir() and (p / "run.toml").is_file():
-            self.open_run(str(p))
-        elif p.is_dir():
-            self.model_panel.load(str(p))
-        elif p.suffix == ".toml":
-            self.load_config(str(p))
-        else:
-            self.session.set_data(path=str(p))
-            self.tabs.setCurrentWidget(self.data_view.parentWidget())
 
     # -- closing -------------------------------------------------------------------------
     def closeEvent(self, event):
@@ -525,6 +440,6 @@ class MainWindow(QMainWindow):
             return
         self._save_settings()
         self.controller.wait()
-        for runner in (self.session.tasks, self.tryit.tasks):
+        for runner in self.findChildren(TaskRunner):  # session, try it, export, spectra: no thread outlives us
             runner.wait_all()
         event.accept()

@@ -132,6 +132,31 @@ def data_stats(cfg, task: str, model_ref: str, trust_remote_code: bool = False, 
                      prepared.stats.get("train"), prepared.stats.get("validation"))
 
 
+@dataclass
+class OpenedRun:
+    path: str
+    config: object  # RunConfig
+    metrics: list[dict]  # metrics.jsonl
+    checkpoint_step: int | None  # newest checkpoint (what Continue resumes from)
+
+
+def read_run(path: str) -> OpenedRun:
+    """A run folder's configuration, metrics and newest checkpoint."""
+    from pathlib import Path
+
+    from lora_studio.config import RunConfig
+    from lora_studio.engine import UserError
+    from lora_studio.engine.train import latest_checkpoint, read_metrics
+
+    run = Path(path)
+    if not (run / "run.toml").is_file():
+        raise UserError(f"{run} is not a run folder (it has no run.toml): choose the folder a run wrote, "
+                        "the one with metrics.jsonl and checkpoints/")
+    ckpt = latest_checkpoint(run)
+    return OpenedRun(str(run), RunConfig.load(run / "run.toml"), read_metrics(run),
+                     int(ckpt.name.split("-")[1]) if ckpt else None)
+
+
 def load_run_config(path: str):
     """RunConfig.load in a worker: validation imports torch, which the GUI thread must not wait for."""
     from lora_studio.config import RunConfig

@@ -180,6 +180,7 @@ class Session(QObject):
         data_changed = task_changed or info.ref != m.path
         m.path, m.task, m.trust_remote_code = info.ref, info.task, trust
         self.info = info
+        self.cells = cells_from_lora(self.draft.lora, info)  # consistent with `info` before anyone looks
         self.changed.emit("model")
         self.model_ready.emit(info)
         self.set_cells(cells_from_lora(self.draft.lora, info))

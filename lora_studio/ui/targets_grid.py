@@ -150,7 +150,8 @@ class TargetsGrid(QWidget):
             b.setProperty("full", all(c in chosen for c in self.cells if c[1] == l))
             repolish(b)
         lc = self.session.draft.lora
-        n_modules = len({self.session.info.cells[c] for c in chosen}) if self.session.info else 0
+        cells = self.session.info.cells if self.session.info else {}
+        n_modules = len({cells[c] for c in chosen if c in cells})
         if self.session.cells_problem:
             self.summary.setText(self.session.cells_problem)
         elif chosen:

@@ -61,6 +61,7 @@ class TryItView(QWidget):
         super().__init__(parent)
         self.run_dir = ""
         self.task = "classification"
+        self.paused_at: int | None = None  # the step a running run is paused at
         self.tasks = TaskRunner(self)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -126,7 +127,11 @@ class TryItView(QWidget):
     def _done(self, result):
         self.run.setEnabled(True)
         self.state.setText("")
-        self.source.setText(f"Adapter: {result.source}")
+        note = ""
+        if self.paused_at is not None and "checkpoint" not in result.source:
+            note = (f" (paused at step {self.paused_at}, but no checkpoint saved yet: this is the untrained "
+                    "adapter; lower 'Save every' to try a run mid-way)")
+        self.source.setText(f"Adapter: {result.source}{note}")
         self.base.show_output(result.base, result.task)
         self.adapted.show_output(result.adapted, result.task)
 

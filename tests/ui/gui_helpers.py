@@ -51,5 +51,7 @@ def shut(w):
         w.controller.stop()
         w.controller.wait()
     QCoreApplication.processEvents()
-    w.session.tasks.wait_all()
-    w.tryit.tasks.wait_all()
+    from lora_studio.ui.tasks import TaskRunner
+
+    for runner in w.findChildren(TaskRunner):
+        runner.wait_all()

@@ -4,9 +4,6 @@ model and the demo data, ready to train with one click."""
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
-
-from PySide6.QtCore import Qt
 
 from gui_helpers import shut
 

@@ -2,7 +2,6 @@
 merge & export with the verification figure, and a bad model folder."""
 
 import json
-from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
@@ -13,7 +12,8 @@ from lora_studio.engine.train import read_metrics
 
 def test_open_run_shows_its_curves_and_settings(window, qtbot, finished_run, monkeypatch):
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(finished_run)))
-    qtbot.mouseClick(window.header.open_run, Qt.LeftButton)
+    with qtbot.waitSignal(window.run_opened, timeout=30_000):
+        qtbot.mouseClick(window.header.open_run, Qt.LeftButton)
     plots = window.training.plots
     metrics = read_metrics(finished_run)
     assert list(plots.raw_curve.xData) == [m["step"] for m in metrics if "loss" in m] == list(range(1, 9))
@@ -46,7 +46,8 @@ def test_save_and_load_configuration(window, qtbot, tmp_path, monkeypatch):
 
 
 def test_try_it_classifies_with_base_and_adapter(window, qtbot, finished_run):
-    window.open_run(str(finished_run))
+    with qtbot.waitSignal(window.run_opened, timeout=30_000):
+        window.open_run(str(finished_run))
     view = window.tryit
     qtbot.mouseClick(view.run, Qt.LeftButton)
     qtbot.waitUntil(lambda: view.adapted.value.text() not in ("", "–"), timeout=60_000)
@@ -56,7 +57,8 @@ def test_try_it_classifies_with_base_and_adapter(window, qtbot, finished_run):
 
 
 def test_merge_and_export_shows_the_verification(window, qtbot, finished_run, tmp_path):
-    window.open_run(str(finished_run))
+    with qtbot.waitSignal(window.run_opened, timeout=30_000):
+        window.open_run(str(finished_run))
     qtbot.mouseClick(window.header.export, Qt.LeftButton)
     dialog = window.export_dialog
     merged, adapter = tmp_path / "merged", tmp_path / "adapter"
@@ -90,7 +92,7 @@ def test_bad_model_folder_gives_a_dialog_and_keeps_the_old_model(window, qtbot, 
 
 
 def test_opening_with_a_config_file_applies_it(qtbot, tiny_model, tiny_data, tmp_path):
-    from gui_helpers import make_draft, open_window, shut
+    from gui_helpers import make_draft, shut
 
     path = tmp_path / "run.toml"
     config = make_draft(tiny_model, tiny_data, tmp_path / "out").build().replace(lora={"targets": ["k"], "rank": 2})
@@ -118,3 +120,9 @@ def test_dropping_a_data_file_previews_it(window, qtbot, tmp_path):
                     timeout=20_000)
     assert window.data_view.model.rowCount() == 12
     assert window.data_panel.path.text() == str(other)
+
+
+def test_opening_a_folder_that_is_not_a_run_says_so(window, qtbot, dialogs, tmp_path):
+    window.open_run(str(tmp_path))
+    qtbot.waitUntil(lambda: bool(dialogs.shown), timeout=20_000)
+    assert dialogs.kinds() == ["warning"] and "run.toml" in dialogs.shown[0].text

@@ -319,6 +319,7 @@ def test_training_feeds_the_tab_live(qtbot, tiny_model, tiny_data, tmp_path):
         w.controller.spectra.connect(lambda ev: steps.append(ev.step))
         with qtbot.waitSignal(w.controller.finished, timeout=60_000):
             qtbot.mouseClick(w.header.start, Qt.LeftButton)
+        w.tabs.setCurrentWidget(w.spectra_tab)  # the window draws spectra when their tab is shown
         qtbot.waitUntil(lambda: w.spectra and w.spectra.step == 4, timeout=10_000)
         view = w.spectra
         assert steps[:2] == [2, 4] and view.step_chip.text() == "live · step 4"

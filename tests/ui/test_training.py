@@ -122,3 +122,56 @@ def test_bad_data_gives_a_dialog_that_says_what_to_do(qtbot, tiny_model, tmp_pat
         assert w.header.start.isEnabled()  # the app keeps running
     finally:
         shut(w)
+
+
+def test_spectra_reach_the_spectra_tab(qtbot, tiny_model, tiny_data, tmp_path):
+    w = open_window(qtbot, make_draft(tiny_model, tiny_data, tmp_path / "run", max_steps=4), spectra_every=2)
+    try:
+        got = []
+        w.controller.spectra.connect(got.append)
+        with qtbot.waitSignal(w.controller.finished, timeout=60_000):
+            qtbot.mouseClick(w.header.start, Qt.LeftButton)
+        if not got:  # the engine has no spectra module in this checkout
+            return
+        calls = []
+        view = w._ensure_spectra()
+        original = view.set_spectra
+        view.set_spectra = lambda step, modules: (calls.append(step), original(step, modules))
+        assert calls == []  # hidden: nothing drawn yet
+        w.tabs.setCurrentWidget(w.spectra_tab)
+        assert calls == [got[-1].step]  # shown: the newest spectra, once
+    finally:
+        shut(w)
+
+
+def fail_with(monkeypatch, failed):
+    """engine.train.train replaced by one that fails at once, as the real one reports failures."""
+    import lora_studio.engine.train as engine_train
+
+    def fake(config, on_event=None, control=None, resume=None, spectra_every=0):
+        on_event(failed)
+        return failed
+
+    monkeypatch.setattr(engine_train, "train", fake)
+
+
+def test_out_of_memory_shows_the_tips(window, qtbot, dialogs, monkeypatch):
+    from lora_studio.engine.train import Failed
+
+    tips = "out of GPU memory at batch 4 x 32 tokens: lower the batch size (now 4; …); shorten max length"
+    fail_with(monkeypatch, Failed(tips, "oom", 3))
+    with qtbot.waitSignal(window.controller.finished, timeout=10_000):
+        qtbot.mouseClick(window.header.start, Qt.LeftButton)
+    assert [(d.kind, d.title) for d in dialogs.shown] == [("warning", "Out of memory")]
+    assert dialogs.shown[0].text == tips
+    assert window.header.start.isEnabled() and window.header.state.text() == "Failed"
+
+
+def test_disk_full_is_not_called_a_bug(window, qtbot, dialogs, monkeypatch):
+    from lora_studio.engine.train import Failed
+
+    fail_with(monkeypatch, Failed("OSError: [Errno 28] No space left on device", "bug", 7, "Traceback …"))
+    with qtbot.waitSignal(window.controller.finished, timeout=10_000):
+        qtbot.mouseClick(window.header.start, Qt.LeftButton)
+    assert dialogs.kinds() == ["warning"] and dialogs.shown[0].title == "Disk full"
+    assert "free some space" in dialogs.shown[0].text

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayou
 from lora_studio.ui.style import repolish
 from lora_studio.ui.training.plots import TrainingPlots
 from lora_studio.ui.training.worker import TrainingController
-from lora_studio.ui.widgets import Card, duration, icon, label, size
+from lora_studio.ui.widgets import Card, duration, label, size
 
 
 class Banner(QFrame):
