@@ -107,18 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- train ----------------------------------------------------------------------------------
-def infer_task(model_ref: str, trust_remote_code: bool = False) -> str:
-    from lora_studio.engine.models import load_config
-
-    cfg = load_config(model_ref, trust_remote_code)
-    archs = " ".join(getattr(cfg, "architectures", None) or [])
-    if "CausalLM" in archs or "LMHead" in archs or getattr(cfg, "is_decoder", False):
-        return "causal-lm"
-    if cfg.model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "deberta", "deberta-v2"):
-        return "classification"
-    return "causal-lm"
-
-
 def config_from_args(a) -> "RunConfig":
     from lora_studio.config import RunConfig, default_out_dir
 
@@ -136,6 +124,8 @@ def config_from_args(a) -> "RunConfig":
     if a.task:
         model["task"] = a.task
     elif a.model:
+        from lora_studio.engine.models import infer_task
+
         model["task"] = infer_task(a.model, bool(model["trust_remote_code"]))
     put(data, "path", a.data)
     put(data, "validation_path", a.validation_data)
@@ -251,8 +241,8 @@ def cmd_train(a) -> int:
 def cmd_budget(a) -> int:
     from lora_studio.engine.budget import estimate, human_bytes, human_count
     from lora_studio.engine.lora import LoraSpec
-    from lora_studio.engine.models import demo_model_path, skeleton
-    from lora_studio.engine.targets import parse_layers
+    from lora_studio.engine.layers import parse_layers
+    from lora_studio.engine.models import demo_model_path, infer_task, skeleton
 
     ref = a.model or demo_model_path()
     task = a.task or (infer_task(ref, a.trust_remote_code) if a.model else "classification")

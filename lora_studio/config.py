@@ -41,7 +41,7 @@ class LoraConfig:
     rslora: bool = False  # s = alpha / sqrt(r)
 
     def validate(self):
-        from lora_studio.engine.targets import parse_layers
+        from lora_studio.engine.layers import parse_layers
 
         if isinstance(self.targets, str):
             self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]

@@ -1,5 +1,30 @@
 """Everything that computes. No Qt import here, ever (tests/engine/test_no_qt.py checks it)."""
 
+import threading
+
 
 class UserError(ValueError):
     """The user's input is wrong. The message says what and how to fix it (CLI: exit 2)."""
+
+
+_import_lock = threading.Lock()
+_warm = False
+
+
+def warm_imports():
+    """Import torch and transformers once, one thread at a time.
+
+    torch's first import is not thread-safe: two threads importing it at once (the GUI's model
+    probe and the training worker, say) can each see the other's half-initialised modules and
+    fail ("partially initialized module 'torch.nn.parameter'"). Every thread that is about to
+    use the engine calls this first; after the first call it costs one attribute read.
+    """
+    global _warm
+    if _warm:
+        return
+    with _import_lock:
+        if not _warm:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+
+            _warm = True

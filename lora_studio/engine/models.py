@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -54,6 +53,18 @@ def load_config(ref: str, trust_remote_code: bool = False):
         raise UserError(f"cannot read the model config of {ref}: {str(e).splitlines()[0]}") from None
     except OSError as e:
         raise UserError(f"cannot load model {ref}: {str(e).splitlines()[0]}") from None
+
+
+
+def infer_task(model_ref: str, trust_remote_code: bool = False) -> str:
+    """"causal-lm" or "classification" for a model folder or hub id, from its config alone."""
+    cfg = load_config(model_ref, trust_remote_code)
+    archs = " ".join(getattr(cfg, "architectures", None) or [])
+    if "CausalLM" in archs or "LMHead" in archs or getattr(cfg, "is_decoder", False):
+        return "causal-lm"
+    if cfg.model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "deberta", "deberta-v2"):
+        return "classification"
+    return "causal-lm"
 
 
 def auto_class(task: str):

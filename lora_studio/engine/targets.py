@@ -18,6 +18,7 @@ from typing import Callable
 import torch.nn as nn
 
 from lora_studio.engine import UserError
+from lora_studio.engine.layers import format_layers, parse_layers  # noqa: F401 - re-exported
 
 LOGICAL = ("q", "k", "v", "o", "gate", "up", "down")
 ATTENTION = ("q", "k", "v", "o")
@@ -201,32 +202,3 @@ def resolve(model: nn.Module, targets: list[str], layers: list[int] | None = Non
         if s.slices:
             s.slices.sort(key=lambda sl: sl[1][0])
     return sites
-
-
-def parse_layers(text: str | None) -> list[int] | None:
-    """'0-5,8' -> [0, 1, 2, 3, 4, 5, 8]; '' or None or 'all' -> None (every layer)."""
-    if text is None or str(text).strip().lower() in ("", "all"):
-        return None
-    out: list[int] = []
-    try:
-        for part in str(text).split(","):
-            part = part.strip()
-            if "-" in part:
-                a, b = part.split("-")
-                out.extend(range(int(a), int(b) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise UserError(f"layers {text!r} not understood: use numbers and ranges like 0-5,8") from None
-    return sorted(set(out))
-
-
-def format_layers(layers: list[int] | None) -> str:
-    if not layers:
-        return "all"
-    parts, start = [], layers[0]
-    for a, b in zip(layers, layers[1:] + [None]):
-        if b != a + 1:
-            parts.append(str(start) if start == a else f"{start}-{a}")
-            start = b
-    return ",".join(parts)

@@ -43,11 +43,38 @@ def create_window(config_path: str | None = None):
     return MainWindow(config_path=config_path)
 
 
+def install_excepthook(window):
+    """An exception escaping a slot in the GUI thread becomes a dialog on `window` (and the
+    traceback goes to stderr); Qt would otherwise print it and carry on as if nothing happened.
+    Returns the hook (tests call it directly)."""
+    import traceback
+
+    from lora_studio.ui.tasks import Failure, failure_of
+
+    previous = sys.excepthook
+
+    def hook(etype, value, tb):
+        if not issubclass(etype, Exception):  # KeyboardInterrupt, SystemExit: the default
+            return previous(etype, value, tb)
+        detail = "".join(traceback.format_exception(etype, value, tb))
+        try:
+            f = failure_of(value)
+            if f.kind == "bug":
+                f = Failure(f.message, "bug", detail)
+            window.error("Something went wrong", f)
+        except Exception:  # noqa: BLE001 - never let the hook itself take the app down
+            print(detail, file=sys.stderr)
+
+    sys.excepthook = hook
+    return hook
+
+
 def main(config_path: str | None = None, argv=None) -> int:
     """Open the workbench (on the demo model and data, or on a saved RunConfig TOML)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app = create_app(argv)
     window = create_window(str(config_path) if config_path else None)
+    install_excepthook(window)
     window.show()
     return app.exec()
 

@@ -57,14 +57,6 @@ class DataStats:
     validation: object
 
 
-def infer_task(ref: str, trust_remote_code: bool = False) -> str:
-    try:
-        from lora_studio.cli import infer_task as infer
-    except ImportError:  # pragma: no cover
-        return "causal-lm"
-    return infer(ref, trust_remote_code)
-
-
 def devices() -> list[Device]:
     import torch
 
@@ -82,7 +74,7 @@ def devices() -> list[Device]:
 
 def inspect_model(ref: str, task: str | None, num_labels: int = 2, trust_remote_code: bool = False) -> ModelInfo:
     """Build the skeleton (meta device, cached by the engine) and read what the window shows."""
-    from lora_studio.engine.models import demo_model_path, describe, skeleton
+    from lora_studio.engine.models import demo_model_path, describe, infer_task, skeleton
     from lora_studio.engine.targets import resolve
 
     resolved = ref.strip() or demo_model_path()

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from lora_studio.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
+from lora_studio.engine import UserError
+from lora_studio.engine.layers import format_layers, parse_layers
 from lora_studio.ui import probes
 from lora_studio.ui.tasks import Failure, TaskRunner
 
@@ -61,10 +63,10 @@ def lora_from_cells(cells: set, info: probes.ModelInfo) -> tuple[list[str], str,
     product = {(t, l) for t in ts for l in ls if (t, l) in info.cells}
     if product == set(cells):
         all_layers = sorted({l for _, l in info.cells})
-        from_layers = "all" if ls == all_layers else _format_layers(ls)
+        from_layers = "all" if ls == all_layers else format_layers(ls)
         return ts, from_layers, ""
     if any(info.cells[c] in info.fused for c in cells):
-        return ts, _format_layers(ls), ("this model fuses q/k/v in one matrix: tick the same layers for each "
+        return ts, format_layers(ls), ("this model fuses q/k/v in one matrix: tick the same layers for each "
                                         "fused projection (whole rows or columns)")
     order = {name: i for i, name in enumerate(info.cells.values())}
     names = sorted({info.cells[c] for c in cells}, key=order.get)
@@ -91,24 +93,11 @@ def _matches(pattern: str, name: str) -> bool:
 
 
 def _parse_layers(text) -> list[int] | None:
-    # engine.targets.parse_layers without importing torch; malformed text selects every layer
-    if text is None or str(text).strip().lower() in ("", "all"):
+    # malformed text selects every layer here; RunConfig.validate reports it when training starts
+    try:
+        return parse_layers(text)
+    except UserError:
         return None
-    out = []
-    for part in str(text).split(","):
-        a, _, b = part.strip().partition("-")
-        if a.strip().isdigit() and (not b or b.strip().isdigit()):
-            out.extend(range(int(a), int(b or a) + 1))
-    return sorted(set(out)) or None
-
-
-def _format_layers(layers: list[int]) -> str:
-    parts, start = [], layers[0]
-    for a, b in zip(layers, layers[1:] + [None]):
-        if b != a + 1:
-            parts.append(str(start) if start == a else f"{start}-{a}")
-            start = b
-    return ",".join(parts)
 
 
 class Session(QObject):
@@ -317,7 +306,6 @@ class Session(QObject):
 
     def lora_spec(self):
         from lora_studio.engine.lora import LoraSpec
-        from lora_studio.engine.targets import parse_layers
 
         lc = self.draft.lora
         return LoraSpec(targets=list(lc.targets), rank=int(lc.rank), alpha=float(lc.alpha),
@@ -330,7 +318,6 @@ class Session(QObject):
             return
         if self.cells_problem:
             return self._emit_budget(BudgetView(None, self.cells_problem))
-        from lora_studio.engine import UserError
         from lora_studio.engine.budget import estimate
 
         try:
@@ -371,7 +358,6 @@ class Session(QObject):
 
     def build(self) -> RunConfig:
         if self.cells_problem:
-            from lora_studio.engine import UserError
 
             raise UserError(self.cells_problem)
         return self.draft.build()

@@ -59,6 +59,9 @@ class Task(QObject):
     @Slot()
     def run(self):
         try:
+            from lora_studio.engine import warm_imports
+
+            warm_imports()  # torch's first import is not thread-safe: one thread does it
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as e:  # noqa: BLE001 - everything goes back to the GUI as a Failure
             self.failed.emit(failure_of(e))

@@ -1,7 +1,6 @@
 """Budget counts come from the config alone and equal what inject() creates."""
 
 import pytest
-import torch
 import transformers as T
 
 import tiny

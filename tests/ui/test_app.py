@@ -54,3 +54,22 @@ def test_theme_switch_restyles_without_restart(window, qtbot):
     assert window.training.plots.view.backgroundBrush().color().name() == "#1c1f26"
     window.set_theme("light")
     assert window.training.plots.view.backgroundBrush().color().name() == "#ffffff"
+
+
+def test_exception_in_a_gui_slot_becomes_a_dialog(window, dialogs, monkeypatch):
+    import sys
+
+    from lora_studio.engine import UserError
+    from lora_studio.ui import app
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    hook = app.install_excepthook(window)
+    try:
+        raise KeyError("boom")
+    except KeyError as e:
+        hook(type(e), e, e.__traceback__)
+    hook(UserError, UserError("rank must be a positive integer"), None)
+    assert dialogs.kinds() == ["critical", "warning"]
+    assert "KeyError" in dialogs.shown[0].text and "bug" in dialogs.shown[0].text
+    assert dialogs.shown[1].text == "rank must be a positive integer"
+    assert window.isVisible()

@@ -3,7 +3,6 @@ selection, runs load in a worker, φ between two adapters, resize writes a folde
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np

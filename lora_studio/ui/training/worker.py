@@ -57,6 +57,9 @@ class TrainWorker(QObject):
     @Slot()
     def run(self):
         try:
+            from lora_studio.engine import warm_imports
+
+            warm_imports()
             from lora_studio.engine.train import train
 
             train(self.config, self._on_event, self.control, resume=self.resume, spectra_every=self.spectra_every)
@@ -114,6 +117,9 @@ class TrainingController(QObject):
         """Start `config` (a validated RunConfig) or resume the run folder `resume`."""
         if self.running:
             raise RuntimeError("a run is already in progress")
+        from lora_studio.engine import warm_imports
+
+        warm_imports()  # waits for a probe thread's first torch import, if one is in flight
         from lora_studio.engine.train import Control
 
         self.control = Control()
