@@ -11,6 +11,7 @@ function of (seed, epoch). Resuming from step N therefore replays steps N+1… b
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import math
@@ -392,6 +393,8 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
         ev = Failed(oom_message(config, e), "oom", step)
     except MemoryError:
         ev = Failed(oom_message(config, None), "oom", step)
+    except OSError as e:
+        ev = disk_failure(e, resume or config.out, step)
     except Exception as e:  # a bug: say so, keep the caller alive
         ev = Failed(f"{type(e).__name__}: {e}", "bug", step, traceback.format_exc())
     finally:
@@ -400,6 +403,18 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
             torch.cuda.empty_cache()
     emit(ev)
     return ev
+
+
+def disk_failure(e: OSError, run_dir, step: int) -> Failed:
+    """A full disk or an unwritable folder is the user's to fix, and the run stays resumable:
+    checkpoints are written to a temp name and renamed, so the last complete one is intact."""
+    where = e.filename or run_dir
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Failed(f"the disk is full (writing {where}): free some space, then resume the run "
+                      f"(lora-studio train --resume {run_dir})", "user", step)
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Failed(f"cannot write {where}: {e.strerror}; choose a run folder you can write to", "user", step)
+    return Failed(f"{type(e).__name__}: {e}", "bug", step, traceback.format_exc())
 
 
 def oom_message(config: RunConfig, err) -> str:

@@ -184,3 +184,25 @@ def test_bad_input_is_a_user_failure_not_a_crash(tmp_path, bert_folder, setup, n
     cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl")).replace(**setup(tmp_path))
     result = T.train(cfg)
     assert isinstance(result, T.Failed) and result.kind == "user" and needle in result.message
+
+
+def test_disk_full_is_a_user_failure_and_the_run_resumes(tmp_path, bert_folder, monkeypatch):
+    import errno
+
+    real, calls = T.save_checkpoint, []
+
+    def save(s, run_dir, state, keep):
+        calls.append(state["step"])
+        if len(calls) == 2:  # the second checkpoint finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "checkpoints"))
+        return real(s, run_dir, state, keep)
+
+    monkeypatch.setattr(T, "save_checkpoint", save)
+    cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl"))
+    result = T.train(cfg)
+    assert isinstance(result, T.Failed) and result.kind == "user", result
+    assert "disk is full" in result.message and "--resume" in result.message
+    assert T.latest_checkpoint(Path(cfg.out)).name == "step-4"  # the last complete one survives
+    monkeypatch.setattr(T, "save_checkpoint", real)
+    resumed = T.train(cfg, resume=cfg.out)
+    assert isinstance(resumed, T.Finished) and resumed.step == 12
