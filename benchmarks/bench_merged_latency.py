@@ -45,28 +45,34 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=21)
     a = ap.parse_args()
-    print("| model | base ms | merged ms | merged / base | (min) merged / base | unmerged adapter ms | unmerged / base |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | base ms | merged ms | merged / base | (min) merged / base | unmerged adapter ms | unmerged / base "
+          "| base copy / base (control) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, base, x in cases():
         base.eval()
         adapted = copy.deepcopy(base)
         inject(adapted, LoraSpec(targets=["q", "k", "v", "o"], rank=16, alpha=32))
         tiny.randomize_adapters(adapted)
         merged = unload(copy.deepcopy(adapted))
-        models = {"base": base, "merged": merged, "adapted": adapted}
+        # control: an untouched deep copy of the base model, i.e. the same weights in other memory;
+        # its ratio to the base is what placement and noise alone do
+        models = {"base": base, "merged": merged, "adapted": adapted, "copy": copy.deepcopy(base)}
         times = {k: [] for k in models}
         with torch.no_grad():
             for m in models.values():
                 m(**x)
-            for _ in range(a.reps):
-                for k, m in models.items():
+            keys = list(models)
+            for rep in range(a.reps):
+                for k in keys[rep % len(keys):] + keys[:rep % len(keys)]:  # rotate who goes first
+                    m = models[k]
                     t0 = time.perf_counter()
                     m(**x)
                     times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         best = {k: min(v) for k, v in times.items()}  # the least-disturbed run: robust on a shared machine
         print(f"| {name} | {med['base']:.1f} | {med['merged']:.1f} | {med['merged'] / med['base']:.3f} | "
-              f"{best['merged'] / best['base']:.3f} | {med['adapted']:.1f} | {med['adapted'] / med['base']:.3f} |",
+              f"{best['merged'] / best['base']:.3f} | {med['adapted']:.1f} | {med['adapted'] / med['base']:.3f} | "
+              f"{med['copy'] / med['base']:.3f} |",
               flush=True)
 
 
