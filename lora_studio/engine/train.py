@@ -369,10 +369,16 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
           resume: str | os.PathLike | None = None, spectra_every: int = 0) -> Finished | Failed:
     """Run `config` to the end or to a stop. With `resume`, continue that run folder from its
     newest checkpoint. Every outcome is an event; the return value is the last one."""
-    emit = on_event or (lambda e: None)
+    user_emit = on_event or (lambda e: None)
     control = control or Control()
     s = None
-    step = 0
+    reached = {"step": 0}  # the last step reported, for a failure's "at step N"
+
+    def emit(e):
+        if isinstance(e, (Step, Started)):
+            reached["step"] = getattr(e, "step", None) or getattr(e, "start_step", 0)
+        user_emit(e)
+
     try:
         run_dir = Path(resume or config.out or "")
         if not str(run_dir):
@@ -388,15 +394,15 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
         result = _loop(s, run_dir, emit, control, state, ckpt if resume else None, spectra_every)
         return result
     except UserError as e:
-        ev = Failed(str(e), "user", step)
+        ev = Failed(str(e), "user", reached["step"])
     except torch.cuda.OutOfMemoryError as e:
-        ev = Failed(oom_message(config, e), "oom", step)
+        ev = Failed(oom_message(config, e), "oom", reached["step"])
     except MemoryError:
-        ev = Failed(oom_message(config, None), "oom", step)
+        ev = Failed(oom_message(config, None), "oom", reached["step"])
     except OSError as e:
-        ev = disk_failure(e, resume or config.out, step)
+        ev = disk_failure(e, resume or config.out, reached["step"])
     except Exception as e:  # a bug: say so, keep the caller alive
-        ev = Failed(f"{type(e).__name__}: {e}", "bug", step, traceback.format_exc())
+        ev = Failed(f"{type(e).__name__}: {e}", "bug", reached["step"], traceback.format_exc())
     finally:
         if s is not None and s.device.type == "cuda":
             gc.collect()

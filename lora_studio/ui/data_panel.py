@@ -126,4 +126,9 @@ class DataPanel(Section):
                 w.blockSignals(True)
                 w.setValue(v)
                 w.blockSignals(False)
-        self.split.setEnabled(not d.validation_path)
+        from lora_studio.engine.data import demo_path  # no torch in that module's imports
+
+        demo_validation = not d.path and task in ("classification", "causal-lm") and bool(demo_path(task)[1])
+        self.validation.setPlaceholderText("the demo's own validation file" if demo_validation
+                                           else "a split of the training data")
+        self.split.setEnabled(not d.validation_path and not demo_validation)

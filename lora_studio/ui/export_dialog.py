@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout,
-                               QLineEdit, QProgressBar, QPushButton, QVBoxLayout)
+                               QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Section, icon, label
@@ -62,14 +62,14 @@ class ExportDialog(QDialog):
         out = Section("Outputs")
         self.merged_on = QCheckBox("Merged model: a Hugging Face folder, W = W0 + s·B·A, no adapter needed")
         self.merged_on.setChecked(True)
-        out.body.addWidget(self.merged_on)
+        out.form.addRow(self.merged_on)  # one form: each checkbox sits above its own rows
         self.merged_dir = self._folder_row(out, "Folder", "", "new folder for the merged model")
         self.dtype = QComboBox()
         for value, text in DTYPES:
             self.dtype.addItem(text, value)
         out.form.addRow("dtype", self.dtype)
         self.adapter_on = QCheckBox("PEFT adapter only (a few MB, loads with peft.PeftModel)")
-        out.body.addWidget(self.adapter_on)
+        out.form.addRow(self.adapter_on)
         self.adapter_dir = self._folder_row(out, "Folder", "", "new folder for the adapter")
         lay.addWidget(out)
 
@@ -89,9 +89,10 @@ class ExportDialog(QDialog):
         self.close_button.clicked.connect(self.reject)
         lay.addWidget(self.buttons)
         self.run_dir.textChanged.connect(self._defaults)
-        self.merged_on.toggled.connect(self.merged_dir.setEnabled)
-        self.adapter_on.toggled.connect(self.adapter_dir.setEnabled)
-        self.adapter_dir.setEnabled(False)
+        self.merged_on.toggled.connect(self.merged_dir.parentWidget().setEnabled)  # the folder and its button
+        self.merged_on.toggled.connect(self.dtype.setEnabled)
+        self.adapter_on.toggled.connect(self.adapter_dir.parentWidget().setEnabled)
+        self.adapter_dir.parentWidget().setEnabled(False)
         self._defaults(run_dir)
 
     def _folder_row(self, section, title, value, placeholder) -> QLineEdit:
@@ -107,10 +108,12 @@ class ExportDialog(QDialog):
                 edit.setText(folder)
 
         browse.clicked.connect(pick)
-        row = QHBoxLayout()
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(edit, 1)
         row.addWidget(browse)
-        section.form.addRow(title, row)
+        section.form.addRow(title, box)
         return edit
 
     def _defaults(self, run_dir: str):
@@ -152,6 +155,7 @@ class ExportDialog(QDialog):
             lines.append(f"Adapter written to {path}: {', '.join(files)}")
         self.outcome.setText("\n\n".join(lines))
         self.state.setText("Done.")
+        self.adjustSize()  # room for the result: the form keeps its size
 
     def _failed(self, failure):
         self.export.setEnabled(True)

@@ -6,7 +6,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from lora_studio.ui.style import repolish
-from lora_studio.ui.widgets import app_icon, icon, label
+from lora_studio.ui.widgets import ElidedLabel, app_icon, icon, label
 
 
 class Header(QFrame):
@@ -22,10 +22,10 @@ class Header(QFrame):
         names = QVBoxLayout()
         names.setSpacing(0)
         names.addWidget(label("LoRA Studio", "AppName"))
-        names.addWidget(label("low-rank adaptation workbench", "AppTagline"))
+        names.addWidget(ElidedLabel("low-rank adaptation workbench", "AppTagline", min_chars=0))
         lay.addLayout(names)
         lay.addSpacing(14)
-        self.model = label("", "ModelChip")
+        self.model = ElidedLabel("", "ModelChip", min_chars=10, tooltip_full=False)  # tooltip: the path
         self.state = label("Ready", "StateChip")
         self.state.setMinimumWidth(140)  # "Training · 120/1000" changes every step: no jitter
         self.state.setAlignment(Qt.AlignCenter)

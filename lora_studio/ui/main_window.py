@@ -342,6 +342,8 @@ class MainWindow(RunFiles, QMainWindow):
     def _finished(self, ev):
         self.tryit.set_run(self.run_dir, self.run_task)
         self._spectra_run(self.run_dir)  # its checkpoints, for Compare and Resize
+        if self.spectra is not None and hasattr(self.spectra, "training_ended"):
+            self.spectra.training_ended()
         if type(ev).__name__ == "Failed":
             self.header.set_state("Failed", "failed")
             if ev.kind == "bug" and ("No space left" in ev.message or "Errno 28" in ev.message):
@@ -373,6 +375,8 @@ class MainWindow(RunFiles, QMainWindow):
         self.act_open_run.setEnabled(not running)
         self.act_continue.setEnabled(not running)
         self.header.open_run.setEnabled(not running)
+        for w in (self.header.export, self.act_export):  # export reads the finished adapter files
+            w.setEnabled(not running)
         ok = state in ("idle", "paused") and bool(self.run_dir)
         self.tryit.paused_at = self.controller.last_step if state == "paused" else None
         self.tryit.set_available(ok, "" if ok or not self.run_dir else "Pause or stop training to try the adapter.")
@@ -415,7 +419,7 @@ class MainWindow(RunFiles, QMainWindow):
         ev, self._pending_spectra = self._pending_spectra, None
         view = self._ensure_spectra() if ev is not None else None
         if view:
-            view.set_spectra(ev.step, ev.modules)
+            view.set_spectra(ev.step, ev.modules, live=self.controller.running)
 
     def about(self):
         import lora_studio

@@ -47,6 +47,52 @@ def label(text: str = "", name: str | None = None, wrap: bool = False, selectabl
     return w
 
 
+class ElidedLabel(QLabel):
+    """One line of text that shortens with "…" when there is no room, instead of either clipping
+    or forcing its parent wider. `text()` is the whole text; when shortened (and
+    `tooltip_full`) the whole text is the tooltip."""
+
+    def __init__(self, text: str = "", name: str | None = None, min_chars: int = 6, tooltip_full: bool = True):
+        super().__init__()
+        if name:
+            self.setObjectName(name)
+        self._full, self._min_chars, self._tooltip_full = "", min_chars, tooltip_full
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
+        self.setText(text)
+
+    def text(self) -> str:
+        return self._full
+
+    def setText(self, text: str):
+        self._full = str(text)
+        self._elide()
+        self.updateGeometry()
+
+    def _elide(self):
+        width = self.contentsRect().width() - 2 * self.margin()
+        shown = self.fontMetrics().elidedText(self._full, Qt.ElideRight, width) if width > 0 else self._full
+        if shown != QLabel.text(self):
+            QLabel.setText(self, shown)
+        if self._tooltip_full:
+            self.setToolTip(self._full if shown != self._full else "")
+
+    def _extra(self) -> int:  # frame, padding and margins around the text
+        return QLabel.sizeHint(self).width() - self.fontMetrics().horizontalAdvance(QLabel.text(self))
+
+    def sizeHint(self) -> QSize:
+        h = QLabel.sizeHint(self)
+        return QSize(self._extra() + self.fontMetrics().horizontalAdvance(self._full), h.height())
+
+    def minimumSizeHint(self) -> QSize:
+        full = self.sizeHint()
+        short = self._extra() + self.fontMetrics().horizontalAdvance("M" * self._min_chars)
+        return QSize(min(full.width(), short), full.height())
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        self._elide()
+
+
 class Section(QFrame):
     """A rounded panel with a small uppercase title; `body` is a QVBoxLayout, `form` a QFormLayout."""
 
@@ -93,7 +139,7 @@ class Card(QFrame):
         lay.setSpacing(2)
         self.title = label(title, "CardTitle")
         self.value = label("–", "CardValueSmall" if small else "CardValue", selectable=True)
-        self.sub = label("", "CardSub", wrap=not steady)
+        self.sub = ElidedLabel("", "CardSub") if steady else label("", "CardSub", wrap=True)
         if steady:
             for w in (self.value, self.sub):
                 w.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)

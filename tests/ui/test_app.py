@@ -73,3 +73,16 @@ def test_exception_in_a_gui_slot_becomes_a_dialog(window, dialogs, monkeypatch):
     assert "KeyError" in dialogs.shown[0].text and "bug" in dialogs.shown[0].text
     assert dialogs.shown[1].text == "rank must be a positive integer"
     assert window.isVisible()
+
+
+def test_window_fits_a_1280_pixel_screen_and_long_names_elide(window, qtbot):
+    window.header.model.setText("a-very-long-model-name-from-a-deeply-nested-folder " * 3)
+    assert window.minimumSizeHint().width() <= 1240  # 1280 minus a window frame
+    window.resize(1240, 760)
+    qtbot.waitUntil(lambda: window.width() == 1240)
+    chip = window.header.model
+    assert chip.text().startswith("a-very-long") and chip.width() < chip.sizeHint().width()
+    from PySide6.QtWidgets import QLabel
+
+    shown = QLabel.text(chip)
+    assert shown.endswith("…") and len(shown) < len(chip.text())

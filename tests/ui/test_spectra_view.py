@@ -321,7 +321,11 @@ def test_training_feeds_the_tab_live(qtbot, tiny_model, tiny_data, tmp_path):
         w.tabs.setCurrentWidget(w.spectra_tab)  # the window draws spectra when their tab is shown
         qtbot.waitUntil(lambda: w.spectra and w.spectra.step == 4, timeout=10_000)
         view = w.spectra
-        assert steps[:2] == [2, 4] and view.step_chip.text() == "live · step 4"
+        # shown after the run finished: the final state, no longer marked live
+        assert steps[:2] == [2, 4] and view.step_chip.text() == "step 4"
+        assert view.step_chip.property("state") == ""
+        view.set_spectra(5, list(view.modules.values()))  # while a run trains: live
+        assert view.step_chip.text() == "live · step 5" and view.step_chip.property("state") == "running"
         assert view.table.row_count() == len(view.modules) > 0
         final = analyse(read_adapter(out))  # the tab showed the spectra of what was saved
         for m in final:

@@ -57,7 +57,7 @@ class _Base(pg.PlotWidget):
         p.setMenuEnabled(False)
         p.hideButtons()
         p.getViewBox().setMouseMode(pg.ViewBox.RectMode)
-        self.setMinimumSize(220, 170)
+        self.setMinimumSize(170, 170)
 
     def apply_theme(self, theme: str):
         self.theme = theme

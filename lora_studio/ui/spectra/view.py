@@ -24,7 +24,7 @@ from lora_studio.ui.spectra.report import ResizeReport
 from lora_studio.ui.spectra.table import SummaryTable
 from lora_studio.ui.spectra.tree import ModuleTree
 from lora_studio.ui.tasks import Failure, TaskRunner
-from lora_studio.ui.widgets import Section, icon, label
+from lora_studio.ui.widgets import ElidedLabel, Section, icon, label
 
 EMPTY = ("Spectra appear as training runs, or open a run folder.",
          "For every adapted matrix ΔW = s·B·A: its singular values, how much of its energy the first k "
@@ -190,7 +190,7 @@ class SpectraView(QWidget):
         self.tree.toggled.connect(self._tree_toggled)
         self.tree.focused.connect(self._focus_phi)
         mods.body.addWidget(self.tree, 1)
-        mods.setMinimumWidth(200)
+        mods.setMinimumWidth(180)
 
         # right: plots, heatmaps and the table
         self.sigma = SigmaPlot()
@@ -203,37 +203,39 @@ class SpectraView(QWidget):
         self.table = SummaryTable()
         self.table.doubleClicked.connect(self._table_activated)
 
-        s_sigma = Section("Singular values of ΔW", right=label("log scale", "Hint"))
+        s_sigma = Section("Singular values of ΔW", right=ElidedLabel("log scale", "Hint", min_chars=0))
         s_sigma.body.addWidget(self.sigma)
-        s_energy = Section("Cumulative energy", right=label("share of Σσ² in the top k", "Hint"))
+        s_energy = Section("Cumulative energy", right=ElidedLabel("share of Σσ² in the top k", "Hint", min_chars=0))
         s_energy.body.addWidget(self.cumulative)
-        self.eff_readout = label("", "Hint")
+        self.eff_readout = ElidedLabel("", "Hint", min_chars=2)
         s_eff = Section("Effective rank", right=self.eff_readout)
         s_eff.body.addWidget(self.eff)
-        self.phi_readout = label("", "Hint")
+        self.phi_readout = ElidedLabel("", "Hint", min_chars=2)
         s_phi = Section("Subspace similarity", right=self.phi_readout)
         row = QHBoxLayout()
         row.setSpacing(6)
         self.compare_combo = QComboBox()
         self.compare_combo.setToolTip("A checkpoint of this run, or another adapter, to compare with (Eq. 4)")
         self.compare_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.compare_combo.setMinimumContentsLength(12)
+        self.compare_combo.setMinimumContentsLength(8)
         self.compare_combo.activated.connect(self._compare_chosen)
         self.compare_button = QPushButton("Compare with…")
         self.compare_button.setToolTip("Choose another run or adapter folder (same base model)")
         self.compare_button.clicked.connect(lambda: self.compare_with())
         self.phi_module = QComboBox()
         self.phi_module.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.phi_module.setMinimumContentsLength(8)
+        self.phi_module.setMinimumContentsLength(6)
         self.phi_module.setToolTip("The module whose φ is shown")
         self.phi_module.currentIndexChanged.connect(self._draw_phi)
         row.addWidget(label("vs", "Hint"))
         row.addWidget(self.compare_combo, 3)
         row.addWidget(self.compare_button)
-        row.addSpacing(4)
-        row.addWidget(label("module", "Hint"))
-        row.addWidget(self.phi_module, 2)
+        row2 = QHBoxLayout()
+        row2.setSpacing(6)
+        row2.addWidget(label("module", "Hint"))
+        row2.addWidget(self.phi_module, 1)
         s_phi.body.addLayout(row)
+        s_phi.body.addLayout(row2)
         s_phi.body.addWidget(self.phi, 1)
         self.amp_link = _link("Amplification…", "Load the base model (on the CPU) to compute the paper's "
                                                 "amplification factor ‖ΔW‖_F / ‖Uᵀ W0 V‖_F per module")
@@ -268,11 +270,19 @@ class SpectraView(QWidget):
         return outer
 
     # -- public API ----------------------------------------------------------------------
-    def set_spectra(self, step: int | None, modules: list) -> None:
-        """Show `modules` (engine.spectra.ModuleSpectrum) of the adapter being trained, at `step`.
-        Called from the GUI thread; keeps the user's selection, sort order and compare choice."""
+    def set_spectra(self, step: int | None, modules: list, live: bool = True) -> None:
+        """Show `modules` (engine.spectra.ModuleSpectrum) of the adapter being trained, at `step`
+        (`live`: the run is still going). Called from the GUI thread; keeps the user's
+        selection, sort order and compare choice."""
         self._load_token += 1  # a live update wins over a load still running
-        self._show(modules, step, live=True)
+        self._show(modules, step, live=live)
+
+    def training_ended(self) -> None:
+        """The run stopped or finished: what is shown is its final state, no longer live."""
+        if self.modules and self.step is not None:
+            self.step_chip.setText(f"step {self.step}")
+            self.step_chip.setProperty("state", "")
+            style.repolish(self.step_chip)
 
     def load_run(self, run_dir: str) -> None:
         """Analyse the newest adapter of a run folder (or any PEFT LoRA folder) in a worker; emits

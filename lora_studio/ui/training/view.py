@@ -139,6 +139,14 @@ class TrainingView(QWidget):
     def _evaluated(self, ev):
         self._eval = ev
         self.plots.add_eval(ev.step, ev.eval_loss, ev.accuracy)
+        if self.plots.ema.n and self._eval_text():  # the newest eval shows now, not at the next step
+            self.loss.sub.setText(self._eval_text())
+
+    def _eval_text(self) -> str:
+        evl = self._eval
+        if evl is None or evl.eval_loss is None or not math.isfinite(evl.eval_loss):
+            return ""
+        return f"eval {evl.eval_loss:.4f}" + (f" · acc. {evl.accuracy:.1%}" if evl.accuracy is not None else "")
 
     def _refresh(self):
         ev = self._last
@@ -150,11 +158,7 @@ class TrainingView(QWidget):
         self.step.value.setText(f"{ev.step:,} / {ev.total_steps:,}")
         self.step.sub.setText(f"epoch {ev.epoch:.2f} · lr {ev.lr:.2e}")
         ema = self.plots.ema.y[self.plots.ema.n - 1] if self.plots.ema.n else ev.loss
-        evl = self._eval
-        extra = ""
-        if evl is not None and evl.eval_loss is not None and math.isfinite(evl.eval_loss):
-            extra = f"eval {evl.eval_loss:.4f}" + (f" · acc. {evl.accuracy:.1%}" if evl.accuracy is not None else "")
-        self.loss.set(f"{ema:.4f}", extra or f"last step {ev.loss:.4f}")
+        self.loss.set(f"{ema:.4f}", self._eval_text() or f"last step {ev.loss:.4f}")
         self.speed.value.setText(f"{ev.tokens_per_s:,.0f} tok/s")
         self.eta.set(duration(ev.eta), f"elapsed {duration(ev.elapsed)}")
         self.memory.value.setText(size(ev.mem_allocated))
@@ -162,6 +166,7 @@ class TrainingView(QWidget):
 
     def _finished(self, ev):
         self._refresh()
+        self.eta.value.setText("–")  # nothing is left to run; "elapsed" stays
         name = type(ev).__name__
         if name == "Failed":
             self.banner.show_message(f"Training failed at step {ev.step}: {ev.message}", "bad")
