@@ -3,7 +3,7 @@
     QT_QPA_PLATFORM=offscreen python docs/make_screenshot.py [--steps 180] [--theme light|dark]
 
 Starts the app as a user would (demo model and data), clicks Start, grabs the window once
-`--steps` steps have run, then stops the run (its folder goes to a temp dir) and quits.
+`--steps` steps (at most half the run) have run, then stops the run (its folder goes to a temp dir) and quits.
 """
 
 import argparse
@@ -33,13 +33,15 @@ def main():
     w.show()
     w.set_theme(a.theme)
     c = w.controller
-    state = {"clicked": False, "grabbed": False}
+    state = {"clicked": False, "grabbed": False, "at": a.steps}
+    # mid-training: --steps, or half the run when the run is shorter than that
+    c.started.connect(lambda ev: state.update(at=min(a.steps, max(1, ev.total_steps // 2))))
 
     def tick():
         if not state["clicked"] and w.header.start.isEnabled():
             w.header.start.click()
             state["clicked"] = True
-        elif state["clicked"] and not state["grabbed"] and c.last_step >= a.steps:
+        elif state["clicked"] and not state["grabbed"] and c.last_step >= state["at"]:
             state["grabbed"] = True
             w.tabs.setCurrentWidget(w.training.parentWidget())
             QTimer.singleShot(600, grab)  # let the plots catch up with the last step
