@@ -346,7 +346,7 @@ class MainWindow(RunFiles, QMainWindow):
             self.spectra.training_ended()
         if type(ev).__name__ == "Failed":
             self.header.set_state("Failed", "failed")
-            if ev.kind == "bug" and ("No space left" in ev.message or "Errno 28" in ev.message):
+            if any(t in ev.message for t in ("disk is full", "No space left", "Errno 28")):
                 ev = Failure(f"The disk is full: free some space where {self.run_dir} is, then continue the "
                              "run (Run ▸ Continue a stopped run); its last checkpoint is kept.", "user")
                 title = "Disk full"
