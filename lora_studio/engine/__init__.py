@@ -27,4 +27,6 @@ def warm_imports():
             import torch  # noqa: F401
             import transformers  # noqa: F401
 
+            import lora_studio.engine.train  # noqa: F401 - so Start does not import it in the GUI thread
+
             _warm = True
