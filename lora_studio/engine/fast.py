@@ -2,7 +2,7 @@
 
 On a CPU, torch's dropout draws its mask with `bernoulli_`, which costs about twice as much as
 `rand_like` (measured: 35 ms vs 19 ms for a 16x12x128x128 tensor on this 2-core machine), and a
-BERT-sized step spends ~28% of its time there (profile in docs/benchmarks.md). A mask from 16
+BERT-sized step spent ~28% of its time there (docs/benchmarks.md). A mask from 16
 random bits per element (`keep_mask`) gives the same Bernoulli(1-p) law, with p resolved to 2^-16,
 at a fraction of the cost. Applied to the frozen model's dropout modules and, through a
 registered attention function, to attention-probability dropout; on GPUs nothing changes (fused
@@ -24,9 +24,10 @@ def keep_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
     """A Bernoulli keep-mask shaped like `x` and the drop probability it really has.
 
     Each element needs 16 random bits, not a float: one 64-bit draw (`random_` over the whole
-    int64 range) yields four of them, viewed as int16. That is 2.5x faster than `rand_like(x) >= p`
-    on a CPU (8 vs 20 ms for 16x12x128x128 here). p becomes k / 2^16 with k = round(p * 2^16), at
-    most 7.7e-6 from the p asked for; the caller scales by 1 / (1 - that p), so E[out] = x exactly.
+    int64 range) yields four of them, viewed as int16. That is ~2.8x faster than
+    `rand_like(x) >= p` on a CPU (benchmarks/bench_dropout_mask.py: 7.2 vs 20.3 ms for
+    16x12x128x128). p becomes k / 2^16 with k = round(p * 2^16), at most 7.7e-6 from the p asked
+    for; the caller scales by 1 / (1 - that p), so E[out] = x exactly.
     """
     k = min(LEVELS - 1, max(0, round(p * LEVELS)))
     n = x.numel()

@@ -55,7 +55,6 @@ def load_config(ref: str, trust_remote_code: bool = False):
         raise UserError(f"cannot load model {ref}: {str(e).splitlines()[0]}") from None
 
 
-
 def infer_task(model_ref: str, trust_remote_code: bool = False) -> str:
     """"causal-lm" or "classification" for a model folder or hub id, from its config alone."""
     cfg = load_config(model_ref, trust_remote_code)

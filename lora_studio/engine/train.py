@@ -375,8 +375,10 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
     reached = {"step": 0}  # the last step reported, for a failure's "at step N"
 
     def emit(e):
-        if isinstance(e, (Step, Started)):
-            reached["step"] = getattr(e, "step", None) or getattr(e, "start_step", 0)
+        if isinstance(e, Step):
+            reached["step"] = e.step
+        elif isinstance(e, Started):
+            reached["step"] = e.start_step
         user_emit(e)
 
     try:

@@ -172,7 +172,7 @@ class Session(QObject):
         self.cells = cells_from_lora(self.draft.lora, info)  # consistent with `info` before anyone looks
         self.changed.emit("model")
         self.model_ready.emit(info)
-        self.set_cells(cells_from_lora(self.draft.lora, info))
+        self.set_cells(self.cells)
         if task_changed:
             self.refresh_data()  # the demo file and the detected format depend on the task
         elif (data_changed or self.stats is None) and self.preview is not None and self.preview.format:
@@ -358,6 +358,5 @@ class Session(QObject):
 
     def build(self) -> RunConfig:
         if self.cells_problem:
-
             raise UserError(self.cells_problem)
         return self.draft.build()
