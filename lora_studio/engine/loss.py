@@ -32,13 +32,19 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
         for i in range(0, h.shape[0], chunk):
             hc, yc = h[i:i + chunk], y[i:i + chunk]
-            logits = F.linear(hc, weight, bias).float()  # (c, V)
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+            rows = torch.arange(len(yc), device=h.device)
+            logits = _chunk_logits(hc, weight, bias)  # (c, V) float32, a buffer of its own
+            top = logits.amax(dim=1, keepdim=True)
+            target = logits[rows, yc]
+            logits.sub_(top).exp_()  # one exp per logit, reused for the softmax below
+            sums = logits.sum(dim=1, keepdim=True)
+            total += (top.squeeze(1) + sums.log().squeeze(1) - target).sum()
             if grad_h is not None:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                probs[torch.arange(len(yc), device=h.device), yc] -= 1.0
-                grad_h[i:i + chunk] = (probs.to(weight.dtype) @ weight).div_(n).to(h.dtype)
+                probs = logits.mul_(sums.reciprocal_())  # softmax, in place
+                probs[rows, yc] -= 1.0
+                grad_h[i:i + chunk] = probs.to(weight.dtype) @ weight
+        if grad_h is not None:
+            grad_h.div_(n)
         ctx.save_for_backward(grad_h)
         return total / n
 
@@ -46,6 +52,16 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         (grad_h,) = ctx.saved_tensors
         return grad_h * grad_out.to(grad_h.dtype), None, None, None, None, None
+
+
+def _chunk_logits(hc, weight, bias):
+    """hc W^T (+ b) as float32, (c, V). On CPUs the product is formed as W hc^T, (V, c), and
+    viewed transposed: the same numbers, 8-16 % faster with MKL at c = 256 for vocabularies of
+    32k-152k (benchmarks/bench_head.py); on GPUs the row-major product is the natural one."""
+    if hc.device.type == "cpu":
+        wt = torch.mm(weight, hc.t()) if bias is None else torch.addmm(bias[:, None], weight, hc.t())
+        return wt.float().t()
+    return F.linear(hc, weight, bias).float()
 
 
 def supports_fused_loss(model) -> bool:
