@@ -1,6 +1,7 @@
 """Training step of LoRA Studio vs PEFT, side by side in one process, interleaved.
 
     python benchmarks/bench_train_step.py [--cases minilm,llama,gpt2] [--reps 15] [--precision fp32|bf16]
+                                          [--checkpointing]
 
 For each case both engines adapt the same fresh copy of the same model (same targets, rank,
 alpha, batch, sequence length, precision); each repetition times one step of each, back to back,
@@ -64,7 +65,10 @@ def build_case(name: str, device: str):
     return model.to(device), {k: v.to(device) for k, v in x.items()}, ours, peft, (batch, seq)
 
 
-def make_ours(model, kw):
+CKPT = {"use_reentrant": False}  # gradient checkpointing as engine/train.py turns it on
+
+
+def make_ours(model, kw, checkpointing: bool = False):
     from lora_studio import LoraSpec, inject
 
     from lora_studio.engine.fast import speed_up_dropout
@@ -73,13 +77,18 @@ def make_ours(model, kw):
     inject(m, LoraSpec(**kw))
     if next(m.parameters()).device.type == "cpu":
         speed_up_dropout(m)  # as engine/train.py does on a CPU
+    if checkpointing:
+        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CKPT)
     return m
 
 
-def make_peft(model, kw):
+def make_peft(model, kw, checkpointing: bool = False):
     import peft
 
-    return peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(**kw))
+    m = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(**kw))
+    if checkpointing:
+        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CKPT)
+    return m
 
 
 def stepper(model, x, precision, device, engine_loss: bool = False):
@@ -141,7 +150,7 @@ def status(key):
             return int(line.split()[1]) * 1024
 
 m, x, o, p, _ = b.build_case(CASE, "cpu")
-mm = b.make_ours(m, o) if ENGINE == "ours" else b.make_peft(m, p)
+mm = b.make_ours(m, o, CK) if ENGINE == "ours" else b.make_peft(m, p, CK)
 del m
 gc.collect()
 s = b.stepper(mm, x, PRECISION, "cpu", ENGINE == "ours")
@@ -154,10 +163,10 @@ print(status("VmHWM") - rss0)
 """
 
 
-def child_peak(case: str, engine: str, precision: str) -> int:
+def child_peak(case: str, engine: str, precision: str, checkpointing: bool) -> int:
     """Peak RSS above the steady state (model, adapter, optimizer) during 3 steps, in a child
     process running that engine alone: the step's transient memory (activations, logits, grads)."""
-    code = f"CASE, ENGINE, PRECISION = {case!r}, {engine!r}, {precision!r}\n" + CHILD
+    code = f"CASE, ENGINE, PRECISION, CK = {case!r}, {engine!r}, {precision!r}, {checkpointing!r}\n" + CHILD
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.join(os.path.dirname(__file__), ".."))
     try:
@@ -166,9 +175,9 @@ def child_peak(case: str, engine: str, precision: str) -> int:
         raise RuntimeError(out.stderr[-2000:])
 
 
-def run_case(case: str, reps: int, precision: str, device: str) -> dict:
+def run_case(case: str, reps: int, precision: str, device: str, checkpointing: bool = False) -> dict:
     model, x, ours_kw, peft_kw, (batch, seq) = build_case(case, device)
-    ours, theirs = make_ours(model, ours_kw), make_peft(model, peft_kw)
+    ours, theirs = make_ours(model, ours_kw, checkpointing), make_peft(model, peft_kw, checkpointing)
     s_ours, s_peft = stepper(ours, x, precision, device, True), stepper(theirs, x, precision, device)
     fwd_model = copy.deepcopy(model).eval()
 
@@ -198,7 +207,7 @@ def run_case(case: str, reps: int, precision: str, device: str) -> dict:
             one(s_peft, "peft", t_peft), one(s_ours, "ours", t_ours)
         t_fwd.append(timed(fwd))
     if device == "cpu":
-        mem = {"ours": child_peak(case, "ours", precision), "peft": child_peak(case, "peft", precision)}
+        mem = {e: child_peak(case, e, precision, checkpointing) for e in ("ours", "peft")}
     mo, mp, mf = (statistics.median(t) for t in (t_ours, t_peft, t_fwd))
     return {"case": case, "batch": batch, "seq": seq, "precision": precision, "ours_ms": mo * 1e3, "peft_ms": mp * 1e3,
             "ratio": mo / mp, "ratio_min": min(t_ours) / min(t_peft),
@@ -217,6 +226,7 @@ def main():
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing on, for both engines")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
     peak = gemm_peak(a.device, torch.bfloat16 if a.precision == "bf16" else torch.float32)
@@ -226,10 +236,11 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for case in a.cases.split(","):
-        r = run_case(case, a.reps, a.precision, a.device)
+        r = run_case(case, a.reps, a.precision, a.device, a.checkpointing)
         r["gemm_peak_gflops"] = peak
         rows.append(r)
-        print(f"| {case} ({r['batch']}x{r['seq']}, {a.precision}) | {r['ours_ms']:.1f} | {r['peft_ms']:.1f} | "
+        ck = ", checkpointing" if a.checkpointing else ""
+        print(f"| {case} ({r['batch']}x{r['seq']}, {a.precision}{ck}) | {r['ours_ms']:.1f} | {r['peft_ms']:.1f} | "
               f"{r['ratio']:.3f} | {r['ratio_min']:.3f} | {r['ratio_paired']:.3f} | {r['ours_peak_mb']:.0f} | {r['peft_peak_mb']:.0f} | {r['ours_step_over_fwd']:.2f} | "
               f"{r['peft_step_over_fwd']:.2f} | {100 * r['ours_gflops'] / peak:.0f}% | {100 * r['peft_gflops'] / peak:.0f}% |",
               flush=True)
