@@ -71,12 +71,11 @@ CKPT = {"use_reentrant": False}  # gradient checkpointing as engine/train.py tur
 def make_ours(model, kw, checkpointing: bool = False):
     from lora_studio import LoraSpec, inject
 
-    from lora_studio.engine.fast import speed_up_dropout
+    from lora_studio.engine.fast import speed_up
 
     m = copy.deepcopy(model)
     inject(m, LoraSpec(**kw))
-    if next(m.parameters()).device.type == "cpu":
-        speed_up_dropout(m)  # as engine/train.py does on a CPU
+    speed_up(m, next(m.parameters()).device)  # as engine/train.py does
     if checkpointing:
         m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CKPT)
     return m

@@ -297,10 +297,9 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None) 
                     modules_to_save=["classifier", "score"] if config.model.task == "classification" else [])
     torch.manual_seed(config.train.seed)
     adapted = inject(model, spec)
-    if device.type == "cpu":
-        from lora_studio.engine.fast import speed_up_dropout
+    from lora_studio.engine.fast import speed_up
 
-        speed_up_dropout(model)
+    speed_up(model, device)  # fused GELU-tanh everywhere; the fast dropout on CPUs
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Setup(config, model, tok, prepared, device, precision, ref, adapted)

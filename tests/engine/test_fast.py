@@ -52,3 +52,82 @@ def test_swapped_model_equals_reference(arch):
     fast.train()
     with torch.no_grad():
         torch.testing.assert_close(fast(**x).logits, ref(**x).logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", ["NewGELUActivation", "FastGELUActivation"])
+def test_fused_gelu_is_the_same_function(cls):
+    import transformers.activations as acts
+
+    from lora_studio.engine.fast import TanhGELU
+
+    x = (torch.randn(4096, dtype=torch.float64) * 4).requires_grad_()
+    ref = getattr(acts, cls)()(x)
+    got = TanhGELU()(x)
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)  # float64: the formula itself agrees
+    g = torch.randn_like(x)
+    torch.testing.assert_close(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=1e-9, atol=1e-9)
+    x32 = x.detach().float()  # float32: within rounding
+    torch.testing.assert_close(TanhGELU()(x32), getattr(acts, cls)()(x32), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "phi3", "llama"])
+def test_speed_up_keeps_outputs_and_gradients(arch):
+    """speed_up (as training applies it) on a model without dropout: logits and every LoRA
+    gradient equal the untouched model's."""
+    from lora_studio.engine.fast import TanhGELU, speed_up
+
+    ref, fast = tiny.build(arch), tiny.build(arch)
+    for m in (ref, fast):
+        inject(m, LoraSpec(targets=["q", "v"], rank=2))
+    tiny.randomize_adapters(ref)
+    fast.load_state_dict(ref.state_dict())
+    done = speed_up(fast, "cpu")
+    swapped = sum(isinstance(m, TanhGELU) for m in fast.modules())
+    assert done["activations"] == swapped and (swapped > 0) == (arch == "gpt2")  # gpt2: gelu_new
+    ref.eval(), fast.eval()
+    x = tiny.inputs(batch=2, seq=7)
+    outs = []
+    for m in (ref, fast):
+        logits = m(**x).logits
+        params = [p for p in m.parameters() if p.requires_grad]
+        outs.append((logits, torch.autograd.grad(logits.square().mean(), params)))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-6)
+    for g, r in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padding", [False, True])
+def test_dropout_attention_equals_formula(monkeypatch, causal, padding):
+    """The CPU attention with dropout equals softmax(q k^T s + mask) * keep / (1 - p) @ v for the
+    very mask it drew (keep_mask is intercepted), forward and backward."""
+    import lora_studio.engine.fast as fast
+
+    drawn = {}
+
+    def spy(x, p):
+        keep, p_eff = real(x, p)
+        drawn["keep"], drawn["p"] = keep, p_eff
+        return keep, p_eff
+
+    real = fast.keep_mask
+    monkeypatch.setattr(fast, "keep_mask", spy)
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g, requires_grad=True) for _ in range(3))
+    mask = None
+    if padding:  # bool mask, True = attend; the second sequence has 2 padded keys
+        mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+        mask[1, :, :, 3:] = False
+    module = type("M", (), {"is_causal": causal})()
+    out, _ = fast._attention(module, q, k, v, mask, dropout=0.3, scaling=0.5, is_causal=causal if mask is None else None)
+    scores = (q @ k.transpose(2, 3)) * 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    elif causal:
+        scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), torch.finfo(scores.dtype).min)
+    ref = ((scores.softmax(-1) * drawn["keep"] / (1 - drawn["p"])) @ v).transpose(1, 2)
+    assert 0 < drawn["keep"].float().mean() < 1  # something was dropped, something kept
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-7)
+    w = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), w), torch.autograd.grad(ref, (q, k, v), w)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
