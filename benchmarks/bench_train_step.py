@@ -7,9 +7,9 @@ For each case both engines adapt the same fresh copy of the same model (same tar
 alpha, batch, sequence length, precision); each repetition times one step of each, back to back,
 the one going first alternating. Reported: the ratio of the medians, of the fastest runs, and the
 median of the per-repetition (paired) ratios. FLOPs of a step are counted by torch's FlopCounterMode; the
-machine's GEMM peak is a large fp32 (or bf16) matmul with the same thread count. Peak memory:
-on CUDA, max_memory_allocated per engine; on CPU, the peak RSS growth of a child process running
-that engine alone (there is no per-allocation counter for CPU tensors inside one process).
+machine's GEMM peak is a large fp32 (or bf16) matmul with the same thread count. Peak memory is
+a step's transient tensor memory (above the model, adapter and optimizer state): on CUDA from
+max_memory_allocated, on CPU from the profiler's memory timeline (`tensor_peak`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import copy
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -139,39 +138,20 @@ def step_flops(step) -> int:
     return fc.get_total_flops()
 
 
-CHILD = """
-import gc, sys
-import benchmarks.bench_train_step as b
+def tensor_peak(step) -> int:
+    """Peak bytes of tensors alive during one step, above those alive when it starts (model,
+    adapter, optimizer state): activations, logits, gradients. CPU tensors have no allocator
+    counter, so this replays torch's profiler memory timeline (every allocation and free, in
+    order). Deterministic, unlike the process's peak RSS, which malloc's reuse of freed memory
+    blurs (an earlier version of this script measured that, and ranged 12-174 MB on one case)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-
-m, x, o, p, _ = b.build_case(CASE, "cpu")
-mm = b.make_ours(m, o, CK) if ENGINE == "ours" else b.make_peft(m, p, CK)
-del m
-gc.collect()
-s = b.stepper(mm, x, PRECISION, "cpu", ENGINE == "ours")
-s()  # optimizer state now exists
-rss0 = status("VmRSS")
-open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark (Linux)
-for _ in range(3):
-    s()
-print(status("VmHWM") - rss0)
-"""
-
-
-def child_peak(case: str, engine: str, precision: str, checkpointing: bool) -> int:
-    """Peak RSS above the steady state (model, adapter, optimizer) during 3 steps, in a child
-    process running that engine alone: the step's transient memory (activations, logits, grads)."""
-    code = f"CASE, ENGINE, PRECISION, CK = {case!r}, {engine!r}, {precision!r}, {checkpointing!r}\n" + CHILD
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=os.path.join(os.path.dirname(__file__), ".."))
-    try:
-        return int(out.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise RuntimeError(out.stderr[-2000:])
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step()
+    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
+    totals = [sum(s) for s in sizes]
+    return max(totals) - totals[0]
 
 
 def run_case(case: str, reps: int, precision: str, device: str, checkpointing: bool = False) -> dict:
@@ -193,10 +173,11 @@ def run_case(case: str, reps: int, precision: str, device: str, checkpointing: b
     mem = {}
     def one(step, key, into):
         if device == "cuda":
+            base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
         into.append(timed(step))
         if device == "cuda":
-            mem[key] = max(mem.get(key, 0), torch.cuda.max_memory_allocated())
+            mem[key] = max(mem.get(key, 0), torch.cuda.max_memory_allocated() - base)
 
     for i in range(reps):
         # alternate who goes first, so neither always runs in the other's wake (caches, clocks)
@@ -206,7 +187,7 @@ def run_case(case: str, reps: int, precision: str, device: str, checkpointing: b
             one(s_peft, "peft", t_peft), one(s_ours, "ours", t_ours)
         t_fwd.append(timed(fwd))
     if device == "cpu":
-        mem = {e: child_peak(case, e, precision, checkpointing) for e in ("ours", "peft")}
+        mem = {"ours": tensor_peak(s_ours), "peft": tensor_peak(s_peft)}
     mo, mp, mf = (statistics.median(t) for t in (t_ours, t_peft, t_fwd))
     return {"case": case, "batch": batch, "seq": seq, "precision": precision, "ours_ms": mo * 1e3, "peft_ms": mp * 1e3,
             "ratio": mo / mp, "ratio_min": min(t_ours) / min(t_peft),

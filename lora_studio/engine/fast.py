@@ -7,6 +7,9 @@ random bits per element (`keep_mask`) gives the same Bernoulli(1-p) law, with p 
 at a fraction of the cost. Applied to the frozen model's dropout modules and, through a
 registered attention function, to attention-probability dropout; on GPUs nothing changes (fused
 kernels there are already fast). Only the random stream differs from torch's dropout.
+
+GELU-tanh written as separate tensor ops (transformers' "gelu_new", "gelu_fast") becomes torch's
+fused kernel on every device (`TanhGELU`). `speed_up` is what training applies.
 """
 
 from __future__ import annotations
@@ -37,16 +40,11 @@ def keep_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
     return u >= k - (LEVELS // 2), k / LEVELS  # P(u >= k - 2^15) = 1 - k / 2^16
 
 
-def scaled_mask(keep: torch.Tensor, scale: float, like: torch.Tensor) -> torch.Tensor:
-    """`keep` as a mask of `like`'s dtype holding 0 or `scale`, made in one pass. Multiplying by
-    it is then one op forward and one backward; `x * keep * scale` converts the bool tensor in
-    the forward and again in the backward, and scales in two more passes (torch profiler)."""
-    return torch.where(keep, like.new_tensor(scale), like.new_tensor(0.0))
-
-
 def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     keep, p_eff = keep_mask(x, p)
-    return x * scaled_mask(keep, 1.0 / (1.0 - p_eff), x)
+    # where() keeps only the bool mask for its backward (a float mask would hold 4x the memory);
+    # `x * keep` would convert the bool tensor in the forward and again in the backward
+    return torch.where(keep, x, 0.0) * (1.0 / (1.0 - p_eff))
 
 
 class FastDropout(nn.Dropout):
@@ -81,7 +79,9 @@ def _attention(module, query, key, value, attention_mask, dropout: float = 0.0, 
         scores.add_(_additive(torch.ones(t, s, dtype=torch.bool, device=scores.device).triu(s - t + 1), scores.dtype))
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     keep, p_eff = keep_mask(probs, dropout)
-    return torch.matmul(probs * scaled_mask(keep, 1.0 / (1.0 - p_eff), probs), value).transpose(1, 2).contiguous(), None
+    # dropout's 1 / (1 - p) goes on the (B, H, T, d) output, not the (B, H, T, S) probabilities
+    out = torch.matmul(torch.where(keep, probs, 0.0), value) * (1.0 / (1.0 - p_eff))
+    return out.transpose(1, 2).contiguous(), None
 
 
 def _additive(masked_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
