@@ -12,20 +12,11 @@ backward, and the blocked backward for three block sizes (minimum of 5 runs, ms)
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
-
-def best_ms(fn, n: int = 5) -> float:
-    fn(), fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
+from timing import best_ms
 
 
 def blocked_backward(q, k, v, out, lse, dout, scale, block):

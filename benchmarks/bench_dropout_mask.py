@@ -8,22 +8,13 @@ fastest of `--reps` timings of each (ms), after one warm-up.
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from timing import best_ms  # benchmarks/timing.py, beside this script
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def best_ms(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
 
 
 def main():

@@ -10,31 +10,22 @@ the backward's dL/dx (dY W), minimum of 7 runs, with the machine's large-matmul 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-
-def best_ms(fn, n: int = 7) -> float:
-    fn(), fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
+from timing import best_ms
 
 
 def fwd(m: int, k: int, n: int) -> float:
     """x (m, k) @ W^T, W (n, k) as stored by nn.Linear."""
     x, w = torch.randn(m, k), torch.randn(n, k)
-    return best_ms(lambda: x @ w.t())
+    return best_ms(lambda: x @ w.t(), 7)
 
 
 def bwd(m: int, k: int, n: int) -> float:
     """dY (m, n) @ W (n, k): the input gradient of the same layer."""
     dy, w = torch.randn(m, n), torch.randn(n, k)
-    return best_ms(lambda: dy @ w)
+    return best_ms(lambda: dy @ w, 7)
 
 
 def main():
