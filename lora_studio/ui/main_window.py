@@ -354,7 +354,7 @@ class MainWindow(RunFiles, QMainWindow):
                 title = {"oom": "Out of memory", "user": "Training could not run"}.get(ev.kind, "Training failed")
             self.error(title, ev)
         else:
-            self.header.set_state(f"Stopped at {ev.step}" if ev.stopped else "Done", "")
+            self.header.set_state(f"Stopped at {ev.step}" if ev.stopped else "Done", "" if ev.stopped else "done")
         if self._closing:
             QTimer.singleShot(0, self.close)
 

@@ -59,6 +59,7 @@ def test_start_pause_resume_stop_continue(qtbot, tiny_model, tiny_data, tmp_path
             qtbot.mouseClick(w.header.stop, Qt.LeftButton)
         ev = finished.args[0]
         assert isinstance(ev, Finished) and ev.stopped and ev.step < 2000
+        assert w.header.state.text() == f"Stopped at {ev.step}" and w.header.state.property("state") == ""
         assert w.header.export.isEnabled()
         assert (out / "checkpoints" / f"step-{ev.step}").is_dir()
         assert w.header.start.isEnabled() and w.model_panel.isEnabled()
@@ -92,6 +93,8 @@ def test_run_to_the_end_with_eval(window, qtbot, dialogs):
     # the card shows the last eval (step 6), which arrives after the last step
     assert window.training.loss.sub.text().startswith(f"eval {evals[-1].eval_loss:.4f}")
     assert window.training.eta.value.text() == "–"
+    qtbot.waitUntil(lambda: window.header.state.text() == "Done", timeout=5_000)
+    assert window.header.state.property("state") == "done"  # its own colour, not the idle grey
     assert window.training.banner.first.text() == "Try it"
     assert Path(window.run_dir, "adapter_model.safetensors").is_file()
     assert dialogs.shown == []
