@@ -115,7 +115,7 @@ class Finished:
 @dataclass
 class Failed:
     message: str  # user-readable: what happened and what to do
-    kind: str  # "oom" | "user" | "bug"
+    kind: str  # "oom" | "disk" (full: free space, then resume) | "user" | "bug"
     step: int = 0
     detail: str = ""  # traceback, for bugs
 
@@ -418,7 +418,7 @@ def disk_failure(e: OSError, run_dir, step: int) -> Failed:
     where = e.filename or run_dir
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return Failed(f"the disk is full (writing {where}): free some space, then resume the run "
-                      f"(lora-studio train --resume {run_dir})", "user", step)
+                      f"(lora-studio train --resume {run_dir})", "disk", step)
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return Failed(f"cannot write {where}: {e.strerror}; choose a run folder you can write to", "user", step)
     return Failed(f"{type(e).__name__}: {e}", "bug", step, traceback.format_exc())

@@ -342,11 +342,11 @@ class MainWindow(RunFiles, QMainWindow):
     def _finished(self, ev):
         self.tryit.set_run(self.run_dir, self.run_task)
         self._spectra_run(self.run_dir)  # its checkpoints, for Compare and Resize
-        if self.spectra is not None and hasattr(self.spectra, "training_ended"):
+        if self.spectra:  # None: not built yet; False: unavailable
             self.spectra.training_ended()
         if type(ev).__name__ == "Failed":
             self.header.set_state("Failed", "failed")
-            if any(t in ev.message for t in ("disk is full", "No space left", "Errno 28")):
+            if ev.kind == "disk":
                 ev = Failure(f"The disk is full: free some space where {self.run_dir} is, then continue the "
                              "run (Run ▸ Continue a stopped run); its last checkpoint is kept.", "user")
                 title = "Disk full"

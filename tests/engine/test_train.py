@@ -200,7 +200,7 @@ def test_disk_full_is_a_user_failure_and_the_run_resumes(tmp_path, bert_folder, 
     monkeypatch.setattr(T, "save_checkpoint", save)
     cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl"))
     result = T.train(cfg)
-    assert isinstance(result, T.Failed) and result.kind == "user", result
+    assert isinstance(result, T.Failed) and result.kind == "disk", result
     assert "disk is full" in result.message and "--resume" in result.message
     assert result.step == 8  # where it happened: the second checkpoint
     assert T.latest_checkpoint(Path(cfg.out)).name == "step-4"  # the last complete one survives

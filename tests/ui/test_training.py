@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextCursor
 
@@ -175,23 +174,14 @@ def test_out_of_memory_shows_the_tips(window, qtbot, dialogs, monkeypatch):
     assert window.header.start.isEnabled() and window.header.state.text() == "Failed"
 
 
-def _engine_disk_failure():
+def test_disk_full_is_not_called_a_bug(window, qtbot, dialogs, monkeypatch):
     import errno
 
     from lora_studio.engine.train import disk_failure
 
-    return disk_failure(OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints"), "/runs/x", 7)
-
-
-def _raw_disk_error():  # an OSError that reached the engine's catch-all (older engines)
-    from lora_studio.engine.train import Failed
-
-    return Failed("OSError: [Errno 28] No space left on device", "bug", 7, "Traceback …")
-
-
-@pytest.mark.parametrize("failed", [_engine_disk_failure, _raw_disk_error])
-def test_disk_full_is_not_called_a_bug(window, qtbot, dialogs, monkeypatch, failed):
-    fail_with(monkeypatch, failed())
+    failed = disk_failure(OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints"), "/runs/x", 7)
+    assert failed.kind == "disk"
+    fail_with(monkeypatch, failed)
     with qtbot.waitSignal(window.controller.finished, timeout=10_000):
         qtbot.mouseClick(window.header.start, Qt.LeftButton)
     assert dialogs.kinds() == ["warning"] and dialogs.shown[0].title == "Disk full"
