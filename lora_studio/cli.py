@@ -1,4 +1,4 @@
-"""The command line: `lora-studio [gui|train|budget|merge|inspect|resize]` (contract in DESIGN.md).
+"""The command line: `lora-studio [gui|train|budget|merge|inspect|resize|try]` (contract in DESIGN.md).
 
 Exit status: 0 done, 2 the user's input is wrong (one `error: …` line on stderr), 1 a bug.
 """
@@ -13,7 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from lora_studio.engine import UserError
+from lora_studio.engine.errors import UserError
+
+# train flags that change the math of a run: refused with --resume (the run keeps its own settings)
+MATH_FLAGS = ("model", "task", "data", "validation_data", "validation_split", "format", "text_column",
+              "prompt_column", "completion_column", "messages_column", "label_column", "targets", "layers",
+              "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps",
+              "max_length", "seed", "precision", "gradient_checkpointing", "allow_pickle", "trust_remote_code",
+              "config", "out", "overwrite")
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,42 +51,44 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument(f"--{role}-column", help=f"the column holding the {role} (default: detected)")
     t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
     t.add_argument("--layers", help="layers to adapt, e.g. 0-5,8 (default all)")
-    t.add_argument("--rank", type=int)
-    t.add_argument("--alpha", type=float)
-    t.add_argument("--dropout", type=float)
+    t.add_argument("--rank", type=int, help="r, the rank of each update (default 8)")
+    t.add_argument("--alpha", type=float, help="scaling s = alpha / r (default 16)")
+    t.add_argument("--dropout", type=float, help="dropout on the adapter input (default 0)")
     t.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(r)")
     steps = t.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=int)
-    steps.add_argument("--epochs", type=float)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--grad-accum", type=int)
-    t.add_argument("--lr", type=float)
+    steps.add_argument("--max-steps", type=int, help="optimizer steps (with --resume: train on to this step)")
+    steps.add_argument("--epochs", type=float, help="passes over the data (default 3)")
+    t.add_argument("--batch-size", type=int, help="examples per micro-batch (default 16)")
+    t.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     t.add_argument("--schedule", choices=["linear", "cosine", "constant"])
     t.add_argument("--warmup-steps", type=int)
-    t.add_argument("--max-length", type=int)
-    t.add_argument("--seed", type=int)
+    t.add_argument("--max-length", type=int, help="tokens; longer examples are truncated (default 256)")
+    t.add_argument("--seed", type=int, help="0 .. 2^32-1 (default 42)")
     t.add_argument("--device", help="auto | cpu | cuda | mps")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     t.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    t.add_argument("--eval-every", type=int)
-    t.add_argument("--save-every", type=int)
-    t.add_argument("--log-every", type=int)
+    t.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; 0: at the end)")
+    t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
+    t.add_argument("--save-minutes", type=float, help="also checkpoint every this many minutes (default 5)")
+    t.add_argument("--log-every", type=int, help="steps between metric lines (default 1)")
     t.add_argument("--allow-pickle", action="store_true", default=None, help="accept .bin/.pt weights (pickles run code)")
     t.add_argument("--trust-remote-code", action="store_true", default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--out", help="run folder (a PEFT adapter folder plus run.toml, metrics.jsonl, checkpoints/)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
 
     b = sub.add_parser("budget", help="trainable parameters and memory, from the config alone")
     b.add_argument("--model", help="model folder or hub id (default: the packaged MiniLM)")
     b.add_argument("--task", choices=["causal-lm", "classification"])
     b.add_argument("--targets", default="q,v")
     b.add_argument("--layers")
-    b.add_argument("--rank", type=int, default=8)
-    b.add_argument("--alpha", type=float)
+    b.add_argument("--rank", type=int, default=8, help="(default 8)")
+    b.add_argument("--alpha", type=float, help="(default 2 x rank)")
     b.add_argument("--rslora", action="store_true")
     b.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    b.add_argument("--batch-size", type=int, default=8)
-    b.add_argument("--max-length", type=int, default=512)
+    b.add_argument("--batch-size", type=int, default=8, help="(default 8)")
+    b.add_argument("--max-length", type=int, default=512, help="(default 512)")
     b.add_argument("--trust-remote-code", action="store_true")
     b.add_argument("--json", action="store_true")
 
@@ -87,13 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("run_dir")
     m.add_argument("--out", required=True)
     m.add_argument("--model", help="base model (default: the one recorded in the run)")
-    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="(default float32)")
+    m.add_argument("--adapter-only", action="store_true",
+                   help="write only the PEFT adapter (its newest weights) to --out, no merge")
+    m.add_argument("--overwrite", action="store_true", help="replace what is in --out")
     m.add_argument("--allow-pickle", action="store_true")
     m.add_argument("--trust-remote-code", action="store_true")
 
     i = sub.add_parser("inspect", help="singular-value spectra of the learned update")
     i.add_argument("run_dir")
     i.add_argument("--compare", metavar="OTHER_RUN_DIR", help="subspace similarity with another adapter")
+    i.add_argument("--amplification", action="store_true",
+                   help="the paper's amplification factor ||dW|| / ||U^T W0 V^T|| (loads the base model)")
     i.add_argument("--json", action="store_true")
 
     r = sub.add_parser("resize", help="truncate the adapter's ranks by SVD")
@@ -102,7 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--rank", type=int)
     size.add_argument("--energy", type=float, help="keep the smallest rank holding this energy fraction, e.g. 0.9")
     r.add_argument("--out", required=True)
+    r.add_argument("--overwrite", action="store_true", help="replace what is in --out")
     r.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+    y = sub.add_parser("try", help="base vs adapted answer for one input (label + probabilities, or generation)")
+    y.add_argument("run_dir")
+    y.add_argument("--text", required=True, help="the input text")
+    y.add_argument("--base", action="store_true", help="also print the base model's answer")
+    y.add_argument("--max-new-tokens", type=int, default=40, help="causal LMs: tokens to generate (default 40)")
+    y.add_argument("--chat", action="store_true", help="causal LMs: wrap the text in the chat template")
+    y.add_argument("--device", default=None, help="cpu | cuda | … (default: the run's)")
+    y.add_argument("--json", action="store_true")
     return p
 
 
@@ -134,83 +158,116 @@ def config_from_args(a) -> "RunConfig":
     put(data, "max_length", a.max_length)
     for role in ("text", "prompt", "completion", "messages", "label"):
         put(data, f"{role}_column", getattr(a, f"{role}_column"))
-    put(lora, "targets", a.targets.split(",") if a.targets else None)
+    put(lora, "targets", a.targets.split(",") if a.targets is not None else None)
     put(lora, "layers", a.layers)
     put(lora, "rank", a.rank)
     put(lora, "alpha", a.alpha)
     put(lora, "dropout", a.dropout)
     put(lora, "rslora", a.rslora)
     if a.max_steps is not None:
+        if a.max_steps < 1:
+            raise UserError(f"--max-steps must be at least 1, got {a.max_steps} (or give --epochs)")
         train["max_steps"] = a.max_steps
     if a.epochs is not None:
         train["epochs"], train["max_steps"] = a.epochs, 0
     for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
-                "gradient_checkpointing", "eval_every", "save_every", "log_every"):
+                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every"):
         put(train, key, getattr(a, key))
+    if a.out is not None and not a.out.strip():
+        raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")
     d["out"] = a.out or d.get("out") or default_out_dir()
     return RunConfig.from_dict(d)
 
 
 class Progress:
-    """One self-rewriting line on stderr: step, bar, loss, tokens/s, ETA."""
+    """One self-rewriting line on stderr: step, bar, loss, tokens/s, ETA (plain lines when not a tty)."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet or not sys.stderr.isatty()
         self.last = 0.0
 
     def __call__(self, ev):
-        from lora_studio.engine import train as T
+        from lora_studio.engine import events as E
 
-        if isinstance(ev, T.Status):
+        if isinstance(ev, E.Status):
             self.line(f"{ev.message} …", final=True)
-        elif isinstance(ev, T.Started):
+        elif isinstance(ev, E.Evaluating):
+            if not self.quiet and ev.total:
+                self.line(f"evaluating at step {ev.step}: {ev.done}/{ev.total}")
+        elif isinstance(ev, E.Started):
             resumed = f", resumed at step {ev.start_step}" if ev.start_step else ""
             self.line(f"training {ev.trainable_params:,} of {ev.total_params:,} parameters "
                       f"({100 * ev.trainable_params / max(ev.total_params, 1):.2f}%) on {ev.device_name}, "
-                      f"{ev.precision}, {ev.total_steps} steps{resumed} -> {ev.out}", final=True)
-        elif isinstance(ev, T.Step):
+                      f"{ev.precision}, {ev.total_steps} steps{resumed}", final=True)
+            self.line(f"run folder: {ev.out}", final=True)
+            for note in ev.notes or []:
+                self.line(f"note: {note}", final=True)
+        elif isinstance(ev, E.Step):
             now = time.monotonic()
             if self.quiet and ev.step % 10 and ev.step != ev.total_steps:
                 return
             if not self.quiet and now - self.last < 0.1 and ev.step != ev.total_steps:
                 return
             self.last = now
-            width = 24
+            width = 16
             done = int(width * ev.step / max(ev.total_steps, 1))
             eta = time.strftime("%M:%S", time.gmtime(ev.eta)) if ev.eta < 3600 else f"{ev.eta / 3600:.1f}h"
-            self.line(f"step {ev.step}/{ev.total_steps} [{'#' * done}{'.' * (width - done)}] "
-                      f"loss {ev.loss:.4f} | lr {ev.lr:.2e} | {ev.tokens_per_s:,.0f} tok/s | ETA {eta}",
-                      final=self.quiet)
-        elif isinstance(ev, T.Eval):
+            self.line(f"{ev.step}/{ev.total_steps} [{'#' * done}{'.' * (width - done)}] loss {ev.loss:.4f} "
+                      f"lr {ev.lr:.1e} {ev.tokens_per_s:,.0f} tok/s ETA {eta}", final=self.quiet)
+        elif isinstance(ev, E.Eval):
             acc = f", accuracy {ev.accuracy:.1%}" if ev.accuracy is not None else ""
             self.line(f"eval at step {ev.step}: loss {ev.eval_loss:.4f}{acc}", final=True)
-        elif isinstance(ev, T.Checkpoint):
+        elif isinstance(ev, E.Checkpoint):
             if self.quiet:
                 self.line(f"checkpoint {ev.path}", final=True)
-        elif isinstance(ev, T.Finished):
-            how = "stopped (resume with: lora-studio train --resume " + ev.out + ")" if ev.stopped else "done"
-            self.line(f"{how} at step {ev.step}: adapter in {ev.out}", final=True)
+        elif isinstance(ev, E.Finished):
+            if ev.stopped:
+                self.line(f"stopped at step {ev.step}; continue with: lora-studio train --resume {ev.out}", final=True)
+            else:
+                self.line(f"done at step {ev.step}: adapter in {ev.out}", final=True)
 
     def line(self, text: str, final: bool = False):
         if self.quiet:
             print(text, file=sys.stderr, flush=True)
             return
         cols = max(40, os.get_terminal_size(sys.stderr.fileno()).columns - 1)
-        sys.stderr.write("\r" + text[:cols].ljust(cols) + ("\n" if final else ""))
+        if final and len(text) > cols:  # a line that stays may wrap; only the rewritten one must fit
+            sys.stderr.write("\r" + " " * cols + "\r" + text + "\n")
+        else:
+            sys.stderr.write("\r" + text[:cols].ljust(cols) + ("\n" if final else ""))
         sys.stderr.flush()
 
 
-def cmd_train(a) -> int:
+def resume_config(a):
+    """The run's own RunConfig, extended by --max-steps/--epochs; any other flag that would change
+    the math is refused by name."""
     from lora_studio.config import RunConfig
-    from lora_studio.engine.train import RUN_FILE, Control, Failed, train
+    from lora_studio.engine.runfolder import RUN_FILE
 
-    if a.resume:
-        run = Path(a.resume)
-        if not (run / RUN_FILE).is_file():
-            raise UserError(f"{run} is not a run folder (no {RUN_FILE}); give the --out folder of a run")
-        config = RunConfig.load(run / RUN_FILE)
-    else:
-        config = config_from_args(a)
+    run = Path(a.resume)
+    if not (run / RUN_FILE).is_file():
+        raise UserError(f"{run} is not a run folder (no {RUN_FILE}); give the --out folder of a run")
+    given = [f"--{k.replace('_', '-')}" for k in MATH_FLAGS if getattr(a, k, None) not in (None, False)]
+    if given:
+        raise UserError(f"--resume continues a run with its own settings; {', '.join(given)} would change it: "
+                        "drop the flag, or start a new run (--config " + str(run / RUN_FILE) + " --out NEW_DIR)")
+    config = RunConfig.load(run / RUN_FILE)
+    if a.max_steps is not None:
+        if a.max_steps < 1:
+            raise UserError(f"--max-steps must be at least 1, got {a.max_steps}")
+        config = config.replace(train={"max_steps": a.max_steps})
+    elif a.epochs is not None:
+        config = config.replace(train={"epochs": a.epochs, "max_steps": 0})
+    changes = {k: getattr(a, k) for k in ("eval_every", "save_every", "save_minutes", "log_every", "device")
+               if getattr(a, k, None) is not None}
+    return config.replace(train=changes) if changes else config
+
+
+def cmd_train(a) -> int:
+    from lora_studio.engine.events import Control, Failed
+    from lora_studio.engine.train import train
+
+    config = resume_config(a) if a.resume else config_from_args(a)
     control = Control()
     hits = []
 
@@ -224,32 +281,35 @@ def cmd_train(a) -> int:
 
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = train(config, Progress(a.quiet), control, resume=a.resume)
+        result = train(config, Progress(a.quiet), control, resume=a.resume, overwrite=a.overwrite)
     finally:
         signal.signal(signal.SIGINT, old)
     if isinstance(result, Failed):
         if result.kind == "bug":
             sys.stderr.write(result.detail)
             print(f"error: {result.message} (a bug: please report it)", file=sys.stderr)
-            return 1
-        print(f"error: {result.message}", file=sys.stderr)
-        return 2
-    return 0
+        else:
+            print(f"error: {result.message}", file=sys.stderr)
+        return result.exit_code
+    return 130 if result.stopped else 0
 
 
 # -- budget, merge, inspect, resize ----------------------------------------------------------
 def cmd_budget(a) -> int:
     from lora_studio.engine.budget import estimate, human_bytes, human_count
-    from lora_studio.engine.lora import LoraSpec
-    from lora_studio.engine.layers import parse_layers
+    from lora_studio.config import LoraConfig
     from lora_studio.engine.models import demo_model_path, infer_task, skeleton
 
+    if a.batch_size < 1 or a.max_length < 1:
+        raise UserError(f"--batch-size and --max-length must be at least 1, got {a.batch_size} and {a.max_length}")
     ref = a.model or demo_model_path()
     task = a.task or (infer_task(ref, a.trust_remote_code) if a.model else "classification")
-    model = skeleton(ref, task, trust_remote_code=a.trust_remote_code)
-    spec = LoraSpec(targets=a.targets.split(","), rank=a.rank, alpha=a.alpha or 2 * a.rank,
-                    layers=parse_layers(a.layers), rslora=a.rslora,
-                    modules_to_save=["classifier", "score"] if task == "classification" else [])
+    model = skeleton(ref, task, num_labels=_demo_labels() if not a.model and task == "classification" else 2,
+                     trust_remote_code=a.trust_remote_code)
+    lora = LoraConfig(targets=a.targets, rank=a.rank, alpha=2 * a.rank if a.alpha is None else a.alpha,
+                      layers=a.layers or "all", rslora=a.rslora)
+    lora.validate()
+    spec = lora.to_spec(task)
     b = estimate(model, spec, a.precision, a.batch_size, a.max_length)
     if a.json:
         print(json.dumps(b.to_json(), indent=2))
@@ -271,14 +331,32 @@ def cmd_budget(a) -> int:
     return 0
 
 
+def _demo_labels() -> int:
+    """The demo's number of classes, as training and the GUI count them."""
+    import json as _json
+
+    from lora_studio.engine.data import demo_path
+
+    labels = set()
+    for path in demo_path("classification"):
+        with open(path, encoding="utf-8") as f:
+            labels |= {_json.loads(line)["label"] for line in f if line.strip()}
+    return len(labels)
+
+
 def cmd_merge(a) -> int:
-    from lora_studio.engine.export import merge_and_export
+    from lora_studio.engine.export import export_adapter, merge_and_export
+
+    if a.adapter_only:
+        files = export_adapter(a.run_dir, a.out, overwrite=a.overwrite)
+        print(f"adapter written to {a.out} ({', '.join(files)})")
+        return 0
 
     def progress(msg, frac):
         print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)
 
     r = merge_and_export(a.run_dir, a.out, model=a.model, dtype=a.dtype, progress=progress,
-                         allow_pickle=a.allow_pickle, trust_remote_code=a.trust_remote_code)
+                         allow_pickle=a.allow_pickle, trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
     print(f"merged model written to {r.path} ({r.dtype}); verified: max |logits(merged) - "
           f"logits(base + adapter)| = {r.max_abs_diff:.3g} (tolerance {r.tolerance:.3g})")
     return 0
@@ -288,8 +366,15 @@ def cmd_inspect(a) -> int:
     from lora_studio.engine import spectra
     from lora_studio.engine.adapters import read_adapter
 
-    ad = read_adapter(a.run_dir)
-    result = spectra.analyse(ad)
+    from lora_studio.engine.runfolder import newest_adapter
+
+    ad = read_adapter(newest_adapter(a.run_dir)[0])
+    if a.amplification:
+        from lora_studio.engine.spectra import with_amplification
+
+        result = with_amplification(a.run_dir)
+    else:
+        result = spectra.analyse(ad)
     other = None
     if a.compare:
         other = spectra.similarity(ad, read_adapter(a.compare))
@@ -316,7 +401,7 @@ def cmd_resize(a) -> int:
         raise UserError(f"--rank must be positive, got {a.rank}")
     if a.energy is not None and not 0 < a.energy <= 1:
         raise UserError(f"--energy must be in (0, 1], got {a.energy}")
-    report = spectra.resize(a.run_dir, a.out, rank=a.rank, energy=a.energy)
+    report = spectra.resize(a.run_dir, a.out, rank=a.rank, energy=a.energy, overwrite=a.overwrite)
     if a.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -331,6 +416,35 @@ def cmd_resize(a) -> int:
     return 0
 
 
+def cmd_try(a) -> int:
+    from lora_studio.engine.tryit import compare
+
+    if a.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {a.max_new_tokens}")
+    c = compare(a.run_dir, a.text, max_new_tokens=a.max_new_tokens, chat=a.chat, device=a.device)
+    if a.json:
+        from dataclasses import asdict
+
+        out = asdict(c)
+        if not a.base:
+            out.pop("base")
+        print(json.dumps(out, indent=2))
+        return 0
+
+    def show(title, o):
+        if c.task == "classification":
+            probs = ", ".join(f"{n} {p:.1%}" for n, p in sorted(o.probabilities, key=lambda x: -x[1])[:5])
+            print(f"{title}: {o.label}  ({probs})")
+        else:
+            print(f"{title}: {o.text}")
+
+    print(f"adapter: {c.source}")
+    if a.base:
+        show("base   ", c.base)
+    show("adapted" if a.base else "answer", c.adapted)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -339,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             from lora_studio.ui.app import main as gui_main
 
             return gui_main(config_path=getattr(args, "config", None))
-        return {"train": cmd_train, "budget": cmd_budget, "merge": cmd_merge,
-                "inspect": cmd_inspect, "resize": cmd_resize}[args.command](args)
+        return {"train": cmd_train, "budget": cmd_budget, "merge": cmd_merge, "inspect": cmd_inspect,
+                "resize": cmd_resize, "try": cmd_try}[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,17 +6,21 @@ Qt-free and torch-free (the GUI imports it before torch is loaded).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from lora_studio.engine import UserError
+from lora_studio.engine.errors import UserError
+from lora_studio.engine.layers import check_lora, parse_layers
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SCHEDULES = ("linear", "cosine", "constant")
 FORMATS = ("auto", "text", "prompt-completion", "messages", "classification")
+HEADS = ("classifier", "score")  # classification heads trained in full (PEFT's modules_to_save)
+SEED_MAX = 2**32 - 1
 
 
 @dataclass
@@ -41,21 +45,21 @@ class LoraConfig:
     rslora: bool = False  # s = alpha / sqrt(r)
 
     def validate(self):
-        from lora_studio.engine.layers import parse_layers
-
-        if isinstance(self.targets, str):
-            self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]
-        if not self.targets:
-            raise UserError("no targets: tick at least one projection (e.g. q,v)")
-        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank <= 0:
-            raise UserError(f"rank must be a positive integer, got {self.rank!r} (try 8)")
-        if not float(self.alpha) > 0:
-            raise UserError(f"alpha must be > 0, got {self.alpha!r} (a common choice is 2 x rank)")
-        if not 0 <= float(self.dropout) < 1:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        self.alpha, self.dropout = float(self.alpha), float(self.dropout)
+        self.targets, self.rank, self.alpha, self.dropout = check_lora(self.targets, self.rank, self.alpha,
+                                                                        self.dropout)
         self.layers = str(self.layers) if self.layers not in (None, "") else "all"
         parse_layers(self.layers)
+
+    def to_spec(self, task: str = "causal-lm", **overrides):
+        """The engine's LoraSpec for these settings: the one conversion (training, CLI, GUI).
+        A classification run also trains its head (`modules_to_save`)."""
+        from lora_studio.engine.lora import LoraSpec
+
+        kwargs = dict(targets=list(self.targets), rank=self.rank, alpha=self.alpha, dropout=self.dropout,
+                      layers=parse_layers(self.layers), rslora=self.rslora,
+                      modules_to_save=list(HEADS) if task == "classification" else [])
+        kwargs.update(overrides)
+        return LoraSpec(**kwargs)
 
 
 @dataclass
@@ -78,6 +82,8 @@ class DataConfig:
             raise UserError(f"validation split must be in [0, 1), got {self.validation_split}")
         if int(self.max_length) < 8:
             raise UserError(f"max length {self.max_length} is too short: use at least 8 tokens")
+        if self.validation_path and not self.path:
+            raise UserError("a validation file was given without training data: give --data too")
 
 
 @dataclass
@@ -98,6 +104,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     eval_every: int = 50  # steps between evaluations (0 = only at the end)
     save_every: int = 200  # steps between checkpoints (0 = only at stop/end)
+    save_minutes: float = 5.0  # also checkpoint when this many minutes passed since the last (0 = off)
     log_every: int = 1  # steps between metric lines
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
 
@@ -107,16 +114,28 @@ class TrainConfig:
                 raise UserError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         if self.max_steps < 0 or (self.max_steps == 0 and not self.epochs > 0):
             raise UserError("give a positive number of steps (--max-steps) or epochs (--epochs)")
-        if not self.lr > 0:
-            raise UserError(f"learning rate must be > 0, got {self.lr}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise UserError(f"learning rate must be a finite number > 0, got {self.lr} (try 1e-4 to 1e-3)")
         if self.precision not in PRECISIONS:
             raise UserError(f"precision {self.precision!r} unknown: use one of {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:
             raise UserError(f"schedule {self.schedule!r} unknown: use one of {', '.join(SCHEDULES)}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise UserError(f"device {self.device!r} unknown: use one of {', '.join(DEVICES)}")
-        if self.eval_every < 0 or self.save_every < 0:
-            raise UserError("eval-every and save-every must be >= 0")
+        if self.eval_every < 0 or self.save_every < 0 or self.save_minutes < 0:
+            raise UserError("eval-every, save-every and save-minutes must be >= 0")
+        if self.warmup_steps < 0 or not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"warmup steps must be >= 0 and warmup ratio in [0, 1), got {self.warmup_steps} "
+                            f"and {self.warmup_ratio}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise UserError(f"seed must be between 0 and {SEED_MAX}, got {self.seed}")
+        if self.max_grad_norm < 0 or self.weight_decay < 0:
+            raise UserError("max grad norm and weight decay must be >= 0")
+        if self.keep_checkpoints < 1:
+            raise UserError(f"keep checkpoints must be at least 1, got {self.keep_checkpoints}")
+        for name in ("lr", "epochs", "weight_decay", "max_grad_norm", "warmup_ratio", "save_minutes"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise UserError(f"{name.replace('_', ' ')} must be a finite number, got {getattr(self, name)}")
 
 
 @dataclass
@@ -166,7 +185,7 @@ class RunConfig:
         return tomli_w.dumps({"out": out, **d})
 
     def save(self, path) -> Path:
-        from lora_studio.engine.adapters import atomic_write_bytes
+        from lora_studio.engine.atomic import atomic_write_bytes
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

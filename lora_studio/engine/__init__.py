@@ -2,9 +2,7 @@
 
 import threading
 
-
-class UserError(ValueError):
-    """The user's input is wrong. The message says what and how to fix it (CLI: exit 2)."""
+from lora_studio.engine.errors import UserError  # noqa: F401 - the engine's one user-facing error
 
 
 _import_lock = threading.Lock()

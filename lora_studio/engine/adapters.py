@@ -20,26 +20,15 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lora_studio.engine import UserError
+from lora_studio.engine.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported
+from lora_studio.engine.errors import UserError
+from lora_studio.engine.runfolder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from lora_studio.engine.lora import LoraLayer, LoraSpec, inject, lora_layers
 
 PREFIX = "base_model.model."
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
+CONFIG_FILE = ADAPTER_CONFIG
+WEIGHTS_FILE = ADAPTER_WEIGHTS
 SIDECAR = "lora_studio.json"
-
-
-def atomic_write_bytes(path: Path, data: bytes):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj):
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata=None):
@@ -232,13 +221,38 @@ def read_adapter(path) -> AdapterFile:
                 alpha = float(_pattern_get(config.get("alpha_pattern") or {}, name, config.get("lora_alpha", r)))
                 slices = None
             scaling = alpha / math.sqrt(r) if rslora else alpha / r
+            _check_module(path, name, config, R, rslora, alpha, scaling, t, B)
             conv = bool(side["conv1d"]) if side else bool(config.get("fan_in_fan_out"))
             modules[name] = AdapterModule(name, t, B, r, alpha, scaling, conv, slices)
         elif not k.endswith(".lora_B.weight"):
+            if not torch.isfinite(t).all():
+                raise UserError(f"{path}: {k} holds NaN or infinite values (the training diverged): "
+                                "use an earlier checkpoint, or train again with a lower learning rate")
             heads[k] = t
     if not modules:
         raise UserError(f"{path} holds no LoRA weights")
     return AdapterFile(path, config, modules, heads, sidecar)
+
+
+def _check_module(path, name, config, R, rslora, alpha, scaling, A, B):
+    """Refuse what would merge into a wrong model: non-finite weights, alpha <= 0, and an
+    adapter_config.json that disagrees with the scaling the weights were trained with."""
+    if not alpha > 0:
+        raise UserError(f"{path}: {name} has lora_alpha {alpha}; alpha must be > 0 (fix adapter_config.json)")
+    if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
+        raise UserError(f"{path}: {name} holds NaN or infinite values (the training diverged): "
+                        "use an earlier checkpoint, or train again with a lower learning rate")
+    peft_alpha = float(_pattern_get(config.get("alpha_pattern") or {}, name, config.get("lora_alpha", R)))
+    peft_r = int(_pattern_get(config.get("rank_pattern") or {}, name, config.get("r", R)))
+    if peft_r != R:
+        raise UserError(f"{path}: {name} has rank {R} in its weights but {peft_r} in adapter_config.json; "
+                        "the files disagree (was one of them edited?)")
+    peft_scaling = peft_alpha / math.sqrt(R) if rslora else peft_alpha / R
+    if not math.isclose(peft_scaling, scaling, rel_tol=1e-6):
+        raise UserError(f"{path}: {name} is scaled by {peft_scaling:.6g} according to adapter_config.json "
+                        f"(lora_alpha {peft_alpha:g}) but was trained with {scaling:.6g} (lora_studio.json); "
+                        "the files disagree (was adapter_config.json edited?): restore it, or delete "
+                        "lora_studio.json to use the edited value")
 
 
 def load_adapter(model: nn.Module, path, strict: bool = True) -> list[str]:

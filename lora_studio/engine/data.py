@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora_studio.config import DataConfig
-from lora_studio.engine import UserError
+from lora_studio.engine.errors import UserError
 
 EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet",
               ".txt": "text"}

@@ -17,7 +17,8 @@ from typing import Callable
 
 import torch
 
-from lora_studio.engine import UserError
+from lora_studio.engine import runfolder
+from lora_studio.engine.errors import UserError
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 6e-2, torch.float16: 1e-2}
 PROBE = ["LoRA Studio merges the update into the base weights.",
@@ -36,28 +37,37 @@ class ExportResult:
 
 
 def run_info(run_dir: Path) -> tuple[str, str, list[str] | None]:
-    """(base model, task, label names) recorded in a run folder or a PEFT adapter folder."""
-    from lora_studio.config import RunConfig
-    from lora_studio.engine.train import LABELS_FILE, RUN_FILE, model_ref
+    """(base model, task, label names) of a run or PEFT adapter folder (engine.runfolder.run_info)."""
+    info = runfolder.run_info(run_dir)
+    return info.base_model, info.task, info.labels
 
-    labels = json.loads((run_dir / LABELS_FILE).read_text()) if (run_dir / LABELS_FILE).is_file() else None
-    if (run_dir / RUN_FILE).is_file():
-        cfg = RunConfig.load(run_dir / RUN_FILE)
-        return model_ref(cfg), cfg.model.task, labels
-    cfg_path = run_dir / "adapter_config.json"
-    if not cfg_path.is_file():
-        raise UserError(f"{run_dir} is neither a run folder nor a PEFT adapter folder (no adapter_config.json)")
-    cfg = json.loads(cfg_path.read_text())
-    task = "classification" if cfg.get("task_type") == "SEQ_CLS" else "causal-lm"
-    return cfg.get("base_model_name_or_path") or "", task, labels
+
+def check_trained(adapter_dir: Path):
+    """Refuse an adapter whose every B is zero: it was never trained and would merge into the base
+    model unchanged (a run killed before its first checkpoint has only its initial adapter)."""
+    from lora_studio.engine.adapters import read_adapter
+
+    ad = read_adapter(adapter_dir)
+    if all(not m.B.any() for m in ad.modules.values()):
+        raise UserError(f"{adapter_dir} holds an untrained adapter (every lora_B is zero): train or resume the "
+                        "run first")
+    return ad
+
+
+def _merged_weight(layer, am) -> torch.Tensor:
+    """W0 + s B A in fp32 from the adapter file's A and B, in the base module's layout."""
+    w = layer.base_layer.weight.detach().float()
+    delta = (am.B.float() @ am.A.float()) * am.scaling  # (out, in)
+    return w + (delta.T if layer.conv1d else delta)
 
 
 def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "float32",
                      max_shard_size: str = "2GB", progress: Callable[[str, float], None] | None = None,
-                     allow_pickle: bool = False, trust_remote_code: bool = False) -> ExportResult:
+                     allow_pickle: bool = False, trust_remote_code: bool = False,
+                     overwrite: bool = False) -> ExportResult:
     """Load base + adapter, merge, save a model folder at `out_dir`, verify it, return the figure."""
     from lora_studio.engine.adapters import load_adapter
-    from lora_studio.engine.lora import adapters_disabled, merge, unload
+    from lora_studio.engine.lora import adapters_disabled, lora_layers, merge, unload
     from lora_studio.engine.models import DTYPES, load_model, load_tokenizer
 
     say = progress or (lambda msg, frac: None)
@@ -69,19 +79,24 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
     base_ref = model or base_ref
     if not base_ref:
         raise UserError(f"{run_dir} does not say which base model it adapts: pass --model")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty: choose a new folder for the merged model")
+    out = runfolder.check_export_target(out, run_dir, overwrite, "merged model")
+    adapter_dir, source = runfolder.newest_adapter(run_dir) if runfolder.is_run(run_dir) else (run_dir, str(run_dir))
+    ad = check_trained(adapter_dir)
     say("loading base model", 0.05)
     base = load_model(base_ref, task, dtype=torch.float32, id2label=dict(enumerate(labels)) if labels else None,
-                      allow_pickle=allow_pickle, trust_remote_code=trust_remote_code).eval()
+                      allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     tok = load_tokenizer(base_ref, trust_remote_code)
-    say("loading adapter", 0.2)
-    load_adapter(base, run_dir)
+    say(f"loading adapter ({source})", 0.2)
+    load_adapter(base, adapter_dir)
+    base.eval()  # after the adapter is in: LoRA dropout must be off for the reference logits
     probe = tok(PROBE, return_tensors="pt", padding=True)
     with torch.no_grad():
         expected = base(**probe).logits.float()  # base + adapter, unmerged, fp32
         with adapters_disabled(base):
             plain = base(**probe).logits.float()
+        # the merged weights, computed independently from the adapter file: W0 + s B A
+        layers = lora_layers(base)
+        want = {name: _merged_weight(layers[name], am).to(target) for name, am in ad.modules.items()}
     say("merging", 0.35)
     merge(base)
     merged = unload(base, merge_first=False).to(target)
@@ -96,13 +111,22 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
         from lora_studio.engine.models import auto_class
 
         with torch.no_grad():
-            reloaded = auto_class(task).from_pretrained(tmp, dtype=target).eval()
+            reloaded = auto_class(task).from_pretrained(tmp, dtype=torch.float32).eval()
             got = reloaded(**probe).logits.float()
+            # every merged weight as written equals W0 + s B A rounded to the export dtype (<= 1 ulp)
+            weight_err = 0.0
+            for name, w in want.items():
+                saved = reloaded.get_submodule(name).weight.float()
+                ulp = torch.finfo(target).eps * w.float().abs().clamp_min(1e-20)
+                weight_err = max(weight_err, ((saved - w.float()).abs() / ulp).max().item())
         diff = (got - expected).abs().max().item()
         tol = TOLERANCE[target] * max(1.0, expected.abs().max().item())
         changed = (expected - plain).abs().max().item()
-        ok = diff <= tol
+        ok = diff <= tol and weight_err <= 1.0
         files = sorted(p.name for p in tmp.iterdir())
+        if weight_err > 1.0:
+            raise UserError(f"the written weights differ from W0 + s·B·A by {weight_err:.3g} units in the last place; "
+                            "not exported (a bug: please report it)")
         if not ok:
             raise UserError(f"merged model differs from base + adapter by {diff:.3g} (tolerance {tol:.3g}); "
                             "not exported. Try --dtype float32")
@@ -110,9 +134,36 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
             {"base_model": base_ref, "adapter": str(run_dir.resolve()), "dtype": dtype,
              "max_abs_diff": diff, "tolerance": tol, "adapter_effect": changed}, indent=2))
         if out.exists():
-            out.rmdir()
+            shutil.rmtree(out) if overwrite else out.rmdir()
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say("done", 1.0)
     return ExportResult(str(out), diff, tol, ok, dtype, files + ["lora_studio_export.json"])
+
+
+def export_adapter(run_dir, out_dir, overwrite: bool = False) -> list[str]:
+    """Copy the newest PEFT adapter of a run (what PeftModel.from_pretrained reads) to a folder of
+    its own, with the run's labels; refused for an untrained or damaged adapter."""
+    run_dir = Path(run_dir)
+    adapter, _ = runfolder.newest_adapter(run_dir) if runfolder.is_run(run_dir) else (run_dir, "")
+    check_trained(adapter)
+    out = runfolder.check_export_target(out_dir, run_dir, overwrite, "adapter")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        names = [runfolder.ADAPTER_CONFIG, runfolder.ADAPTER_WEIGHTS, "lora_studio.json"]
+        files = [n for n in names if (adapter / n).is_file()]
+        for n in files:
+            shutil.copy2(adapter / n, tmp / n)
+        labels = runfolder.read_labels(runfolder.run_of(adapter))
+        if labels:
+            (tmp / runfolder.LABELS_FILE).write_text(json.dumps(labels, indent=2))
+            files.append(runfolder.LABELS_FILE)
+        if out.exists():
+            shutil.rmtree(out) if overwrite else out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return files

@@ -1,8 +1,32 @@
-"""Layer selections as text ("0-5,8"), without torch: the config and the GUI thread use them."""
+"""The names of what LoRA adapts, without torch: logical projections, layer selections as text
+("0-5,8"), and the one validation of LoRA settings (the config, LoraSpec and the GUI use it)."""
 
 from __future__ import annotations
 
-from lora_studio.engine import UserError
+import math
+import numbers
+
+from lora_studio.engine.errors import UserError
+
+LOGICAL = ("q", "k", "v", "o", "gate", "up", "down")  # logical projections, attention then MLP
+ATTENTION = ("q", "k", "v", "o")
+MLP = ("gate", "up", "down")
+
+
+def check_lora(targets, rank, alpha, dropout) -> tuple[list[str], int, float, float]:
+    """Validated (targets, rank, alpha, dropout), or a UserError that says what to change."""
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    targets = [str(t).strip() for t in (targets or []) if str(t).strip()]
+    if not targets:
+        raise UserError("no targets: tick at least one projection (e.g. q,v)")
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank <= 0:
+        raise UserError(f"rank must be a positive integer, got {rank!r} (try 8)")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0:
+        raise UserError(f"alpha must be a number > 0, got {alpha!r} (a common choice is 2 x rank)")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise UserError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    return targets, int(rank), float(alpha), float(dropout)
 
 
 def parse_layers(text: str | None) -> list[int] | None:

@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lora_studio.engine import UserError
+from lora_studio.engine.errors import UserError
+from lora_studio.engine.layers import check_lora
 from lora_studio.engine.targets import Site, resolve
 
 HALF = (torch.float16, torch.bfloat16)
@@ -39,18 +40,8 @@ class LoraSpec:
     alpha_pattern: dict[str, float] = field(default_factory=dict)  # module name -> alpha override
 
     def __post_init__(self):
-        if isinstance(self.targets, str):
-            self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]
-        self.targets = list(self.targets)
-        if not self.targets:
-            raise UserError("no targets: pick at least one projection, e.g. q,v")
-        if not isinstance(self.rank, int) or self.rank <= 0:
-            raise UserError(f"rank must be a positive integer, got {self.rank!r} (try 8)")
-        if not self.alpha > 0:
-            raise UserError(f"alpha must be > 0, got {self.alpha!r} (a common choice is 2 x rank)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        self.alpha = float(self.alpha)
+        self.targets, self.rank, self.alpha, self.dropout = check_lora(self.targets, self.rank, self.alpha,
+                                                                        self.dropout)
 
     def scaling(self, r: int, alpha: float) -> float:
         return alpha / math.sqrt(r) if self.rslora else alpha / r
@@ -197,10 +188,24 @@ def inject(model: nn.Module, spec: LoraSpec, sites: list[Site] | None = None) ->
         # also takes DistilBERT's pre_classifier): files then load the same in PEFT.
         if name and any(name.endswith(k) for k in spec.modules_to_save):
             module.requires_grad_(True)
+            _train_in_fp32(module)
             saved.append(name)
     model.lora_studio_spec = spec
     model.lora_studio_saved = saved
     return [s.name for s in sites]
+
+
+def _train_in_fp32(module: nn.Module):
+    """A head trained in full keeps fp32 weights on a half-precision base: GradScaler cannot unscale
+    fp16 gradients, and bf16 weights lose small updates (most stay unchanged at a low lr)."""
+    if not any(p.dtype in HALF for p in module.parameters()):
+        return
+    module.float()
+
+    def to_fp32(mod, args):
+        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    module.register_forward_pre_hook(to_fp32)
 
 
 def merge(model: nn.Module):

@@ -29,7 +29,9 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, y, n: int, chunk: int):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
-        grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        # dL/dh stays fp32 until the loss scale is applied: divided by n in fp16 it would lose small
+        # values (and n = 65536 tokens overflows), before GradScaler could lift them
+        grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if ctx.needs_input_grad[0] else None
         for i in range(0, h.shape[0], chunk):
             hc, yc = h[i:i + chunk], y[i:i + chunk]
             rows = torch.arange(len(yc), device=h.device)
@@ -42,16 +44,17 @@ class LinearCrossEntropy(torch.autograd.Function):
             if grad_h is not None:
                 probs = logits.mul_(sums.reciprocal_())  # softmax, in place
                 probs[rows, yc] -= 1.0
-                grad_h[i:i + chunk] = probs.to(weight.dtype) @ weight
+                grad_h[i:i + chunk] = (probs.to(weight.dtype) @ weight).float()
         if grad_h is not None:
             grad_h.div_(n)
         ctx.save_for_backward(grad_h)
+        ctx.h_dtype = h.dtype
         return total / n
 
     @staticmethod
     def backward(ctx, grad_out):
         (grad_h,) = ctx.saved_tensors
-        return grad_h * grad_out.to(grad_h.dtype), None, None, None, None, None
+        return (grad_h * grad_out.float()).to(ctx.h_dtype), None, None, None, None, None
 
 
 def _chunk_logits(hc, weight, bias):
@@ -74,14 +77,15 @@ def supports_fused_loss(model) -> bool:
             and isinstance(head, torch.nn.Linear))
 
 
-def causal_lm_loss(model, batch: dict, chunk: int = CHUNK) -> torch.Tensor:
-    """Mean next-token cross-entropy over positions whose label is not -100, as HF's loss."""
+def causal_lm_loss(model, batch: dict, chunk: int = CHUNK, reduction: str = "mean") -> torch.Tensor:
+    """Mean next-token cross-entropy over positions whose label is not -100, as HF's loss
+    (reduction "sum": the sum, for evaluation)."""
     hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
     labels = batch["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
     keep = labels != -100
     h = hidden[:, :-1][keep]  # (N, C): only rows with a target
     y = labels[keep]
-    n = max(int(y.numel()), 1)
+    n = max(int(y.numel()), 1) if reduction == "mean" else 1
     head = model.get_output_embeddings()
     return LinearCrossEntropy.apply(h, head.weight, head.bias, y, n, chunk)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lora_studio.engine import UserError
+from lora_studio.engine.errors import UserError
 
 TASKS = ("causal-lm", "classification")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from lora_studio.engine import UserError
+from lora_studio.engine.errors import UserError
 from lora_studio.engine.adapters import (CONFIG_FILE, PREFIX, SIDECAR, WEIGHTS_FILE, AdapterFile, AdapterModule,
                                          atomic_save_tensors, atomic_write_json, read_adapter)
 from lora_studio.engine.lora import lora_layers
@@ -294,7 +294,7 @@ def _most_common(values):
 
 
 @_one_thread
-def resize(adapter, out_dir, rank: int | None = None, energy: float | None = None) -> dict:
+def resize(adapter, out_dir, rank: int | None = None, energy: float | None = None, overwrite: bool = False) -> dict:
     """Truncate every ΔW (per slice) to rank k by SVD — `rank` fixed, or the smallest k keeping
     `energy` of Σσ² — and write a PEFT adapter folder to `out_dir`. The scale s of each module is
     kept (alpha' = s·k, rsLoRA s·sqrt(k)); factors are balanced: B' = U √(σ/s), A' = √(σ/s) Vᵀ.
@@ -306,10 +306,12 @@ def resize(adapter, out_dir, rank: int | None = None, energy: float | None = Non
         raise UserError(f"rank must be a positive integer, got {rank!r}")
     if energy is not None and not 0 < energy <= 1:
         raise UserError(f"energy must be in (0, 1], got {energy!r} (e.g. 0.9)")
+    from lora_studio.engine import runfolder
+
+    if not isinstance(adapter, AdapterFile) and runfolder.is_run(adapter):
+        adapter = runfolder.newest_adapter(adapter)[0]
     ad = adapter if isinstance(adapter, AdapterFile) else read_adapter(adapter)
-    out = Path(out_dir)
-    if out.exists() and out.resolve() == Path(ad.path).resolve():
-        raise UserError(f"the output folder {out} is the adapter's own folder: choose a new one")
+    out = runfolder.check_export_target(out_dir, ad.path, overwrite, "resized adapter")
     norm = math.sqrt if ad.config.get("use_rslora") else float  # alpha = s·norm(r) keeps s
     tensors, rows_report, kept = {}, [], {}  # kept: name -> (module, rank kept per slice)
     before = after = 0
@@ -369,6 +371,9 @@ def resize(adapter, out_dir, rank: int | None = None, energy: float | None = Non
         atomic_write_json(out / SIDECAR, _sidecar(ad.sidecar, kept, norm, desliced, rank, energy, ad.path))
     elif (out / SIDECAR).exists():
         (out / SIDECAR).unlink()
+    labels = runfolder.read_labels(runfolder.run_of(ad.path)) or runfolder.read_labels(ad.path)
+    if labels:  # a merge of the resized adapter needs the class names of its head
+        atomic_write_json(out / runfolder.LABELS_FILE, labels)
     report = {"out": str(out), "rank": rank, "energy": energy, "params_before": before, "params_after": after,
               "modules": rows_report}
     if desliced:
@@ -399,3 +404,20 @@ def _sidecar(old: dict, kept: dict, norm, desliced: list[str], rank, energy, src
                 rank_pattern={n: v[0] for n, v in ra.items() if v[0] != common[0]},
                 alpha_pattern={n: v[1] for n, v in ra.items() if v[1] != common[1]})
     return {**old, "spec": spec, "modules": mods, "resized": {"from": str(src), "rank": rank, "energy": energy}}
+
+
+def with_amplification(folder) -> list[ModuleSpectrum]:
+    """Spectra with the paper's amplification factor (§7.3) for a run or adapter folder: loads the
+    base model it names on the CPU (W0 is needed), so it can take a while for a large model."""
+    from lora_studio.engine import runfolder
+    from lora_studio.engine.models import load_model
+
+    adapter = runfolder.newest_adapter(folder)[0] if runfolder.is_run(folder) else Path(folder)
+    ad = read_adapter(adapter)
+    info = runfolder.run_info(adapter)
+    if not info.base_model:
+        raise UserError(f"{adapter} does not name its base model (base_model_name_or_path): "
+                        "the amplification factor needs the base weights W0")
+    model = load_model(info.base_model, info.task, trust_remote_code=info.trust_remote_code,
+                       id2label=dict(enumerate(info.labels)) if info.labels else None)
+    return analyse(ad, base_weights=model)

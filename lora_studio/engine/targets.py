@@ -17,12 +17,8 @@ from typing import Callable
 
 import torch.nn as nn
 
-from lora_studio.engine import UserError
-from lora_studio.engine.layers import format_layers, parse_layers  # noqa: F401 - re-exported
-
-LOGICAL = ("q", "k", "v", "o", "gate", "up", "down")
-ATTENTION = ("q", "k", "v", "o")
-MLP = ("gate", "up", "down")
+from lora_studio.engine.errors import UserError
+from lora_studio.engine.layers import ATTENTION, LOGICAL, MLP, format_layers, parse_layers  # noqa: F401
 
 
 @dataclass(frozen=True)

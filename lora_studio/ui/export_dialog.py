@@ -3,7 +3,6 @@ of a run, with a progress bar and the verification figure (max |Δ logits|) when
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
@@ -13,28 +12,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Section, icon, label
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "lora_studio.json")
 DTYPES = (("float32", "float32 (exact)"), ("bfloat16", "bfloat16 (half the size)"), ("float16", "float16"))
 
 
-def export_adapter(run_dir: str, out_dir: str) -> list[str]:
-    """Copy the PEFT adapter files of a run folder (what PeftModel.from_pretrained reads)."""
-    from lora_studio.engine import UserError
-
-    run, out = Path(run_dir), Path(out_dir)
-    files = [run / f for f in ADAPTER_FILES if (run / f).is_file()]
-    if not any(f.name == "adapter_model.safetensors" for f in files):
-        raise UserError(f"{run} has no adapter_model.safetensors: train (or stop) the run first")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty: choose a new folder for the adapter")
-    out.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        shutil.copy2(f, out / f.name)
-    return [f.name for f in files]
-
-
 def run_export(run_dir: str, merged_dir: str, adapter_dir: str, dtype: str, progress) -> dict:
-    from lora_studio.engine.export import merge_and_export
+    from lora_studio.engine.export import export_adapter, merge_and_export
 
     out = {}
     if adapter_dir:

@@ -25,7 +25,9 @@ from lora_studio.ui.model_panel import ModelPanel
 from lora_studio.ui.runs import RunFiles, runs_root
 from lora_studio.ui.session import Draft, Session
 from lora_studio.ui.targets_grid import TargetsGrid
-from lora_studio.ui.tasks import Failure, TaskRunner
+from lora_studio.engine import runfolder
+from lora_studio.engine.errors import Failure
+from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.training.settings import TrainingSettings
 from lora_studio.ui.training.view import TrainingView
 from lora_studio.ui.training.worker import TrainingController
@@ -276,50 +278,55 @@ class MainWindow(RunFiles, QMainWindow):
 
     # -- the run -------------------------------------------------------------------------
     def start(self):
-        from lora_studio.engine import UserError
+        from lora_studio.engine.errors import UserError
 
         if self.controller.running:
             return
         try:
             config = self.session.build()
             out = config.out or str(self._new_run_dir())
+            overwrite = False
+            if Path(out).is_file():
+                raise UserError(f"{out} is a file: choose a folder for the run")
             if Path(out).is_dir() and any(Path(out).iterdir()):
                 answer = QMessageBox.question(self, "Replace this run?",
-                                              f"{out} already holds files. Start a new run there? Its metrics and "
-                                              "checkpoints are replaced.")
+                                              f"{out} already holds files. Start a new run there? The run in it "
+                                              "(its adapter, metrics and checkpoints) is replaced; other files "
+                                              "are kept.")
                 if answer != QMessageBox.Yes:
                     return
+                overwrite = True
             config = config.replace(out=out)
         except UserError as e:
             self.error("Cannot start training", e)
             return
-        self._begin(config)
+        self._begin(config, overwrite=overwrite)
 
     def _new_run_dir(self) -> Path:
         from lora_studio.config import default_out_dir
 
         return Path(default_out_dir(runs_root()))
 
-    def _begin(self, config, resume: str | None = None):
-        from lora_studio.ui import compare
+    def _begin(self, config, resume: str | None = None, overwrite: bool = False):
+        from lora_studio.engine import tryit
 
-        compare.forget()
+        tryit.forget()
         self._pending_spectra = None
         self.training.reset()
         self.training.plots.clear()
         self.run_dir, self.run_task = str(resume or config.out), config.model.task
         self.tryit.set_run(self.run_dir, self.run_task)
-        self.controller.start(config, resume)
+        self.controller.start(config, resume, overwrite)
         self.tabs.setCurrentWidget(self.training.parentWidget())
 
     def continue_run(self, run_dir: str):
         from lora_studio.config import RunConfig
-        from lora_studio.engine import UserError
+        from lora_studio.engine.errors import UserError
 
         if self.controller.running or not run_dir:
             return
         try:
-            config = RunConfig.load(Path(run_dir) / "run.toml")
+            config = RunConfig.load(Path(run_dir) / runfolder.RUN_FILE)
         except UserError as e:
             self.error("Cannot continue this run", e)
             return
@@ -329,9 +336,7 @@ class MainWindow(RunFiles, QMainWindow):
         self.run_dir = ev.out
         self._spectra_run(ev.out)
         if ev.start_step > 0:
-            from lora_studio.engine.train import read_metrics
-
-            self.training.plots.load_metrics(read_metrics(ev.out))
+            self.training.plots.load_metrics(runfolder.read_metrics(ev.out))
             self.training.plots.set_total(ev.total_steps)
         self.statusBar().showMessage(f"training on {ev.device_name}, run folder {ev.out}", 8000)
 
@@ -344,14 +349,14 @@ class MainWindow(RunFiles, QMainWindow):
         self._spectra_run(self.run_dir)  # its checkpoints, for Compare and Resize
         if self.spectra:  # None: not built yet; False: unavailable
             self.spectra.training_ended()
-        if type(ev).__name__ == "Failed":
+        if isinstance(ev, Failure):
             self.header.set_state("Failed", "failed")
             if ev.kind == "disk":
                 ev = Failure(f"The disk is full: free some space where {self.run_dir} is, then continue the "
-                             "run (Run ▸ Continue a stopped run); its last checkpoint is kept.", "user")
+                             "run (Run ▸ Continue a stopped run); its last checkpoint is kept.", "user", step=ev.step)
                 title = "Disk full"
             else:
-                title = {"oom": "Out of memory", "user": "Training could not run"}.get(ev.kind, "Training failed")
+                title = {"oom": "Out of memory", "user": "Training could not run", "nonfinite": "The loss diverged"}.get(ev.kind, "Training failed")
             self.error(title, ev)
         else:
             self.header.set_state(f"Stopped at {ev.step}" if ev.stopped else "Done", "" if ev.stopped else "done")

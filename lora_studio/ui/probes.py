@@ -137,15 +137,15 @@ def read_run(path: str) -> OpenedRun:
     from pathlib import Path
 
     from lora_studio.config import RunConfig
-    from lora_studio.engine import UserError
-    from lora_studio.engine.train import latest_checkpoint, read_metrics
+    from lora_studio.engine.errors import UserError
+    from lora_studio.engine.runfolder import RUN_FILE, latest_checkpoint, read_metrics
 
     run = Path(path)
-    if not (run / "run.toml").is_file():
+    if not (run / RUN_FILE).is_file():
         raise UserError(f"{run} is not a run folder (it has no run.toml): choose the folder a run wrote, "
                         "the one with metrics.jsonl and checkpoints/")
     ckpt = latest_checkpoint(run)
-    return OpenedRun(str(run), RunConfig.load(run / "run.toml"), read_metrics(run),
+    return OpenedRun(str(run), RunConfig.load(run / RUN_FILE), read_metrics(run),
                      int(ckpt.name.split("-")[1]) if ckpt else None)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import QFileDialog
 
+from lora_studio.engine import runfolder
 from lora_studio.ui import probes
 
 TOML_FILTER = "Run configuration (*.toml);;All files (*)"
@@ -78,7 +79,7 @@ class RunFiles:
         self.statusBar().showMessage("configuration loaded", 4000)
 
     def save_config(self, path: str | None = None):
-        from lora_studio.engine import UserError
+        from lora_studio.engine.errors import UserError
 
         try:
             config = self.session.build()
@@ -88,7 +89,7 @@ class RunFiles:
         if not path:
             st = QSettings()
             path, _ = QFileDialog.getSaveFileName(self, "Save the run configuration",
-                                                  str(Path(st.value("folders/config", "")) / "run.toml"), TOML_FILTER)
+                                                  str(Path(st.value("folders/config", "")) / runfolder.RUN_FILE), TOML_FILTER)
             if not path:
                 return
             st.setValue("folders/config", str(Path(path).parent))
@@ -121,7 +122,7 @@ class RunFiles:
 
     def open_path(self, path: str):
         p = Path(path)
-        if p.is_dir() and (p / "run.toml").is_file():
+        if p.is_dir() and (p / runfolder.RUN_FILE).is_file():
             self.open_run(str(p))
         elif p.is_dir():
             self.model_panel.load(str(p))

@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, field
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from lora_studio.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
-from lora_studio.engine import UserError
+from lora_studio.engine.errors import UserError
 from lora_studio.engine.layers import format_layers, parse_layers
 from lora_studio.ui import probes
-from lora_studio.ui.tasks import Failure, TaskRunner
+from lora_studio.engine.errors import Failure
+from lora_studio.ui.tasks import TaskRunner
 
-LOGICAL = ("q", "k", "v", "o", "gate", "up", "down")  # engine.targets.LOGICAL (that module imports torch)
-HEADS = ["classifier", "score"]  # trained in full for classification (as engine.train does)
+from lora_studio.engine.layers import LOGICAL  # noqa: E402
 
 
 @dataclass
@@ -305,12 +305,7 @@ class Session(QObject):
         return "fp32"
 
     def lora_spec(self):
-        from lora_studio.engine.lora import LoraSpec
-
-        lc = self.draft.lora
-        return LoraSpec(targets=list(lc.targets), rank=int(lc.rank), alpha=float(lc.alpha),
-                        dropout=float(lc.dropout), layers=parse_layers(lc.layers), rslora=bool(lc.rslora),
-                        modules_to_save=HEADS if self.draft.model.task == "classification" else [])
+        return self.draft.lora.to_spec(self.draft.model.task)
 
     def recompute_budget(self):
         """budget.estimate on the cached skeleton: a few milliseconds, so on every change."""

@@ -7,32 +7,12 @@ touch widgets; `run()` catches every exception and emits it as a `Failure`.
 
 from __future__ import annotations
 
-import traceback
-from dataclasses import dataclass
 from typing import Callable
 
 from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
 
 
-@dataclass
-class Failure:
-    message: str  # what happened and what to do
-    kind: str = "user"  # user | oom | bug
-    detail: str = ""  # traceback, for bugs
-
-
-def failure_of(e: BaseException) -> Failure:
-    from lora_studio.engine import UserError
-
-    if isinstance(e, UserError):
-        return Failure(str(e), "user")
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-        return Failure("out of memory: close other programs or choose a smaller model/batch", "oom")
-    if isinstance(e, OSError) and e.errno == 28:
-        return Failure(f"the disk is full ({e.filename or 'output folder'}): free some space and retry", "user")
-    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
-        return Failure(f"{e.strerror}: {e.filename}", "user")
-    return Failure(f"{type(e).__name__}: {e}", "bug", traceback.format_exc())
+from lora_studio.engine.errors import Failure, failure_of  # noqa: F401 - the one taxonomy
 
 
 class Task(QObject):

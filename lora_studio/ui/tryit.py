@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QPlainTextEdit, QProgressBar, QPushButton,
                                QSpinBox, QVBoxLayout, QWidget)
 
-from lora_studio.ui import compare
+from lora_studio.engine import tryit as compare
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Card, icon, label
 

@@ -141,13 +141,23 @@ def test_unload_gives_plain_model_with_merged_weights():
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(rank=0), "rank must be a positive"),
     (dict(rank=-3), "rank must be a positive"),
-    (dict(alpha=0), "alpha must be > 0"),
+    (dict(alpha=0), "alpha must be a number > 0"),
     (dict(dropout=1.5), "dropout"),
     (dict(targets=[]), "no targets"),
+    (dict(rank=True), "rank must be a positive"),  # a bool is not a rank
+    (dict(rank=2.0), "rank must be a positive"),
+    (dict(alpha="16"), "alpha must be a number"),  # a UserError, not a TypeError
+    (dict(alpha=float("inf")), "alpha must be a number"),
+    (dict(dropout="0.1"), "dropout must be a number"),
 ])
 def test_spec_validation(kwargs, needle):
+    """LoraSpec and the config's LoraConfig share one validation: the same input, the same message."""
+    from lora_studio.config import LoraConfig
+
     with pytest.raises(UserError, match=needle):
         LoraSpec(**kwargs)
+    with pytest.raises(UserError, match=needle):
+        LoraConfig(**kwargs).validate()
 
 
 def test_rank_larger_than_matrix_and_unknown_target():

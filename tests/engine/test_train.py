@@ -191,11 +191,11 @@ def test_disk_full_is_a_user_failure_and_the_run_resumes(tmp_path, bert_folder, 
 
     real, calls = T.save_checkpoint, []
 
-    def save(s, run_dir, state, keep):
+    def save(model, ref, run_dir, state, keep):
         calls.append(state["step"])
         if len(calls) == 2:  # the second checkpoint finds the disk full
             raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "checkpoints"))
-        return real(s, run_dir, state, keep)
+        return real(model, ref, run_dir, state, keep)
 
     monkeypatch.setattr(T, "save_checkpoint", save)
     cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl"))

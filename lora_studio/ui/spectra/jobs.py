@@ -11,7 +11,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ADAPTER_FILE = "adapter_model.safetensors"
+from lora_studio.engine import runfolder
+from lora_studio.engine.layers import LOGICAL
+from lora_studio.engine.runfolder import run_of, step_of
+
 # display names of module leaves for architectures outside engine.targets' table
 _LEAVES = {
     "q": r"(q_proj|query|q_lin|wq|to_q)", "k": r"(k_proj|key|k_lin|wk|to_k)", "v": r"(v_proj|value|v_lin|wv|to_v)",
@@ -46,7 +49,7 @@ def projection(name: str, target: str | None = None) -> str:
     """The logical projection (q, k, v, o, gate, up, down) a module holds, else its leaf name."""
     if target:
         return target
-    from lora_studio.engine.targets import ARCHITECTURES, LOGICAL
+    from lora_studio.engine.targets import ARCHITECTURES
 
     seen = set()
     for table in ARCHITECTURES.values():
@@ -65,33 +68,17 @@ def projection(name: str, target: str | None = None) -> str:
 
 def projection_order(names) -> list[str]:
     """Projections in the paper's order (q k v o gate up down), others after, alphabetically."""
-    logical = ("q", "k", "v", "o", "gate", "up", "down")
     names = set(names)
-    return [t for t in logical if t in names] + sorted(names - set(logical))
-
-
-def step_of(folder: Path) -> int | None:
-    m = re.fullmatch(r"step-(\d+)", folder.name)
-    return int(m.group(1)) if m else None
+    return [t for t in LOGICAL if t in names] + sorted(names - set(LOGICAL))
 
 
 def checkpoints(run_dir) -> list[tuple[str, str]]:
     """(label, folder) of every adapter a run holds: its checkpoints, by step, then its final adapter."""
     run = Path(run_dir)
-    found = []
-    if (run / "checkpoints").is_dir():
-        steps = [(step_of(p), p) for p in (run / "checkpoints").iterdir() if (p / ADAPTER_FILE).is_file()]
-        found = [(f"checkpoint step {s}", str(p)) for s, p in sorted((s, p) for s, p in steps if s is not None)]
-    if (run / ADAPTER_FILE).is_file():
+    found = [(f"checkpoint step {step_of(p)}", str(p)) for p in runfolder.adapter_checkpoints(run)]
+    if (run / runfolder.ADAPTER_WEIGHTS).is_file():
         found.append(("final adapter", str(run)))
     return found
-
-
-def run_of(adapter: Path) -> Path:
-    """The run folder that holds `adapter` (RUN/checkpoints/step-N -> RUN), else `adapter`."""
-    if step_of(adapter) is not None and adapter.parent.name == "checkpoints":
-        return adapter.parent.parent
-    return adapter
 
 
 def title_of(adapter: Path) -> str:
@@ -101,18 +88,14 @@ def title_of(adapter: Path) -> str:
 
 def freshest(folder) -> Path:
     """The adapter folder to analyse for a run or adapter folder (its newest adapter)."""
-    from lora_studio.ui.compare import adapter_source
-
     folder = Path(folder)
-    if (folder / "adapter_config.json").is_file() and not (folder / "checkpoints").is_dir():
+    if (folder / runfolder.ADAPTER_CONFIG).is_file() and not (folder / runfolder.CHECKPOINTS).is_dir():
         return folder  # any PEFT folder: read_adapter says precisely what is wrong with it
-    return adapter_source(folder)[0]
+    return runfolder.newest_adapter(folder)[0]
 
 
 def _last_step(run: Path) -> int | None:
-    from lora_studio.engine.train import read_metrics
-
-    steps = [r["step"] for r in read_metrics(run) if "step" in r]
+    steps = [r["step"] for r in runfolder.read_metrics(run) if "step" in r]
     return max(steps) if steps else None
 
 
@@ -125,35 +108,17 @@ def open_adapter(folder) -> Loaded:
     adapter = freshest(folder)
     modules = analyse(read_adapter(adapter))
     step = step_of(adapter)
-    if step is None and (adapter / "metrics.jsonl").is_file():
+    if step is None and (adapter / runfolder.METRICS_FILE).is_file():
         step = _last_step(adapter)
     others = [(t, p) for t, p in checkpoints(run_of(adapter)) if Path(p).resolve() != adapter.resolve()]
     return Loaded(str(folder), str(adapter), title_of(adapter), step, modules, others)
 
 
 def with_amplification(adapter) -> list:
-    """Spectra with the paper's amplification factor: loads the base model named by the run (or
-    by the adapter's config) on the CPU, so it can take a while for a large model."""
-    from lora_studio.engine import UserError
-    from lora_studio.engine.adapters import read_adapter
-    from lora_studio.engine.models import demo_model_path, load_model
-    from lora_studio.engine.spectra import analyse
+    """Spectra with the amplification factor (engine.spectra.with_amplification) of the freshest adapter."""
+    from lora_studio.engine.spectra import with_amplification as amplification
 
-    adapter = freshest(adapter)
-    ad = read_adapter(adapter)
-    run = run_of(adapter)
-    ref, task, trust = ad.config.get("base_model_name_or_path") or "", None, False
-    if (run / "run.toml").is_file():
-        from lora_studio.config import RunConfig
-
-        cfg = RunConfig.load(run / "run.toml")
-        ref, task, trust = cfg.model.path or demo_model_path(), cfg.model.task, cfg.model.trust_remote_code
-    if not ref:
-        raise UserError(f"{adapter} does not name its base model (base_model_name_or_path): "
-                        "the amplification factor needs the base weights W0")
-    task = task or ("causal-lm" if ad.config.get("task_type") == "CAUSAL_LM" else "classification")
-    model = load_model(ref, task, trust_remote_code=trust)
-    return analyse(ad, base_weights=model)
+    return amplification(freshest(adapter))
 
 
 def compare(a, b) -> Similarity:

@@ -23,7 +23,8 @@ from lora_studio.ui.spectra.plots import EnergyPlot, Heatmap, SigmaPlot, series_
 from lora_studio.ui.spectra.report import ResizeReport
 from lora_studio.ui.spectra.table import SummaryTable
 from lora_studio.ui.spectra.tree import ModuleTree
-from lora_studio.ui.tasks import Failure, TaskRunner
+from lora_studio.engine.errors import Failure
+from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import ElidedLabel, Section, icon, label
 
 EMPTY = ("Spectra appear as training runs, or open a run folder.",

@@ -7,71 +7,50 @@ engine's `Control` flags, which the loop reads between steps.
 
 from __future__ import annotations
 
-import traceback
-
 from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
 
 
 class TrainWorker(QObject):
     """Runs one training run (or the resume of one) in its thread.
 
-    Signals (each carries the engine event of the same name):
-        status(object): train.Status
-        started(object): train.Started
-        stepped(object): train.Step, once per logged step
-        evaluated(object): train.Eval
-        checkpointed(object): train.Checkpoint
-        spectra(object): train.Spectra
-        paused(object): train.Paused
-        resumed(object): train.Resumed
-        finished(object): train.Finished or train.Failed - always exactly once, last
+    Signals:
+        event(object): every engine event (engine.events), in order; Finished or Failed exactly once, last
     """
 
-    status = Signal(object)
-    started = Signal(object)
-    stepped = Signal(object)
-    evaluated = Signal(object)
-    checkpointed = Signal(object)
-    spectra = Signal(object)
-    paused = Signal(object)
-    resumed = Signal(object)
-    finished = Signal(object)
+    event = Signal(object)
 
-    def __init__(self, config, control, resume: str | None = None, spectra_every: int = 10):
+    def __init__(self, config, control, resume: str | None = None, spectra_every: int = 10, overwrite: bool = False):
         super().__init__()
         self.config, self.control, self.resume, self.spectra_every = config, control, resume, spectra_every
+        self.overwrite = overwrite
         self._ended = False
-        self._signals = {"Status": self.status, "Started": self.started, "Step": self.stepped,
-                         "Eval": self.evaluated, "Checkpoint": self.checkpointed, "Spectra": self.spectra,
-                         "Paused": self.paused, "Resumed": self.resumed}
 
     def _on_event(self, event):  # called in the worker thread by the training loop
-        name = type(event).__name__
-        if name in ("Finished", "Failed"):
-            if not self._ended:
-                self._ended = True
-                self.finished.emit(event)
-        elif name in self._signals:
-            self._signals[name].emit(event)
+        from lora_studio.engine.events import Failed, Finished
+
+        if isinstance(event, (Finished, Failed)):
+            if self._ended:
+                return
+            self._ended = True
+        self.event.emit(event)
 
     @Slot()
     def run(self):
+        from lora_studio.engine.errors import Failure, failure_of
+
         try:
             from lora_studio.engine import warm_imports
 
             warm_imports()
             from lora_studio.engine.train import train
 
-            train(self.config, self._on_event, self.control, resume=self.resume, spectra_every=self.spectra_every)
+            train(self.config, self._on_event, self.control, resume=self.resume, spectra_every=self.spectra_every,
+                  overwrite=self.overwrite)
         except BaseException as e:  # noqa: BLE001 - the GUI must hear about everything
-            from lora_studio.engine.train import Failed
-
-            self._on_event(Failed(f"{type(e).__name__}: {e}", "bug", 0, traceback.format_exc()))
+            self._on_event(failure_of(e))
         finally:
             if not self._ended:
-                from lora_studio.engine.train import Failed
-
-                self._on_event(Failed("training ended without a result", "bug"))
+                self._on_event(Failure("training ended without a result", "bug"))
 
 
 class TrainingController(QObject):
@@ -79,12 +58,15 @@ class TrainingController(QObject):
 
     Signals:
         state_changed(str): idle | starting | running | paused | stopping
-        status(object), started(object), stepped(object), evaluated(object), checkpointed(object),
-        spectra(object), paused(object), resumed(object), finished(object): the worker's, in the GUI thread
+        status, evaluating, started, stepped, evaluated, checkpointed, spectra, paused, resumed (object):
+            the engine event of that kind (events.Status, Evaluating, Started, Step, Eval, Checkpoint,
+            Spectra, Paused, Resumed), in the GUI thread
+        finished(object): events.Finished or events.Failed, exactly once, last
     """
 
     state_changed = Signal(str)
     status = Signal(object)
+    evaluating = Signal(object)
     started = Signal(object)
     stepped = Signal(object)
     evaluated = Signal(object)
@@ -113,30 +95,26 @@ class TrainingController(QObject):
             self.state = state
             self.state_changed.emit(state)
 
-    def start(self, config, resume: str | None = None):
-        """Start `config` (a validated RunConfig) or resume the run folder `resume`."""
+    def start(self, config, resume: str | None = None, overwrite: bool = False):
+        """Start `config` (a validated RunConfig) or resume the run folder `resume`; `overwrite`: the
+        user agreed to replace the run in config.out."""
         if self.running:
             raise RuntimeError("a run is already in progress")
         from lora_studio.engine import warm_imports
 
         warm_imports()  # waits for a probe thread's first torch import, if one is in flight
-        from lora_studio.engine.train import Control
+        from lora_studio.engine.events import Control
 
         self.control = Control()
         self.run_dir = str(resume or config.out)
         self.last_step = 0
-        self.worker = TrainWorker(config, self.control, resume, self.spectra_every)
+        self.worker = TrainWorker(config, self.control, resume, self.spectra_every, overwrite)
         self.thread = QThread()
         self.thread.setObjectName("training")
         self.worker.moveToThread(self.thread)
         w = self.worker
-        for sig, slot in ((w.status, self.status), (w.started, self._started), (w.stepped, self._stepped),
-                          (w.evaluated, self.evaluated), (w.checkpointed, self.checkpointed),
-                          (w.spectra, self.spectra), (w.paused, self._paused), (w.resumed, self._resumed),
-                          (w.finished, self._finished)):
-            sig.connect(slot, Qt.QueuedConnection)  # delivered in the GUI thread, in order
+        w.event.connect(self._event, Qt.QueuedConnection)  # delivered in the GUI thread, in order
         self.thread.started.connect(w.run)
-        w.finished.connect(self.thread.quit, Qt.DirectConnection)  # quit() is thread-safe
         self._set_state("starting")
         self.thread.start()
 
@@ -167,6 +145,22 @@ class TrainingController(QObject):
 
     # -- worker -> views, in the GUI thread ----------------------------------------------
     @Slot(object)
+    def _event(self, ev):
+        from lora_studio.engine import events as E
+
+        handler = {E.Status: self.status.emit, E.Evaluating: self.evaluating.emit, E.Started: self._started,
+                   E.Step: self._stepped, E.Eval: self.evaluated.emit, E.Checkpoint: self.checkpointed.emit,
+                   E.Spectra: self.spectra.emit, E.Paused: self._paused, E.Resumed: self._resumed,
+                   E.Finished: self._finished, E.Failed: self._finished}.get(type(ev))
+        if handler is not None:
+            handler(ev)
+
+    def call_paused(self, fn):
+        """Run fn(setup) in the training thread while paused (engine.events.Control.call_paused)."""
+        if self.control is None or not self.control.paused:
+            raise RuntimeError("training is not paused")
+        return self.control.call_paused(fn)
+
     def _started(self, ev):
         self.run_dir = ev.out
         self.last_step = ev.start_step
@@ -174,26 +168,23 @@ class TrainingController(QObject):
             self._set_state("running")
         self.started.emit(ev)
 
-    @Slot(object)
     def _stepped(self, ev):
         self.last_step = ev.step
         self.stepped.emit(ev)
 
-    @Slot(object)
     def _paused(self, ev):
         if self.state != "stopping":
             self._set_state("paused")
         self.paused.emit(ev)
 
-    @Slot(object)
     def _resumed(self, ev):
         if self.state != "stopping":
             self._set_state("running")
         self.resumed.emit(ev)
 
-    @Slot(object)
     def _finished(self, ev):
         if self.thread is not None:
+            self.thread.quit()
             self.thread.wait()
         self.thread, self.worker = None, None
         self._set_state("idle")

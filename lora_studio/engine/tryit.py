@@ -1,16 +1,22 @@
-"""Base model vs adapted model on one input, for the Try it tab. Runs in a worker thread.
+"""Base model vs adapted model on one input: the GUI's Try it and `lora-studio try`.
 
-Qt-free; a candidate for engine/ (it only loads and runs what engine/ saved). The loaded model
-is cached per adapter file, so trying several prompts loads it once.
+Two sources: a run folder's newest adapter (loaded once and cached per adapter file, so trying
+several prompts loads it once), or the live model of a paused run (`compare_live`, called in the
+training thread through Control.call_paused: no second copy of the model on the GPU).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_studio.engine import runfolder
+from lora_studio.engine.errors import UserError
+
 _CACHE: dict = {}
+_LOCK = threading.Lock()  # one loaded model at a time, whichever worker thread asks
 
 
 @dataclass
@@ -30,55 +36,47 @@ class Comparison:
 
 def adapter_source(run_dir) -> tuple[Path, str]:
     """The freshest adapter of a run: its newest checkpoint or the run folder, by file time."""
-    from lora_studio.engine.train import latest_checkpoint
-
-    run = Path(run_dir)
-    options = []
-    if (run / "adapter_model.safetensors").is_file():
-        options.append((run / "adapter_model.safetensors").stat().st_mtime_ns)
-    ckpt = latest_checkpoint(run) if (run / "checkpoints").is_dir() else None
-    if ckpt is not None and (ckpt / "adapter_model.safetensors").is_file():
-        t = (ckpt / "adapter_model.safetensors").stat().st_mtime_ns
-        if not options or t > options[0]:
-            return ckpt, f"checkpoint {ckpt.name} of {run}"
-    if options:
-        return run, f"adapter in {run}"
-    from lora_studio.engine import UserError
-
-    raise UserError(f"{run} holds no adapter yet: train first (or wait for the first checkpoint)")
+    return runfolder.newest_adapter(run_dir)
 
 
-def _load(run_dir):
+def _load(run_dir, device: str | None = None):
     import torch
 
     from lora_studio.config import RunConfig
     from lora_studio.engine.adapters import load_adapter
-    from lora_studio.engine.export import run_info
     from lora_studio.engine.models import load_model, load_tokenizer, resolve_device
 
     path, source = adapter_source(run_dir)
-    key = (str(path), (path / "adapter_model.safetensors").stat().st_mtime_ns)
+    key = (str(path), (path / runfolder.ADAPTER_WEIGHTS).stat().st_mtime_ns)
     if key in _CACHE:
         return _CACHE[key] + (source,)
     _CACHE.clear()
-    run = Path(run_dir)
-    base_ref, task, labels = run_info(run)
-    seed, device = 42, "cpu"
-    if (run / "run.toml").is_file():
-        cfg = RunConfig.load(run / "run.toml")
-        seed, device = cfg.train.seed, cfg.train.device
-    dev = resolve_device(device)
+    run = runfolder.run_of(Path(run_dir))
+    info = runfolder.run_info(run)
+    base_ref, task, labels = info.base_model, info.task, info.labels
+    seed = 42
+    if runfolder.is_run(run):
+        cfg = RunConfig.load(run / runfolder.RUN_FILE)
+        seed, device = cfg.train.seed, device or cfg.train.device
+    dev = resolve_device(device or "cpu")
     torch.manual_seed(seed)  # as engine.train.setup: the untrained head starts the same
     model = load_model(base_ref, task, dtype=torch.float32, device=dev,
                        id2label=dict(enumerate(labels)) if labels else None).eval()
     tok = load_tokenizer(base_ref)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
-    heads0 = {k: v.detach().clone() for k, v in model.state_dict().items()
-              if k.split(".")[0] in ("classifier", "score", "pre_classifier")}
+    heads0 = initial_heads(model)
     load_adapter(model, path)
     _CACHE[key] = (model, tok, task, heads0)
     return _CACHE[key] + (source,)
+
+
+def initial_heads(model) -> dict:
+    """The task head's weights as they start (seeded, untrained): the base model's answer uses them."""
+    from lora_studio.config import HEADS
+
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k.split(".")[0] in (*HEADS, "pre_classifier")}
 
 
 @contextlib.contextmanager
@@ -102,10 +100,31 @@ def _base(model, heads0):
                 state[k].copy_(v)
 
 
-def compare(run_dir, text: str, max_new_tokens: int = 40, chat: bool = False) -> Comparison:
+def compare(run_dir, text: str, max_new_tokens: int = 40, chat: bool = False, device: str | None = None
+            ) -> Comparison:
+    """Base vs adapted answers for `text`, from the newest adapter of `run_dir`."""
+    if not str(text).strip():
+        raise UserError("type a text to try (the input is empty)")
+    with _LOCK:
+        model, tok, task, heads0, source = _load(run_dir, device)
+        return _compare(model, tok, task, heads0, source, text, max_new_tokens, chat)
+
+
+def compare_live(setup, text: str, max_new_tokens: int = 40, chat: bool = False) -> Comparison:
+    """Base vs adapted answers from the live model of a paused run (called in its thread)."""
+    model = setup.model
+    was_training = model.training
+    model.eval()
+    try:
+        return _compare(model, setup.tokenizer, setup.config.model.task, setup.heads0,
+                        f"the live weights of {setup.config.out}", text, max_new_tokens, chat)
+    finally:
+        model.train(was_training)
+
+
+def _compare(model, tok, task, heads0, source, text, max_new_tokens, chat) -> Comparison:
     import torch
 
-    model, tok, task, heads0, source = _load(run_dir)
     device = next(model.parameters()).device
     if task == "classification":
         enc = tok([text], return_tensors="pt", truncation=True).to(device)
@@ -144,4 +163,5 @@ def compare(run_dir, text: str, max_new_tokens: int = 40, chat: bool = False) ->
 
 def forget():
     """Drop the cached model (a new run started)."""
-    _CACHE.clear()
+    with _LOCK:
+        _CACHE.clear()

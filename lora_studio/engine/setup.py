@@ -1,0 +1,239 @@
+"""What a run needs, loaded once: device, precision, tokenizer, data, model with adapters.
+
+Also the pieces of a step that do not change during a run: autocast, the memory readout and
+evaluation (the fused loss at the training batch size, so evaluating never needs more memory
+than training does).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from lora_studio.config import RunConfig
+from lora_studio.engine.errors import UserError
+from lora_studio.engine.events import Evaluating, Status
+from lora_studio.engine.runfolder import model_ref
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, loaded once (model, tokenizer, data)."""
+
+    config: RunConfig
+    model: torch.nn.Module
+    tokenizer: object
+    data: object  # data.Prepared
+    device: torch.device
+    precision: str
+    model_ref: str
+    adapted: list[str] = field(default_factory=list)
+    heads0: dict = field(default_factory=dict)  # the task head as it started (Try it's base answer)
+
+
+class Stopped(Exception):
+    """The user stopped the run before training began (nothing to save)."""
+
+
+# -- device and precision ---------------------------------------------------------------------
+def bf16_native(device: torch.device) -> bool:
+    """bf16 in hardware (Ampere and later); emulated bf16 (T4, V100) is slow, so auto avoids it."""
+    if device.type != "cuda":
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.3
+        return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if bf16_native(device) else "fp16"
+        return "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError("fp16 training is for GPUs; on a CPU use fp32 or bf16")
+    if precision == "bf16" and device.type == "cuda" and not bf16_native(device):
+        raise UserError(f"{torch.cuda.get_device_name(device)} has no native bf16: use --precision fp16 or fp32")
+    return precision
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
+    return f"{device.type.upper()} ({torch.get_num_threads()} threads)"
+
+
+def memory(device: torch.device) -> tuple[int, int]:
+    """(now, peak) bytes: CUDA allocated on a GPU, the process's resident memory otherwise."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device), torch.cuda.max_memory_allocated(device)
+    return process_memory()
+
+
+def process_memory() -> tuple[int, int]:
+    """(resident, peak resident) bytes of this process on Linux, macOS and Windows."""
+    try:
+        import psutil
+
+        info = psutil.Process().memory_info()
+        peak = getattr(info, "peak_wset", None)  # Windows
+        if peak is None:
+            peak = _ru_maxrss() or info.rss
+        return info.rss, max(peak, info.rss)
+    except ImportError:
+        peak = _ru_maxrss()
+        return peak, peak
+
+
+def _ru_maxrss() -> int:
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def autocast(s: Setup):
+    if s.precision in ("bf16", "fp16"):
+        return torch.autocast(s.device.type, dtype=torch.bfloat16 if s.precision == "bf16" else torch.float16)
+    return torch.autocast(s.device.type, enabled=False)
+
+
+# -- loading ----------------------------------------------------------------------------------
+def _position_limit(config) -> int | None:
+    """The longest input a model with learned absolute positions can take (None: no hard limit)."""
+    from lora_studio.engine.targets import text_config
+
+    tc = text_config(config)
+    if getattr(tc, "rope_theta", None) is not None or getattr(tc, "rope_scaling", None) or \
+            getattr(tc, "rope_parameters", None) or getattr(tc, "model_type", "") in ("bloom", "falcon", "mpt"):
+        return None  # rotary or ALiBi: longer inputs run (quality may drop)
+    n = getattr(tc, "n_positions", None) or getattr(tc, "max_position_embeddings", None)
+    if not n:
+        return None
+    if getattr(tc, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        n -= 2  # positions start after the padding index
+    return int(n)
+
+
+def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, control=None) -> Setup:
+    from lora_studio.engine import data as data_mod
+    from lora_studio.engine.fast import speed_up
+    from lora_studio.engine.lora import inject
+    from lora_studio.engine.models import load_config, load_model, load_tokenizer, resolve_device
+
+    def check_stop():
+        if control is not None and control.stop_requested:
+            raise Stopped()
+
+    ref = model_ref(config)
+    device = resolve_device(config.train.device)
+    precision = resolve_precision(config.train.precision, device)
+    torch.manual_seed(config.train.seed)
+    random.seed(config.train.seed)
+    limit = _position_limit(load_config(ref, config.model.trust_remote_code))
+    if limit and config.data.max_length > limit:
+        raise UserError(f"max length {config.data.max_length} is longer than {ref} can read ({limit} tokens): "
+                        f"use --max-length {limit} or less")
+    emit(Status(f"loading tokenizer of {ref}"))
+    tok = load_tokenizer(ref, config.model.trust_remote_code)
+    check_stop()
+    dcfg = config.data
+    if not dcfg.path:
+        train_path, val_path = data_mod.demo_path(config.model.task)
+        dcfg = type(dcfg)(**{**asdict(dcfg), "path": train_path, "validation_path": val_path})
+    emit(Status(f"tokenizing {dcfg.path}"))
+    prepared = data_mod.prepare(dcfg, tok, config.model.task, seed=config.train.seed, label_names=label_names)
+    if not prepared.train:
+        raise UserError(f"{dcfg.path} has no usable training examples after tokenization")
+    for split, st in prepared.stats.items():
+        if st is not None:
+            emit(Status(f"{split}: {st.summary()}"))
+    check_stop()
+    emit(Status(f"loading model {ref}"))
+    # Frozen base in the compute dtype on GPUs (half the memory); fp32 on CPUs. Adapters stay fp32.
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32) \
+        if device.type == "cuda" else torch.float32
+    names = prepared.label_names
+    model = load_model(ref, config.model.task, dtype=dtype, device=device,
+                       id2label=dict(enumerate(names)) if names else None,
+                       allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    torch.manual_seed(config.train.seed)
+    adapted = inject(model, config.lora.to_spec(config.model.task))
+    speed_up(model, device)  # fused GELU-tanh everywhere; the fast dropout on CPUs
+    if config.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    check_stop()
+    from lora_studio.engine.tryit import initial_heads
+
+    heads0 = initial_heads(model) if config.model.task == "classification" else {}
+    return Setup(config, model, tok, prepared, device, precision, ref, adapted, heads0)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    if device.type == "cuda":  # pinned host memory makes the copy asynchronous
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def evaluate(s: Setup, batch_size: int, step: int = 0, emit: Callable = lambda e: None,
+             control=None) -> tuple[float, float | None]:
+    """(mean loss, accuracy or None) over the validation set, token-weighted for causal LMs.
+    Uses the training batch size and the fused loss: no full logits, no more memory than a step."""
+    from lora_studio.engine.data import collate
+    from lora_studio.engine.loss import causal_lm_loss, supports_fused_loss
+
+    examples = s.data.validation
+    if not examples:
+        return float("nan"), None
+    model, was_training = s.model, s.model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=s.device)
+    weight, correct = 0, torch.zeros((), dtype=torch.long, device=s.device)
+    classify = s.config.model.task == "classification"
+    fused = not classify and supports_fused_loss(model)
+    emit(Evaluating(step, 0, len(examples)))
+    with torch.no_grad(), autocast(s):
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i:i + batch_size]
+            batch = to_device(collate(chunk, s.tokenizer.pad_token_id), s.device)
+            if classify:
+                out = model(**batch)
+                n = len(chunk)
+                correct += (out.logits.argmax(-1) == batch["labels"]).sum()
+                total += out.loss.double() * n
+            else:
+                n = sum(max(0, sum(1 for t in e["labels"][1:] if t != -100)) for e in chunk)
+                loss = causal_lm_loss(model, batch, reduction="sum") if fused else model(**batch).loss * n
+                total += loss.double()
+            weight += n
+            if (i // batch_size) % 8 == 7:
+                emit(Evaluating(step, min(i + batch_size, len(examples)), len(examples)))
+            if control is not None and control.stop_requested:
+                break
+    model.train(was_training)
+    mean = total.item() / max(weight, 1)  # sync point
+    return mean, (correct.item() / max(weight, 1) if classify else None)
+
+
+def release(s: Setup | None):
+    """Drop the model and give its GPU memory back (the caller must hold no other reference)."""
+    if s is None:
+        return
+    device = s.device
+    s.model = None
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
