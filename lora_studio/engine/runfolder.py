@@ -164,7 +164,7 @@ def model_ref(config) -> str:
         return config.model.path
     if config.model.task != "classification":
         raise UserError("the demo model is an encoder (classification only): give a causal LM with --model")
-    from lora_studio.engine.models import demo_model_path
+    from lora_studio.engine.demo import demo_model_path
 
     return demo_model_path()
 

@@ -7,6 +7,7 @@ than training does).
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from dataclasses import asdict, dataclass, field
@@ -88,7 +89,12 @@ def process_memory() -> tuple[int, int]:
         return info.rss, max(peak, info.rss)
     except ImportError:
         peak = _ru_maxrss()
-        return peak, peak
+        try:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, AttributeError, ValueError):
+            rss = peak
+        return rss, max(rss, peak)
 
 
 def _ru_maxrss() -> int:

@@ -96,6 +96,7 @@ def test_same_seed_same_curve(tmp_path, bert_folder):
     a = _config(tmp_path / "a", bert_folder, data, max_steps=6)
     b = _config(tmp_path / "b", bert_folder, data, max_steps=6)
     T.train(a), T.train(b)
+    assert len(_losses(a.out)) == 6  # both runs logged every step (an empty curve would compare equal)
     assert _losses(a.out) == _losses(b.out)  # bit-identical on a CPU
 
 
