@@ -206,10 +206,11 @@ def _ours(path: Path) -> bool:
 # -- merged: llama.cpp's converter ---------------------------------------------------------------
 def find_converter(llama_cpp: str | None = None) -> Path:
     """convert_hf_to_gguf.py from a llama.cpp checkout, an unpacked or packed llama-cpp-python
-    sdist (given, or cached under ~/.cache/lora-studio), else a UserError saying how to get one."""
+    sdist (given, or in $LORA_STUDIO_LLAMA_CPP, or cached under ~/.cache/lora-studio), else a UserError saying how to get one."""
     howto = ("llama.cpp's converter (convert_hf_to_gguf.py) was not found: pass --llama-cpp DIR (a llama.cpp "
              "checkout), or run `pip download --no-deps --no-binary :all: llama-cpp-python -d DIR` and pass "
              "--llama-cpp DIR")
+    llama_cpp = llama_cpp or os.environ.get("LORA_STUDIO_LLAMA_CPP")
     places = [Path(llama_cpp).expanduser()] if llama_cpp else []
     places += sorted(CACHE.glob("llama.cpp-*"), reverse=True)
     for place in places:

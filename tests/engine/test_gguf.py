@@ -79,8 +79,14 @@ def test_llama_adapter_gguf_equals_our_update(tmp_path, rslora, alpha):
 def test_resized_adapter_gguf_folds_per_module_ranks(tmp_path):
     from lora_studio.engine.spectra import resize
 
+    from safetensors.torch import load_file, save_file
+
     base, run = _run(tmp_path, "llama", ["q", "k", "v"], rslora=True)
-    resize(run, tmp_path / "small", energy=0.7)
+    w = load_file(run / "adapter_model.safetensors")
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+    w[key][:, 1:] *= 1e-3  # one module is nearly rank 1: resizing keeps fewer ranks there
+    save_file(w, run / "adapter_model.safetensors")
+    resize(run, tmp_path / "small", energy=0.9)
     res = G.write_adapter_gguf(tmp_path / "small", tmp_path / "s.gguf", type="f32")
     ranks = {A.shape[0] for n, A in _read(res.path)[3].items() if n.endswith("lora_a")}
     assert len(ranks) > 1  # alpha / r differs per module: one file alpha only works if folded into B
@@ -109,3 +115,66 @@ def test_unpermuted_architecture_and_refusals(tmp_path):
 def test_rope_rows_is_llama_cpp_permutation():
     W = torch.arange(48.0).view(24, 2)
     torch.testing.assert_close(W[G.rope_rows(24, 3)], _llama_cpp_permute(W, 3))
+
+
+# -- in llama.cpp itself ---------------------------------------------------------------------------
+def _converter():
+    import importlib.util
+
+    if importlib.util.find_spec("xllamacpp") is None:
+        pytest.skip("xllamacpp (llama.cpp's binding) is not installed: pip install 'lora-studio[gguf]'")
+    if importlib.util.find_spec("sentencepiece") is None:
+        pytest.skip("llama.cpp's converter needs sentencepiece for Llama models")
+    try:
+        return G.find_converter()
+    except UserError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def llama_run(tmp_path_factory):
+    import json
+
+    root = tmp_path_factory.mktemp("gguf")
+    base = tiny.llama_gguf_folder(root / "base")
+    model = load_model(str(base), "causal-lm")
+    inject(model, LoraSpec(targets=ALL, rank=4, alpha=3.0, rslora=True))
+    tiny.randomize_adapters(model, scale=0.3)
+    save_adapter(model, root / "run", str(base))
+    (root / "run" / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
+    return base, root / "run", model.eval()
+
+
+@pytest.mark.slow
+def test_merged_gguf_is_verified_in_llama_cpp(tmp_path, llama_run):
+    _converter()
+    base, run, model = llama_run
+    res = G.export_merged_gguf(run, tmp_path / "m.gguf", type="f32")
+    assert res.verified and res.max_diff <= 1e-3, res
+    meta = G.metadata(res.path)
+    assert meta["tokenizer.ggml.eos_token_id"] == 2 and "assistant" in meta["tokenizer.chat_template"]
+    assert (tmp_path / "Modelfile").read_text().startswith("FROM ./m.gguf")
+    assert {"m.gguf", "README.md", "Modelfile"} <= {p.name for p in tmp_path.iterdir()}
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp left behind
+    # the adapter changes the model: the figure would catch a GGUF of the base
+    from lora_studio.engine.gguf_check import hf_logprobs, llama_logprobs, max_diff, probe_ids
+    from lora_studio.engine.models import load_tokenizer
+
+    tok = load_tokenizer(str(base))
+    prompts = probe_ids(tok)
+    base_model = load_model(str(base), "causal-lm").eval()
+    assert max_diff(llama_logprobs(res.path, prompts), hf_logprobs(base_model, prompts)) > 100 * res.max_diff
+
+
+@pytest.mark.slow
+def test_base_gguf_plus_adapter_gguf_equals_hf_plus_adapter(tmp_path, llama_run):
+    from lora_studio.engine.gguf_check import hf_logprobs, llama_logprobs, max_diff, probe_ids
+    from lora_studio.engine.models import load_tokenizer
+
+    converter = _converter()
+    base, run, model = llama_run
+    G.convert(base, tmp_path / "base.gguf", "f32", converter)
+    adapter = G.write_adapter_gguf(run, tmp_path / "lora.gguf")
+    prompts = probe_ids(load_tokenizer(str(base)))
+    diff = max_diff(llama_logprobs(tmp_path / "base.gguf", prompts, lora=adapter.path), hf_logprobs(model, prompts))
+    assert diff <= 1e-3
