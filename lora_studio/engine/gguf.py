@@ -211,8 +211,8 @@ def find_converter(llama_cpp: str | None = None) -> Path:
              "checkout), or run `pip download --no-deps --no-binary :all: llama-cpp-python -d DIR` and pass "
              "--llama-cpp DIR")
     llama_cpp = llama_cpp or os.environ.get("LORA_STUDIO_LLAMA_CPP")
-    places = [Path(llama_cpp).expanduser()] if llama_cpp else []
-    places += sorted(CACHE.glob("llama.cpp-*"), reverse=True)
+    # a place the user named is the only one searched: a silent fallback would hide their mistake
+    places = [Path(llama_cpp).expanduser()] if llama_cpp else sorted(CACHE.glob("llama.cpp-*"), reverse=True)
     for place in places:
         for cand in (place / CONVERTER, place / "vendor" / "llama.cpp" / CONVERTER):
             if cand.is_file():

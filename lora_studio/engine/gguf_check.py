@@ -38,7 +38,12 @@ def llama_logprobs(gguf_path, prompts: list[list[int]], lora: str | None = None,
         info = x.CommonAdapterLoraInfo()
         info.path, info.scale = str(lora), 1.0
         p.lora_adapters = [info]
-    server = x.Server(p)
+    try:
+        server = x.Server(p)
+    except RuntimeError as e:
+        from lora_studio.engine import UserError
+
+        raise UserError(f"llama.cpp cannot load {Path(gguf_path).name} ({e}): the file is not usable") from None
     out = []
     try:
         for ids in prompts:
