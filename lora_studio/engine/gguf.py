@@ -118,7 +118,6 @@ def adapter_tensors(adapter, config) -> tuple[str, float, dict[str, tuple[torch.
 def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False, base_model: str | None = None,
                        card: bool = True) -> GGUFResult:
     """Write the adapter of `run_dir` as a llama.cpp LoRA GGUF at `out` (temp file, then rename)."""
-    from lora_studio.engine.adapters import read_adapter
     from lora_studio.engine.export import run_info
 
     require_gguf()
@@ -128,7 +127,10 @@ def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False,
     if type not in ("f32", "f16"):
         raise UserError(f"--type {type} is for merged files; an adapter GGUF is f32 or f16")
     out = check_out(out, overwrite)
-    adapter = read_adapter(run_dir)
+    from lora_studio.engine.export import check_trained
+    from lora_studio.engine.modelcard import newest_adapter
+
+    adapter = check_trained(newest_adapter(Path(run_dir)))
     base_ref, task, _ = run_info(Path(run_dir))
     base_ref = base_model or base_ref
     arch, alpha, tensors = adapter_tensors(adapter, base_config(base_ref))

@@ -15,6 +15,7 @@ def run(tmp_path):
     base = tiny.model_folder(tmp_path / "base", "llama")
     model = load_model(str(base), "causal-lm")
     inject(model, LoraSpec(targets=["q", "v"], rank=2, alpha=4))
+    tiny.randomize_adapters(model)
     return save_adapter(model, tmp_path / "run", str(base))
 
 
