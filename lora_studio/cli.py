@@ -1,4 +1,4 @@
-"""The command line: `lora-studio [gui|train|budget|merge|inspect|resize|try]` (contract in DESIGN.md).
+"""The command line: `lora-studio [gui|train|budget|merge|inspect|resize|try|gguf]` (contract in DESIGN.md).
 
 Exit status: 0 done, 2 the user's input is wrong (one `error: …` line on stderr), 1 a bug.
 """
@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true", help="replace what is in --out")
     m.add_argument("--allow-pickle", action="store_true")
     m.add_argument("--trust-remote-code", action="store_true")
+
+    gg = sub.add_parser("gguf", help="export a GGUF file for llama.cpp / Ollama (merged, or the adapter alone)")
+    gg.add_argument("run_dir")
+    gg.add_argument("--out", required=True, metavar="FILE.gguf")
+    gg.add_argument("--adapter-only", action="store_true", help="llama.cpp's LoRA adapter file (apply with --lora)")
+    gg.add_argument("--type", default=None, choices=["f32", "f16", "q8_0"],
+                    help="tensor type (default: f16 merged, f32 adapter)")
+    gg.add_argument("--llama-cpp", metavar="DIR", help="llama.cpp checkout or llama-cpp-python sdist (its converter)")
+    gg.add_argument("--model", help="base model (default: the one recorded in the run)")
+    gg.add_argument("--no-verify", action="store_true", help="skip the check in llama.cpp")
+    gg.add_argument("--overwrite", action="store_true")
 
     i = sub.add_parser("inspect", help="singular-value spectra of the learned update")
     i.add_argument("run_dir")
@@ -362,6 +373,23 @@ def cmd_merge(a) -> int:
     return 0
 
 
+def cmd_gguf(a) -> int:
+    from lora_studio.engine import gguf
+
+    if a.adapter_only:
+        r = gguf.write_adapter_gguf(a.run_dir, a.out, type=a.type or "f32", overwrite=a.overwrite, base_model=a.model)
+    else:
+        r = gguf.export_merged_gguf(a.run_dir, a.out, type=a.type or "f16", llama_cpp=a.llama_cpp,
+                                    overwrite=a.overwrite, model=a.model, verify=not a.no_verify,
+                                    progress=lambda msg, frac: print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True))
+    check = (f"verified in llama.cpp: {r.max_diff:.3g} <= {r.tolerance:.3g} ({r.note})" if r.verified
+             else r.note or "not verified")
+    print(f"GGUF written to {r.path} ({r.type}, {r.size / 2**20:.1f} MiB, {r.tensors} tensors); {check}")
+    if len(r.files) > 1:
+        print(f"beside it: {', '.join(r.files[1:])}")
+    return 0
+
+
 def cmd_inspect(a) -> int:
     from lora_studio.engine import spectra
     from lora_studio.engine.adapters import read_adapter
@@ -454,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return gui_main(config_path=getattr(args, "config", None))
         return {"train": cmd_train, "budget": cmd_budget, "merge": cmd_merge, "inspect": cmd_inspect,
-                "resize": cmd_resize, "try": cmd_try}[args.command](args)
+                "resize": cmd_resize, "try": cmd_try, "gguf": cmd_gguf}[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -92,3 +92,38 @@ def model_folder(path, arch: str = "llama", task: str | None = None, seed: int =
         if (src / name).exists():
             shutil.copy(src / name, path / name)
     return path
+
+
+def llama_gguf_folder(path, seed: int = 0):
+    """A tiny Llama with a Llama-2-style byte-fallback BPE tokenizer (400 tokens, a chat template):
+    the kind of folder llama.cpp's converter takes, made without any download."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    text = ["the quick brown fox jumps over the lazy dog", "low rank adaptation freezes the pretrained model",
+            "LoRA Studio merges the update into the base weights"] * 20
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=400, show_progress=False,
+                                                       special_tokens=["<unk>", "<s>", "</s>"] + byte_tokens))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = T.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                     pad_token="<unk>")
+    fast.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+                          "{% if add_generation_prompt %}<s>assistant:{% endif %}")
+    path = Path(path)
+    fast.save_pretrained(path)
+    torch.manual_seed(seed)
+    cfg = T.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, vocab_size=len(fast), pad_token_id=0, bos_token_id=1,
+                        eos_token_id=2, max_position_embeddings=128)
+    model = T.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model.save_pretrained(path)
+    return path

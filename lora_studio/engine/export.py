@@ -130,6 +130,11 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
         if not ok:
             raise UserError(f"merged model differs from base + adapter by {diff:.3g} (tolerance {tol:.3g}); "
                             "not exported. Try --dtype float32")
+        from lora_studio.engine.modelcard import write_model_card
+
+        write_model_card(tmp, run_dir, "transformers", base_ref, task, files=files, adapter_dir=adapter_dir,
+                         base_params=sum(p.numel() for p in merged.parameters()),
+                         verification={"max abs logit diff, merged vs base + adapter": diff})
         (tmp / "lora_studio_export.json").write_text(json.dumps(
             {"base_model": base_ref, "adapter": str(run_dir.resolve()), "dtype": dtype,
              "max_abs_diff": diff, "tolerance": tol, "adapter_effect": changed}, indent=2))
@@ -139,7 +144,7 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say("done", 1.0)
-    return ExportResult(str(out), diff, tol, ok, dtype, files + ["lora_studio_export.json"])
+    return ExportResult(str(out), diff, tol, ok, dtype, sorted(p.name for p in out.iterdir()))
 
 
 def export_adapter(run_dir, out_dir, overwrite: bool = False) -> list[str]:
@@ -161,6 +166,11 @@ def export_adapter(run_dir, out_dir, overwrite: bool = False) -> list[str]:
         if labels:
             (tmp / runfolder.LABELS_FILE).write_text(json.dumps(labels, indent=2))
             files.append(runfolder.LABELS_FILE)
+        from lora_studio.engine.modelcard import write_model_card
+
+        base_ref, task, _ = run_info(run_dir)
+        write_model_card(tmp, run_dir, "peft", base_ref, task, files=list(files), adapter_dir=adapter)
+        files += ["README.md"] + (["loss.png"] if (tmp / "loss.png").is_file() else [])
         if out.exists():
             shutil.rmtree(out) if overwrite else out.rmdir()
         os.replace(tmp, out)

@@ -68,7 +68,9 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
     readable checkpoint (`config` is the run's own, possibly with more steps). A new run refuses a
     folder that already holds files unless `overwrite`. Every outcome is an event; the return value
     is the last one."""
-    user_emit = on_event or (lambda e: None)
+    from lora_studio.engine.tblog import with_tensorboard
+
+    user_emit = with_tensorboard(on_event or (lambda e: None), config)  # rank 0 only
     control = control or Control()
     s = None
     reached = {"step": 0, "total": 0}  # the last step reported, for a failure's "at step N"

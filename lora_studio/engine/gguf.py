@@ -1,0 +1,358 @@
+"""GGUF export for llama.cpp / Ollama / LM Studio: the adapter alone, or the merged model; verified.
+
+Adapter-only (`write_adapter_gguf`): llama.cpp's LoRA layout, written with the `gguf` package:
+`general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`, and per adapted matrix
+`<gguf name>.weight.lora_a` (r x in) and `.lora_b` (out x r), in the base tensor's own layout.
+llama.cpp computes ΔW = (alpha / r) · B A with one alpha for the whole file and r read from the
+tensor, so every other scaling (rsLoRA, alpha_pattern, resized ranks, fused slices written as one
+block LoRA of rank n·r) is folded into B here: B_file = B · s · R / alpha_file, exact.
+llama.cpp's converter permutes the rows of q and k of llama-family models for its rope kernel
+(the two halves of each head interleaved); B gets the same row permutation, so B_file A == the
+permuted ΔW.
+
+Merged (`export_merged_gguf`): merge to a temporary HF folder (export.merge_and_export, verified),
+then llama.cpp's own `convert_hf_to_gguf.py` as a subprocess (the tokenizer conversion lives there),
+checked for a chat template and stop token, verified in llama.cpp (xllamacpp) against the HF model
+by next-token log-probabilities (`check.py`), and renamed into place with an Ollama Modelfile and a
+model card beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lora_studio.engine import UserError
+
+INSTALL = "pip install 'lora-studio[gguf]'"
+TYPES = ("f32", "f16", "q8_0")
+# HF architecture -> (gguf architecture name, q/k rows permuted by llama.cpp's converter)
+ARCH = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
+        "MixtralForCausalLM": ("llama", True), "Qwen2ForCausalLM": ("qwen2", False),
+        "Qwen3ForCausalLM": ("qwen3", False), "GemmaForCausalLM": ("gemma", False),
+        "Gemma2ForCausalLM": ("gemma2", False), "Phi3ForCausalLM": ("phi3", False),
+        "GPT2LMHeadModel": ("gpt2", False)}
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lora-studio"
+CONVERTER = "convert_hf_to_gguf.py"
+
+
+def require_gguf():
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise UserError(f"GGUF export needs the gguf package: {INSTALL}") from None
+
+
+@dataclass
+class GGUFResult:
+    path: str
+    type: str
+    size: int  # bytes
+    tensors: int
+    verified: bool | None = None  # None: not checked (say why in `note`)
+    max_diff: float | None = None  # max |log p(gguf) - log p(hf)| over the probes' top tokens
+    tolerance: float | None = None
+    note: str = ""
+    files: list[str] = field(default_factory=list)
+
+
+# -- adapter-only -------------------------------------------------------------------------------
+def rope_rows(rows: int, n_head: int) -> torch.Tensor:
+    """Row order of llama.cpp's q/k layout: within each head, the halves (x0…x_{d/2-1} | x_{d/2}…)
+    interleaved (x0, x_{d/2}, x1, …). Index tensor p with W_gguf = W_hf[p]."""
+    d = rows // n_head
+    return torch.arange(rows).view(n_head, 2, d // 2).transpose(1, 2).reshape(rows)
+
+
+def base_config(base_ref: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(base_ref)
+    except Exception as e:  # noqa: BLE001 - any failure here means: we cannot see the base
+        raise UserError(f"cannot read the base model's config.json from {base_ref!r} ({type(e).__name__}); "
+                        "the adapter GGUF must match the base's layout") from None
+
+
+def adapter_tensors(adapter, config) -> tuple[str, float, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """(gguf architecture, alpha_file, {gguf tensor name: (A, B_file)}) with
+    (alpha_file / R) · B_file · A == s · ΔW in llama.cpp's layout of the base tensor."""
+    import gguf
+
+    archs = list(getattr(config, "architectures", None) or [])
+    hf_arch = archs[0] if archs else ""
+    if hf_arch not in ARCH:
+        raise UserError(f"adapter-only GGUF is not supported for {hf_arch or 'this model'} "
+                        f"(supported: {', '.join(sorted(ARCH))}); export the merged GGUF instead")
+    if adapter.heads:
+        raise UserError("this adapter trains whole modules (e.g. a classifier head), which a llama.cpp LoRA "
+                        "cannot hold: export the merged GGUF instead")
+    name, permuted = ARCH[hf_arch]
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == name)
+    n_layer = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
+    names = gguf.get_tensor_name_map(arch, n_layer)
+    n_head = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 1)
+    n_kv = getattr(config, "num_key_value_heads", None) or n_head
+    alpha_file = float(adapter.config.get("lora_alpha") or 8)
+    out = {}
+    for mod_name, m in adapter.modules.items():
+        gname = names.get_name(mod_name + ".weight", try_suffixes=(".weight",))
+        if gname is None:
+            raise UserError(f"llama.cpp has no tensor for {mod_name}: export the merged GGUF instead")
+        A, B = m.A.to(torch.float64), m.B.to(torch.float64)  # (R, in), (out, R)
+        R = A.shape[0]
+        factor = m.scaling * R / alpha_file
+        B = B if factor == 1.0 else B * factor
+        if permuted and gname.endswith(("attn_q.weight", "attn_k.weight")):
+            heads = n_head if gname.endswith("attn_q.weight") else n_kv
+            B = B[rope_rows(B.shape[0], heads)]
+        out[gname] = (A.float(), B.float())
+    return name, alpha_file, out
+
+
+def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False, base_model: str | None = None,
+                       card: bool = True) -> GGUFResult:
+    """Write the adapter of `run_dir` as a llama.cpp LoRA GGUF at `out` (temp file, then rename)."""
+    from lora_studio.engine.export import run_info
+
+    require_gguf()
+    import gguf
+    import numpy as np
+
+    if type not in ("f32", "f16"):
+        raise UserError(f"--type {type} is for merged files; an adapter GGUF is f32 or f16")
+    out = check_out(out, overwrite)
+    from lora_studio.engine.export import check_trained
+    from lora_studio.engine.modelcard import newest_adapter
+
+    adapter = check_trained(newest_adapter(Path(run_dir)))
+    base_ref, task, _ = run_info(Path(run_dir))
+    base_ref = base_model or base_ref
+    arch, alpha, tensors = adapter_tensors(adapter, base_config(base_ref))
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        w = gguf.GGUFWriter(str(tmp), arch)
+        w.add_type(gguf.GGUFType.ADAPTER)
+        w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        w.add_name(f"LoRA of {Path(base_ref).name or base_ref}")
+        dt = np.float16 if type == "f16" else np.float32
+        for name, (A, B) in tensors.items():
+            w.add_tensor(name + ".lora_a", A.numpy().astype(dt))
+            w.add_tensor(name + ".lora_b", B.numpy().astype(dt))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    files = [out.name]
+    if card:
+        files += beside(out, run_dir, base_ref, task, overwrite, modelfile=f"FROM {base_ref}\nADAPTER ./{out.name}\n",
+                        note="apply on a GGUF of the base model (llama.cpp: --lora FILE)")
+    return GGUFResult(str(out), type, out.stat().st_size, 2 * len(tensors), None, None, None,
+                      "adapter GGUF: load it on a GGUF of the base model (llama.cpp --lora)", files)
+
+
+def check_out(out, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.suffix.lower() != ".gguf":
+        raise UserError(f"--out {out} should end in .gguf")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists: choose another --out or pass --overwrite")
+    if out.is_dir():
+        raise UserError(f"{out} is a folder: give a file name ending in .gguf")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def beside(out: Path, run_dir, base_ref: str, task: str, overwrite: bool, modelfile: str, note: str = "",
+           verification: dict | None = None) -> list[str]:
+    """Model card and Ollama Modelfile next to `out`; a user's own README.md/Modelfile there is
+    kept (ours is then `<name>.README.md` / `<name>.Modelfile`)."""
+    from lora_studio.engine.adapters import atomic_write_bytes
+    from lora_studio.engine.modelcard import PLOT_FILE, render
+
+    folder, stem = out.parent, out.stem
+    written = []
+    text, png = render(run_dir, "gguf", base_ref, task, files=[out.name], verification=verification)
+    text = text.replace(f"]({PLOT_FILE})", f"]({stem}.loss.png)")
+    if note:
+        text += f"\nUse: {note}.\n"
+    for name, data, default in (("README.md", text.encode(), True), ("Modelfile", modelfile.encode(), True),
+                                (f"{stem}.loss.png", png, False)):
+        if data is None:
+            continue
+        target = folder / name
+        if default and target.exists() and not overwrite and not _ours(target):
+            target = folder / f"{stem}.{name}"
+        atomic_write_bytes(target, data)
+        written.append(target.name)
+    return written
+
+
+def _ours(path: Path) -> bool:
+    try:
+        head = path.read_text(errors="replace")[:2000]
+    except OSError:
+        return False
+    return "lora-studio" in head or "made with LoRA Studio" in head
+
+
+# -- merged: llama.cpp's converter ---------------------------------------------------------------
+def find_converter(llama_cpp: str | None = None) -> Path:
+    """convert_hf_to_gguf.py from a llama.cpp checkout, an unpacked or packed llama-cpp-python
+    sdist (given, or in $LORA_STUDIO_LLAMA_CPP, or cached under ~/.cache/lora-studio), else a UserError saying how to get one."""
+    howto = ("llama.cpp's converter (convert_hf_to_gguf.py) was not found: pass --llama-cpp DIR (a llama.cpp "
+             "checkout), or run `pip download --no-deps --no-binary :all: llama-cpp-python -d DIR` and pass "
+             "--llama-cpp DIR")
+    llama_cpp = llama_cpp or os.environ.get("LORA_STUDIO_LLAMA_CPP")
+    # a place the user named is the only one searched: a silent fallback would hide their mistake
+    places = [Path(llama_cpp).expanduser()] if llama_cpp else sorted(CACHE.glob("llama.cpp-*"), reverse=True)
+    for place in places:
+        for cand in (place / CONVERTER, place / "vendor" / "llama.cpp" / CONVERTER):
+            if cand.is_file():
+                return cand
+        tars = [place] if place.is_file() else sorted(place.glob("llama_cpp_python-*.tar.gz"), reverse=True) \
+            if place.is_dir() else []
+        for tar in tars:
+            if tar.name.endswith(".tar.gz"):
+                return unpack_converter(tar)
+    if llama_cpp:
+        raise UserError(f"{llama_cpp} holds no {CONVERTER}. " + howto)
+    raise UserError(howto)
+
+
+def unpack_converter(tar_path: Path) -> Path:
+    """Extract convert_hf_to_gguf.py, its conversion/ package and gguf-py from a llama-cpp-python
+    sdist into ~/.cache/lora-studio/llama.cpp-<version>/ (once)."""
+    version = tar_path.name[len("llama_cpp_python-"):-len(".tar.gz")]
+    dest = CACHE / f"llama.cpp-{version}"
+    if (dest / CONVERTER).is_file():
+        return dest / CONVERTER
+    tmp = CACHE / f".llama.cpp-{version}.partial-{os.getpid()}"
+    keep = (CONVERTER, "conversion/", "gguf-py/", "LICENSE")
+    try:
+        with tarfile.open(tar_path) as tf:
+            for member in tf.getmembers():
+                parts = member.name.split("/vendor/llama.cpp/", 1)
+                if len(parts) != 2 or not parts[1].startswith(keep) or not (member.isfile() or member.isdir()):
+                    continue
+                member.name = parts[1]
+                tf.extract(member, tmp, filter="data")
+    except (tarfile.TarError, OSError) as e:
+        raise UserError(f"{tar_path} is not a readable llama-cpp-python source archive ({e})") from None
+    if not (tmp / CONVERTER).is_file():
+        raise UserError(f"{tar_path} holds no vendor/llama.cpp/{CONVERTER}")
+    os.replace(tmp, dest)
+    return dest / CONVERTER
+
+
+def convert(hf_dir: Path, out: Path, type: str, converter: Path, timeout: float = 3600):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(converter), str(hf_dir), "--outfile", str(out), "--outtype", type]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"llama.cpp's converter did not finish in {timeout:.0f} s") from None
+    if p.returncode != 0 or not out.is_file():
+        tail = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
+        if "No module named" in tail[0]:
+            tail[0] += f" (llama.cpp's converter needs it: pip install it, or {INSTALL})"
+        raise UserError(f"llama.cpp's converter failed on {hf_dir.name}: {tail[0]}")
+
+
+def metadata(path) -> dict:
+    """Plain-value GGUF key/values (strings, numbers; arrays left out)."""
+    from gguf import GGUFReader, GGUFValueType
+
+    r = GGUFReader(str(path))
+    out = {}
+    for key, f in r.fields.items():
+        if not f.types or f.types[0] == GGUFValueType.ARRAY:
+            continue
+        v = f.parts[f.data[0]]
+        out[key] = bytes(v).decode("utf-8", "replace") if f.types[0] == GGUFValueType.STRING else v.tolist()[0]
+    return out
+
+
+def check_tokenizer(path, tokenizer) -> tuple[list[str], str | None]:
+    """Problems (chat template or stop token missing or different) and the stop token's text."""
+    meta = metadata(path)
+    problems = []
+    if getattr(tokenizer, "chat_template", None) and not meta.get("tokenizer.chat_template"):
+        problems.append("the chat template did not make it into the file")
+    eos = tokenizer.eos_token_id
+    got = meta.get("tokenizer.ggml.eos_token_id")
+    if eos is not None and got != eos:
+        problems.append(f"the stop token is {got}, the model's is {eos} ({tokenizer.eos_token})")
+    return problems, tokenizer.eos_token if eos is not None else None
+
+
+def modelfile_text(gguf_name: str, stop: str | None) -> str:
+    lines = [f"FROM ./{gguf_name}"]
+    if stop:
+        lines.append(f"PARAMETER stop {json.dumps(stop)}")
+    return "\n".join(lines) + "\n"
+
+
+def export_merged_gguf(run_dir, out, type: str = "f16", llama_cpp: str | None = None, overwrite: bool = False,
+                       model: str | None = None, verify: bool = True, progress=None) -> GGUFResult:
+    """Merge, convert with llama.cpp's converter, check, verify in llama.cpp, write `out`."""
+    import shutil
+    import tempfile
+
+    from lora_studio.engine.export import merge_and_export, run_info
+    from lora_studio.engine.models import load_tokenizer
+
+    require_gguf()
+    say = progress or (lambda msg, frac: None)
+    if type not in TYPES:
+        raise UserError(f"--type {type} unknown: use {', '.join(TYPES)}")
+    out = check_out(out, overwrite)
+    converter = find_converter(llama_cpp)
+    base_ref, task, _ = run_info(Path(run_dir))
+    base_ref = model or base_ref
+    work = Path(tempfile.mkdtemp(prefix=".lora-studio-gguf-", dir=out.parent))
+    try:
+        say("merging the adapter", 0.05)
+        hf = work / "merged"
+        merge_and_export(run_dir, hf, model=model, dtype="float32")
+        say(f"converting with {converter}", 0.4)
+        tmp = work / out.name
+        convert(hf, tmp, type, converter)
+        tok = load_tokenizer(str(hf))
+        problems, stop = check_tokenizer(tmp, tok)
+        if problems:
+            raise UserError("GGUF not written: " + "; ".join(problems))
+        res = GGUFResult(str(out), type, tmp.stat().st_size, len(__import__("gguf").GGUFReader(str(tmp)).tensors))
+        if verify:
+            say("verifying in llama.cpp", 0.7)
+            from lora_studio.engine.gguf_check import verify_against_hf
+
+            res.max_diff, res.tolerance, res.note = verify_against_hf(tmp, hf, tok, type, task)
+            res.verified = None if res.max_diff is None else res.max_diff <= res.tolerance
+            if res.verified is False:
+                raise UserError(f"the GGUF differs from the merged model by {res.max_diff:.3g} in next-token log "
+                                f"probability (tolerance {res.tolerance:.3g} for {type}); not written. Try --type f32")
+        os.replace(tmp, out)
+        figures = {"GGUF type": type}
+        if res.max_diff is not None:
+            figures["max abs next-token log-prob diff, llama.cpp vs HF"] = res.max_diff
+        res.files = [out.name] + beside(out, run_dir, base_ref, task, overwrite, modelfile_text(out.name, stop),
+                                        note=f"`ollama create NAME -f Modelfile`, or `llama-cli -m {out.name}`",
+                                        verification=figures)
+        res.size = out.stat().st_size
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say("done", 1.0)
+    return res
+

@@ -1,0 +1,95 @@
+"""TensorBoard event files in every run folder, written with tensorboardX from the training events.
+
+`TensorBoardLog(config)` is an event listener: called with each event `train()` emits, it opens a
+writer on `Started` (in the run folder, so `tensorboard --logdir runs/` shows every run), writes
+the scalars metrics.jsonl holds, and closes on `Finished`/`Failed`. On a resume from step N it
+opens with `purge_step = N + 1`: TensorBoard drops what the killed process logged after the
+checkpoint, as `train()` drops it from metrics.jsonl, so no step appears twice.
+
+Events are matched by class name and read by attribute only, so this module imports neither torch
+nor the module the events live in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable
+
+TAGS_STEP = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
+             "tokens_per_s": "train/tokens_per_s"}
+TAGS_EVAL = {"eval_loss": "eval/loss", "accuracy": "eval/accuracy"}
+
+
+def is_main_process() -> bool:
+    """Rank 0 alone writes the run folder (torchrun sets RANK; a plain run has none)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+class TensorBoardLog:
+    """Writes `train/*` per Step and `eval/*` per Eval into `<run folder>/events.out.tfevents.*`."""
+
+    def __init__(self, config=None):
+        self.config = config
+        self.writer = None
+
+    def __call__(self, event):
+        kind = type(event).__name__
+        if kind == "Started":
+            self.open(event.out, event.start_step)
+        elif self.writer is None:
+            return
+        elif kind == "Step":
+            for attr, tag in TAGS_STEP.items():
+                self.scalar(tag, getattr(event, attr), event.step)
+        elif kind == "Eval":
+            for attr, tag in TAGS_EVAL.items():
+                self.scalar(tag, getattr(event, attr, None), event.step)
+            self.writer.flush()
+        elif kind in ("Finished", "Failed"):
+            self.close()
+
+    def open(self, run_dir: str, start_step: int):
+        from tensorboardX import SummaryWriter
+
+        self.close()
+        # The file name holds the second it was made: the ns suffix keeps two files of one second
+        # apart and in order. purge_step: a resumed run's first step is start_step + 1; anything logged at or after it
+        # by the process that died belongs to the discarded future.
+        self.writer = SummaryWriter(logdir=run_dir, purge_step=start_step + 1 if start_step > 0 else None,
+                                    flush_secs=10, filename_suffix=f".{time.time_ns()}")
+        if start_step == 0 and self.config is not None:
+            toml = self.config.to_toml() if hasattr(self.config, "to_toml") else str(self.config)
+            # four-space indent: TensorBoard renders text as Markdown, this keeps it verbatim
+            self.writer.add_text("config", "\n".join("    " + line for line in toml.splitlines()), 0)
+
+    def scalar(self, tag: str, value, step: int):
+        if value is None:
+            return
+        value = float(value)
+        if math.isnan(value) and tag.startswith("eval/"):
+            return  # no validation data: evaluate() says NaN, metrics.jsonl has no such row
+        self.writer.add_scalar(tag, value, step)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def with_tensorboard(emit: Callable, config=None) -> Callable:
+    """`emit` that also logs to TensorBoard (on the main process; elsewhere `emit` unchanged).
+    A failing TensorBoard write never stops a run: the log is switched off instead."""
+    if not is_main_process():
+        return emit
+    log = TensorBoardLog(config)
+
+    def both(event):
+        try:
+            log(event)
+        except Exception:  # noqa: BLE001 - losing the plot must not lose the run
+            log.writer = None
+        emit(event)
+
+    return both
