@@ -20,7 +20,7 @@ MATH_FLAGS = ("model", "task", "data", "validation_data", "validation_split", "f
               "prompt_column", "completion_column", "messages_column", "label_column", "targets", "layers",
               "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps",
               "max_length", "seed", "precision", "gradient_checkpointing", "allow_pickle", "trust_remote_code",
-              "config", "out", "overwrite")
+              "config", "out", "overwrite", "quantize", "optimizer")
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto | cpu | cuda | mps")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     t.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    t.add_argument("--quantize", choices=["none", "nf4", "int8"],
+                   help="base precision: nf4 = 4-bit QLoRA, int8 (bitsandbytes: pip install 'lora-studio[qlora]')")
+    t.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw"],
+                   help="AdamW, or bitsandbytes' 8-bit / paged AdamW")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; 0: at the end)")
     t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
     t.add_argument("--save-minutes", type=float, help="also checkpoint every this many minutes (default 5)")
@@ -145,6 +149,7 @@ def config_from_args(a) -> "RunConfig":
     put(model, "path", a.model)
     put(model, "allow_pickle", a.allow_pickle)
     put(model, "trust_remote_code", a.trust_remote_code)
+    put(model, "quantize", a.quantize)
     if a.task:
         model["task"] = a.task
     elif a.model:
@@ -171,7 +176,7 @@ def config_from_args(a) -> "RunConfig":
     if a.epochs is not None:
         train["epochs"], train["max_steps"] = a.epochs, 0
     for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
-                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every"):
+                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer"):
         put(train, key, getattr(a, key))
     if a.out is not None and not a.out.strip():
         raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")

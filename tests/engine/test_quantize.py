@@ -1,0 +1,155 @@
+"""Quantized base (QLoRA) on the CPU: bitsandbytes NF4/int8 layers train, save PEFT files that
+load on a 4-bit and on the full-precision base, and merge into the full-precision base."""
+
+import builtins
+import json
+import warnings
+
+import pytest
+import torch
+import transformers as T
+
+import tiny
+from lora_studio import LoraSpec, inject
+from lora_studio.config import RunConfig
+from lora_studio.engine import UserError
+from lora_studio.engine import train as TR
+
+bnb = pytest.importorskip("bitsandbytes")
+warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+
+
+def _config(arch: str):
+    """Tiny configs with hidden sizes divisible by the 4-bit block size (64)."""
+    common = dict(vocab_size=tiny.VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if arch == "gpt2":
+        return T.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=64, **common)
+    return T.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, **common)
+
+
+def _folder(tmp_path, arch: str):
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(_config(arch))
+    path = tmp_path / arch
+    model.save_pretrained(path)
+    return path
+
+
+def _quantized(path, quantize="nf4"):
+    from lora_studio.engine.models import load_model
+    from lora_studio.engine.quantize import bnb_config
+
+    return load_model(str(path), "causal-lm", dtype=torch.float32, device="cpu",
+                      quantization_config=bnb_config(quantize)).eval()
+
+
+TARGETS = {"llama": ["q", "v", "up"], "gpt2": ["q", "v", "up"]}  # gpt2: slices of the fused c_attn
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_lora_layer_reads_shapes_from_the_bnb_module(tmp_path, arch):
+    model = _quantized(_folder(tmp_path, arch))
+    names = inject(model, LoraSpec(targets=TARGETS[arch], rank=4))
+    layers = {n: m for n, m in model.named_modules() if type(m).__name__ == "LoraLayer"}
+    assert set(layers) == set(names)
+    for m in layers.values():
+        assert type(m.base_layer).__name__ == "Linear4bit" and m.quantized
+        assert m.lora_A.dtype == torch.float32 and m.lora_A.shape[1] == m.base_layer.in_features
+        assert m.out_features == m.base_layer.out_features
+    if arch == "gpt2":  # c_attn holds q and v as row slices of a (192 x 64) weight
+        fused = layers["transformer.h.0.attn.c_attn"]
+        assert fused.conv1d and [t for t, _ in fused.slices] == ["q", "v"] and fused.out_features == 192
+    with pytest.raises(UserError, match="full-precision base"):
+        next(iter(layers.values())).merge()
+
+
+def _run(tmp_path, folder, quantize="nf4", optimizer="adamw", steps=8):
+    rows = [{"prompt": f"what comes after {i} ?", "completion": " seven seven"} for i in range(48)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = RunConfig().replace(
+        model={"path": str(folder), "task": "causal-lm", "quantize": quantize},
+        lora={"targets": TARGETS["llama"], "rank": 4, "alpha": 8},
+        data={"path": str(data), "max_length": 24, "validation_split": 0.0},
+        train={"max_steps": steps, "batch_size": 8, "lr": 5e-2, "warmup_ratio": 0.0, "seed": 1,
+               "optimizer": optimizer, "eval_every": 0, "save_every": 0, "device": "cpu"},
+        out=str(tmp_path / f"run-{quantize}-{optimizer}"))
+    result = TR.train(cfg)
+    assert isinstance(result, TR.Finished), getattr(result, "detail", None) or result
+    return cfg.out, [m["loss"] for m in TR.read_metrics(cfg.out) if "loss" in m]
+
+
+@pytest.fixture(scope="module")
+def llama_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qlora")
+    folder = tiny.model_folder(tmp / "model", "llama")  # with a tokenizer, for train() and merge
+    return folder, *_run(tmp, folder)
+
+
+def test_nf4_base_trains_and_loss_falls(llama_run):
+    _, run_dir, losses = llama_run
+    assert len(losses) == 8
+    assert losses[-1] < losses[0] - 0.25  # measured: 10.30 -> 9.93 (no gradient through the bnb base: no fall)
+    assert RunConfig.load(f"{run_dir}/run.toml").model.quantize == "nf4"
+
+
+@pytest.mark.parametrize("quantize,optimizer", [("int8", "adamw8bit"), ("nf4", "paged_adamw")])
+def test_int8_base_and_bitsandbytes_optimizers_train(tmp_path, llama_run, quantize, optimizer):
+    _, losses = _run(tmp_path, llama_run[0], quantize, optimizer, steps=4)
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_adapter_loads_in_peft_on_4bit_and_full_precision_base(tmp_path, arch):
+    import peft
+
+    from lora_studio.engine.adapters import save_adapter
+    from lora_studio.engine.models import load_model
+
+    folder = _folder(tmp_path, arch)
+    ours = tiny.randomize_adapters(_inject(_quantized(folder), arch))
+    x = tiny.inputs()
+    with torch.no_grad():
+        expected = ours(**x).logits
+    save_adapter(ours, tmp_path / "adapter", str(folder))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = peft.PeftModel.from_pretrained(_quantized(folder), tmp_path / "adapter").eval()
+        full = load_model(str(folder), "causal-lm")
+        full_ours = tiny.randomize_adapters(_inject(load_model(str(folder), "causal-lm"), arch))
+        full_peft = peft.PeftModel.from_pretrained(full, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(**x).logits, expected, atol=1e-4, rtol=0)
+        # on the full-precision base the same adapter gives the unquantized model's logits
+        torch.testing.assert_close(full_peft(**x).logits, full_ours(**x).logits, atol=1e-4, rtol=0)
+
+
+def _inject(model, arch):
+    inject(model, LoraSpec(targets=TARGETS[arch], rank=4, alpha=8))
+    return model
+
+
+def test_missing_bitsandbytes_says_how_to_install(monkeypatch):
+    from lora_studio.engine.quantize import bnb_config, make_optimizer
+
+    real = builtins.__import__
+
+    def no_bnb(name, *args, **kwargs):
+        if name == "bitsandbytes" or name.startswith("bitsandbytes."):
+            raise ImportError("No module named 'bitsandbytes'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bnb)
+    with pytest.raises(UserError, match=r"pip install 'lora-studio\[qlora\]'"):
+        bnb_config("nf4")
+    with pytest.raises(UserError, match=r"adamw8bit optimizer needs bitsandbytes.*lora-studio\[qlora\]"):
+        make_optimizer("adamw8bit", [torch.nn.Parameter(torch.zeros(2))], 1e-3, 0.0)
+    assert bnb_config("none") is None
+
+
+def test_config_validates_quantize_and_optimizer():
+    with pytest.raises(UserError, match="quantize 'nf8' unknown"):
+        RunConfig().replace(model={"quantize": "nf8"})
+    with pytest.raises(UserError, match="optimizer 'sgd' unknown"):
+        RunConfig().replace(train={"optimizer": "sgd"})
