@@ -350,7 +350,7 @@ def _demo_labels() -> int:
 
 
 def cmd_merge(a) -> int:
-    from lora_studio.engine.export import export_adapter, merge_and_export
+    from lora_studio.engine.export import PROBE, export_adapter, merge_and_export
 
     if a.adapter_only:
         files = export_adapter(a.run_dir, a.out, overwrite=a.overwrite)
@@ -364,6 +364,9 @@ def cmd_merge(a) -> int:
                          allow_pickle=a.allow_pickle, trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
     print(f"merged model written to {r.path} ({r.dtype}); verified: max |logits(merged) - "
           f"logits(base + adapter)| = {r.max_abs_diff:.3g} (tolerance {r.tolerance:.3g})")
+    if r.quantized_gap is not None:
+        print(f"trained on a {r.quantize} base: merged into the full-precision base; max |logits(merged) - "
+              f"logits({r.quantize} base + adapter)| = {r.quantized_gap:.3g} on {len(PROBE)} probe texts")
     return 0
 
 

@@ -159,7 +159,7 @@ def run_quantize(run_dir) -> str:
     from pathlib import Path
 
     from lora_studio.config import RunConfig
-    from lora_studio.engine.train import RUN_FILE
+    from lora_studio.engine.runfolder import RUN_FILE, run_of
 
-    path = Path(run_dir) / RUN_FILE
+    path = run_of(Path(run_dir)) / RUN_FILE  # a checkpoint folder: its run's settings
     return RunConfig.load(path).model.quantize if path.is_file() else "none"

@@ -4,6 +4,7 @@ load on a 4-bit and on the full-precision base, and merge into the full-precisio
 import builtins
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,11 +29,22 @@ def _config(arch: str):
                          num_key_value_heads=2, **common)
 
 
-def _folder(tmp_path, arch: str):
+def _folder(tmp_path, arch: str, tokenizer: bool = False):
+    """A saved tiny model; with `tokenizer`, the packaged MiniLM's (vocab 30522), as tiny.model_folder."""
+    import shutil
+
+    from lora_studio.engine.models import demo_model_path
+
     torch.manual_seed(0)
-    model = T.AutoModelForCausalLM.from_config(_config(arch))
+    cfg = _config(arch)
+    if tokenizer:
+        cfg.vocab_size, cfg.bos_token_id, cfg.eos_token_id = 30522, 101, 102
     path = tmp_path / arch
-    model.save_pretrained(path)
+    T.AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
+    if tokenizer:
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            if (src := Path(demo_model_path()) / name).exists():
+                shutil.copy(src, path / name)
     return path
 
 
@@ -83,7 +95,7 @@ def _run(tmp_path, folder, quantize="nf4", optimizer="adamw", steps=8):
 @pytest.fixture(scope="module")
 def llama_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("qlora")
-    folder = tiny.model_folder(tmp / "model", "llama")  # with a tokenizer, for train() and merge
+    folder = _folder(tmp, "llama", tokenizer=True)
     return folder, *_run(tmp, folder)
 
 
@@ -153,3 +165,26 @@ def test_config_validates_quantize_and_optimizer():
         RunConfig().replace(model={"quantize": "nf8"})
     with pytest.raises(UserError, match="optimizer 'sgd' unknown"):
         RunConfig().replace(train={"optimizer": "sgd"})
+
+
+def test_merge_of_a_quantized_run_uses_the_full_precision_base(tmp_path, llama_run):
+    import peft
+
+    from lora_studio.engine.export import PROBE, merge_and_export
+    from lora_studio.engine.models import load_model, load_tokenizer
+
+    folder, run_dir, _ = llama_run
+    r = merge_and_export(run_dir, tmp_path / "merged")
+    x = load_tokenizer(str(folder))(PROBE, return_tensors="pt", padding=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        merged = T.AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(**x).logits
+        full = peft.PeftModel.from_pretrained(load_model(str(folder), "causal-lm"), run_dir).eval()(**x).logits
+        quant = peft.PeftModel.from_pretrained(_quantized(folder), run_dir).eval()(**x).logits
+        plain = load_model(str(folder), "causal-lm").eval()(**x).logits
+    assert (full - plain).abs().max() > 1e-3  # the adapter changes the model
+    torch.testing.assert_close(merged, full, atol=1e-5, rtol=0)
+    assert r.quantize == "nf4" and r.quantized_gap > 0
+    assert r.quantized_gap == pytest.approx((merged - quant).abs().max().item(), abs=1e-5)
+    saved = json.loads((tmp_path / "merged" / "lora_studio_export.json").read_text())
+    assert saved["quantize"] == "nf4" and saved["quantized_gap"] == pytest.approx(r.quantized_gap)
