@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=8, help="(default 8)")
     b.add_argument("--max-length", type=int, default=512, help="(default 512)")
     b.add_argument("--trust-remote-code", action="store_true")
+    b.add_argument("--quantize", choices=["none", "nf4", "int8"], default="none", help="base precision")
+    b.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw"], default="adamw")
+    b.add_argument("--gradient-checkpointing", action="store_true")
+    b.add_argument("--gpu-memory", type=float, metavar="GB",
+                   help="GPU memory in GiB (default: the CUDA GPU's, when there is one): prints the will-it-fit table")
     b.add_argument("--json", action="store_true")
 
     m = sub.add_parser("merge", help="merge an adapter into its base model and export a model folder")
@@ -303,6 +308,7 @@ def cmd_train(a) -> int:
 def cmd_budget(a) -> int:
     from lora_studio.engine.budget import estimate, human_bytes, human_count
     from lora_studio.config import LoraConfig
+    from lora_studio.engine.fit import format_table, gpu_memory_bytes, will_it_fit
     from lora_studio.engine.models import demo_model_path, infer_task, skeleton
 
     if a.batch_size < 1 or a.max_length < 1:
@@ -315,9 +321,18 @@ def cmd_budget(a) -> int:
                       layers=a.layers or "all", rslora=a.rslora)
     lora.validate()
     spec = lora.to_spec(task)
-    b = estimate(model, spec, a.precision, a.batch_size, a.max_length)
+    b = estimate(model, spec, a.precision, a.batch_size, a.max_length, a.gradient_checkpointing,
+                 a.quantize, a.optimizer)
+    fit = None
+    if a.gpu_memory is not None and not a.gpu_memory > 0:
+        raise UserError(f"--gpu-memory must be > 0 GiB, got {a.gpu_memory}")
+    gpu = gpu_memory_bytes(a.gpu_memory)
+    if gpu is not None:
+        half = a.precision if a.precision != "fp32" else "bf16"  # what a GPU run computes in
+        fit = will_it_fit(model, spec, gpu, a.batch_size, a.max_length, half, a.optimizer)
     if a.json:
-        print(json.dumps(b.to_json(), indent=2))
+        print(json.dumps({**b.to_json(), "quantize": a.quantize, "optimizer": a.optimizer,
+                          "fit": fit.to_json() if fit else None}, indent=2))
         return 0
     print(f"{ref} ({model.config.model_type}, {task})")
     print(f"trainable {b.trainable_params:,} of {b.total_params:,} parameters ({b.trainable_percent:.3f}%); "
@@ -333,6 +348,11 @@ def cmd_budget(a) -> int:
           f"LoRA {human_bytes(ml.total)} vs full fine-tuning {human_bytes(mf.total)} "
           f"(model states {human_bytes(ml.total - ml.activations)} vs {human_bytes(mf.total - mf.activations)}, "
           f"activations {human_bytes(ml.activations)}); {human_count(b.trainable_params)} trainable")
+    if a.quantize != "none" or a.optimizer != "adamw":
+        print(f"  with a {a.quantize} base and {a.optimizer}: weights {human_bytes(ml.weights)}, "
+              f"optimizer state {human_bytes(ml.optimizer)}")
+    if fit is not None:
+        print(format_table(fit))
     return 0
 
 

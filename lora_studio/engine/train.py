@@ -324,6 +324,10 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
         checkpoint()
     write_run_files(s, run_dir)
     write_run_state(run_dir, "stopped" if stopped else "finished", step, total)
+    from lora_studio.engine.fit import record_peak
+
+    record_peak(run_dir, s.model_ref, cfg, model.lora_studio_spec, s.precision, device.type, memory(device)[1],
+                s.data.label_names)  # memory.json: the planner's estimate and the measured peak
     if spectra_every and not stopped:
         emit_spectra(model, step, emit)
     ev = Finished(step, str(run_dir), stopped, *last_eval, mem_peak=memory(device)[1])

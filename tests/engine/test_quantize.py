@@ -188,3 +188,152 @@ def test_merge_of_a_quantized_run_uses_the_full_precision_base(tmp_path, llama_r
     assert r.quantized_gap == pytest.approx((merged - quant).abs().max().item(), abs=1e-5)
     saved = json.loads((tmp_path / "merged" / "lora_studio_export.json").read_text())
     assert saved["quantize"] == "nf4" and saved["quantized_gap"] == pytest.approx(r.quantized_gap)
+
+
+# -- budget: quantized weights, optimizer state, will it fit, measured peak -------------------------
+ALL = ["q", "k", "v", "o", "gate", "up", "down"]
+
+
+def _storage_bytes(model, optimizer=None) -> int:
+    """Bytes of every distinct storage the model (and optimizer state) holds, bnb's quantization
+    state included: what the planner's weights (+ optimizer) figure stands for."""
+    seen, total = set(), 0
+    tensors = list(model.parameters()) + list(model.buffers())
+    for p in list(tensors):
+        qs = getattr(p, "quant_state", None)
+        if qs is not None:
+            tensors += [qs.absmax, qs.code, qs.offset] + ([qs.state2.absmax, qs.state2.code] if qs.nested else [])
+    if optimizer is not None:
+        tensors += [v for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    for t in tensors:
+        if t is not None and t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def _transient_peak(step) -> int:
+    """Peak bytes allocated above the start during one step, from the profiler's memory timeline
+    (as benchmarks/bench_train_step.py measures it): activations, logits, gradients."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step()
+    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
+    totals = [sum(s) for s in sizes]
+    return max(totals) - totals[0]
+
+
+@pytest.mark.parametrize("quantize", ["none", "nf4", "int8"])
+def test_planner_estimate_within_20_percent_of_measured_peak(tmp_path, quantize):
+    from lora_studio.engine.budget import estimate
+    from lora_studio.engine.loss import training_loss
+    from lora_studio.engine.models import skeleton_from_config
+    from lora_studio.engine.quantize import make_optimizer
+
+    spec = LoraSpec(targets=ALL, rank=8)
+    batch, seq = 4, 32
+    mem = estimate(skeleton_from_config(_config("llama"), "causal-lm"), spec, "fp32", batch, seq,
+                   quantize=quantize).memory_lora
+    model = _quantized(_folder(tmp_path, "llama"), quantize) if quantize != "none" else \
+        T.AutoModelForCausalLM.from_pretrained(_folder(tmp_path, "llama"))
+    inject(model, spec)
+    model.train()
+    opt = make_optimizer("adamw", [p for p in model.parameters() if p.requires_grad], 1e-3, 0.0)
+    ids = tiny.inputs(batch, seq)["input_ids"]
+    x = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+    def step():
+        training_loss(model, x).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # the optimizer state exists from here on
+    static = _storage_bytes(model, opt)
+    # weights (4-/8-bit codes and their scales included) + AdamW state: within 2 %
+    assert mem.weights + mem.optimizer == pytest.approx(static, rel=0.02)
+    measured = static + _transient_peak(step)
+    assert 0.8 <= mem.total / measured <= 1.2, (mem, measured)
+
+
+def test_nf4_and_int8_weight_bytes_of_a_70b_config():
+    from lora_studio.engine.budget import base_weight_bytes
+    from lora_studio.engine.models import skeleton_from_config
+    from lora_studio.engine.quantize import quantizable
+
+    cfg = T.LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                        num_key_value_heads=8, vocab_size=128256)
+    meta = skeleton_from_config(cfg, "causal-lm")
+    names = [n for n, _, _ in quantizable(meta)]
+    assert len(names) == 80 * 7 and "lm_head" not in names  # the LM head stays in bf16, as bnb leaves it
+    linear = sum(i * o for _, i, o in quantizable(meta))
+    rest = 70_553_706_496 - linear  # embeddings, norms, lm_head
+    bf16 = base_weight_bytes(meta, "bf16")
+    assert bf16 == 2 * 70_553_706_496
+    # NF4: 0.5 byte + one uint8 absmax per 64 + one fp32 per 256 absmaxes (+ code books per module)
+    nf4 = base_weight_bytes(meta, "bf16", "nf4")
+    assert nf4 == pytest.approx(2 * rest + linear * (0.5 + 1 / 64 + 4 / (64 * 256)), rel=1e-4)
+    assert nf4 / bf16 < 0.3
+    int8 = base_weight_bytes(meta, "bf16", "int8")
+    rows = sum(o for _, _, o in quantizable(meta))
+    assert int8 == 2 * rest + linear + 4 * rows
+
+
+def test_adamw8bit_state_estimate_equals_bitsandbytes_state():
+    from lora_studio.engine.quantize import make_optimizer, optimizer_state_bytes
+
+    params = [torch.nn.Parameter(torch.randn(8, 640)), torch.nn.Parameter(torch.randn(64, 8)),
+              torch.nn.Parameter(torch.randn(16, 1000))]
+    opt = make_optimizer("adamw8bit", params, 1e-3, 0.0)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    held = sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values()
+               if torch.is_tensor(v) and v.dim() > 0)
+    assert optimizer_state_bytes([p.numel() for p in params], "adamw8bit") == held
+    assert optimizer_state_bytes([100, 200], "adamw") == 8 * 300
+
+
+def test_will_it_fit_table_and_largest_batch():
+    from lora_studio.engine.budget import estimate
+    from lora_studio.engine.fit import HEADROOM, will_it_fit
+    from lora_studio.engine.models import skeleton_from_config
+
+    cfg = T.LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                        num_key_value_heads=8, vocab_size=128256)
+    meta = skeleton_from_config(cfg, "causal-lm")
+    spec = LoraSpec(targets=ALL, rank=16)
+    t = will_it_fit(meta, spec, 24 * 2**30, batch=4, seq=1024)
+    rows = {(r.quantize, r.checkpointing): r for r in t.rows}
+    assert len(rows) == 6
+    assert not rows[("none", False)].fits and rows[("nf4", True)].fits  # 8B: only a quantized/checkpointed run fits
+    assert rows[("nf4", True)].weights_bytes < 0.4 * rows[("none", True)].weights_bytes
+    for (q, ck), r in rows.items():
+        assert r.fits == (r.peak_bytes <= HEADROOM * 24 * 2**30)
+        if r.max_batch:  # the largest batch fits, one more does not
+            assert estimate(meta, spec, "bf16", r.max_batch, 1024, ck, q).memory_lora.total <= t.usable_bytes
+            assert estimate(meta, spec, "bf16", r.max_batch + 1, 1024, ck, q).memory_lora.total > t.usable_bytes
+
+
+def test_budget_cli_quantize_gpu_memory_json(tmp_path, capsys):
+    from lora_studio.cli import main
+
+    _config("llama").save_pretrained(tmp_path)
+    argv = ["budget", "--model", str(tmp_path), "--task", "causal-lm", "--targets", "q,v", "--quantize", "nf4",
+            "--gpu-memory", "0.001", "--batch-size", "2", "--max-length", "64"]
+    assert main(argv + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["quantize"] == "nf4" and len(out["fit"]["rows"]) == 6
+    assert out["fit"]["gpu_bytes"] == int(0.001 * 2**30)
+    assert main(argv) == 0
+    assert "will it fit?" in capsys.readouterr().out
+    assert main(argv[:-6] + ["--gpu-memory", "0"]) == 2
+
+
+def test_run_folder_records_estimate_and_measured_peak(llama_run):
+    from lora_studio.engine.fit import read_peak
+
+    rec = read_peak(llama_run[1])
+    assert rec["quantize"] == "nf4" and rec["estimate_bytes"] > 0 and rec["measured_peak_bytes"] > 0
+    assert rec["estimate"]["total"] == rec["estimate_bytes"]
