@@ -156,23 +156,31 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say("done", 1.0)
-    out = runfolder.check_export_target(out, run_dir, overwrite, "merged model")
-    adapter_dir, source = runfolder.newest_adapter(run_dir) if runfolder.is_run(run_dir) else (run_dir, str(run_dir))
-    ad = check_trained(adapter_dir)
-    from lora_studio.engine.quantize import quantized_logits, run_quantize
+    return ExportResult(str(out), diff, tol, ok, dtype, files + ["lora_studio_export.json"], gap, quantize)
 
-    quantize = run_quantize(run_dir)
-    tok = load_tokenizer(base_ref, trust_remote_code)
-    probe = tok(PROBE, return_tensors="pt", padding=True)
-    id2label = dict(enumerate(labels)) if labels else None
-    trained = None
-    if quantize != "none":  # first, so the quantized and the full model are never both in memory
-        say(f"running the {quantize} base + adapter that was trained", 0.02)
-        trained = quantized_logits(base_ref, task, adapter_dir, quantize, probe, id2label, allow_pickle,
-                                   trust_remote_code)
-    say("loading base model in full precision" if trained is not None else "loading base model", 0.05)
-    base = load_model(base_ref, task, dtype=torch.float32, id2label=id2label,
-                      allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    say(f"loading adapter ({source})", 0.2)
-    load_adapter(base, adapter_dir)
-    base.eval()  # after the adapter is in: LoRA dropout must be off for the reference logits
+
+def export_adapter(run_dir, out_dir, overwrite: bool = False) -> list[str]:
+    """Copy the newest PEFT adapter of a run (what PeftModel.from_pretrained reads) to a folder of
+    its own, with the run's labels; refused for an untrained or damaged adapter."""
+    run_dir = Path(run_dir)
+    adapter, _ = runfolder.newest_adapter(run_dir) if runfolder.is_run(run_dir) else (run_dir, "")
+    check_trained(adapter)
+    out = runfolder.check_export_target(out_dir, run_dir, overwrite, "adapter")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        names = [runfolder.ADAPTER_CONFIG, runfolder.ADAPTER_WEIGHTS, "lora_studio.json"]
+        files = [n for n in names if (adapter / n).is_file()]
+        for n in files:
+            shutil.copy2(adapter / n, tmp / n)
+        labels = runfolder.read_labels(runfolder.run_of(adapter))
+        if labels:
+            (tmp / runfolder.LABELS_FILE).write_text(json.dumps(labels, indent=2))
+            files.append(runfolder.LABELS_FILE)
+        if out.exists():
+            shutil.rmtree(out) if overwrite else out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return files
