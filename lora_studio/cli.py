@@ -20,7 +20,7 @@ MATH_FLAGS = ("model", "task", "data", "validation_data", "validation_split", "f
               "prompt_column", "completion_column", "messages_column", "label_column", "targets", "layers",
               "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps",
               "max_length", "seed", "precision", "gradient_checkpointing", "allow_pickle", "trust_remote_code",
-              "config", "out", "overwrite")
+              "config", "out", "overwrite", "quantize", "optimizer")
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto | cpu | cuda | mps")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     t.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    t.add_argument("--quantize", choices=["none", "nf4", "int8"],
+                   help="base precision: nf4 = 4-bit QLoRA, int8 (bitsandbytes: pip install 'lora-studio[qlora]')")
+    t.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw"],
+                   help="AdamW, or bitsandbytes' 8-bit / paged AdamW")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; 0: at the end)")
     t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
     t.add_argument("--save-minutes", type=float, help="also checkpoint every this many minutes (default 5)")
@@ -90,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=8, help="(default 8)")
     b.add_argument("--max-length", type=int, default=512, help="(default 512)")
     b.add_argument("--trust-remote-code", action="store_true")
+    b.add_argument("--quantize", choices=["none", "nf4", "int8"], default="none", help="base precision")
+    b.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw"], default="adamw")
+    b.add_argument("--gradient-checkpointing", action="store_true")
+    b.add_argument("--gpu-memory", type=float, metavar="GB",
+                   help="GPU memory in GiB (default: the CUDA GPU's, when there is one): prints the will-it-fit table")
     b.add_argument("--json", action="store_true")
 
     m = sub.add_parser("merge", help="merge an adapter into its base model and export a model folder")
@@ -156,6 +165,7 @@ def config_from_args(a) -> "RunConfig":
     put(model, "path", a.model)
     put(model, "allow_pickle", a.allow_pickle)
     put(model, "trust_remote_code", a.trust_remote_code)
+    put(model, "quantize", a.quantize)
     if a.task:
         model["task"] = a.task
     elif a.model:
@@ -182,7 +192,7 @@ def config_from_args(a) -> "RunConfig":
     if a.epochs is not None:
         train["epochs"], train["max_steps"] = a.epochs, 0
     for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
-                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every"):
+                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer"):
         put(train, key, getattr(a, key))
     if a.out is not None and not a.out.strip():
         raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")
@@ -309,6 +319,7 @@ def cmd_train(a) -> int:
 def cmd_budget(a) -> int:
     from lora_studio.engine.budget import estimate, human_bytes, human_count
     from lora_studio.config import LoraConfig
+    from lora_studio.engine.fit import format_table, gpu_memory_bytes, will_it_fit
     from lora_studio.engine.models import demo_model_path, infer_task, skeleton
 
     if a.batch_size < 1 or a.max_length < 1:
@@ -321,9 +332,18 @@ def cmd_budget(a) -> int:
                       layers=a.layers or "all", rslora=a.rslora)
     lora.validate()
     spec = lora.to_spec(task)
-    b = estimate(model, spec, a.precision, a.batch_size, a.max_length)
+    b = estimate(model, spec, a.precision, a.batch_size, a.max_length, a.gradient_checkpointing,
+                 a.quantize, a.optimizer)
+    fit = None
+    if a.gpu_memory is not None and not a.gpu_memory > 0:
+        raise UserError(f"--gpu-memory must be > 0 GiB, got {a.gpu_memory}")
+    gpu = gpu_memory_bytes(a.gpu_memory)
+    if gpu is not None:
+        half = a.precision if a.precision != "fp32" else "bf16"  # what a GPU run computes in
+        fit = will_it_fit(model, spec, gpu, a.batch_size, a.max_length, half, a.optimizer)
     if a.json:
-        print(json.dumps(b.to_json(), indent=2))
+        print(json.dumps({**b.to_json(), "quantize": a.quantize, "optimizer": a.optimizer,
+                          "fit": fit.to_json() if fit else None}, indent=2))
         return 0
     print(f"{ref} ({model.config.model_type}, {task})")
     print(f"trainable {b.trainable_params:,} of {b.total_params:,} parameters ({b.trainable_percent:.3f}%); "
@@ -339,6 +359,11 @@ def cmd_budget(a) -> int:
           f"LoRA {human_bytes(ml.total)} vs full fine-tuning {human_bytes(mf.total)} "
           f"(model states {human_bytes(ml.total - ml.activations)} vs {human_bytes(mf.total - mf.activations)}, "
           f"activations {human_bytes(ml.activations)}); {human_count(b.trainable_params)} trainable")
+    if a.quantize != "none" or a.optimizer != "adamw":
+        print(f"  with a {a.quantize} base and {a.optimizer}: weights {human_bytes(ml.weights)}, "
+              f"optimizer state {human_bytes(ml.optimizer)}")
+    if fit is not None:
+        print(format_table(fit))
     return 0
 
 
@@ -356,7 +381,7 @@ def _demo_labels() -> int:
 
 
 def cmd_merge(a) -> int:
-    from lora_studio.engine.export import export_adapter, merge_and_export
+    from lora_studio.engine.export import PROBE, export_adapter, merge_and_export
 
     if a.adapter_only:
         files = export_adapter(a.run_dir, a.out, overwrite=a.overwrite)
@@ -370,6 +395,9 @@ def cmd_merge(a) -> int:
                          allow_pickle=a.allow_pickle, trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
     print(f"merged model written to {r.path} ({r.dtype}); verified: max |logits(merged) - "
           f"logits(base + adapter)| = {r.max_abs_diff:.3g} (tolerance {r.tolerance:.3g})")
+    if r.quantized_gap is not None:
+        print(f"trained on a {r.quantize} base: merged into the full-precision base; max |logits(merged) - "
+              f"logits({r.quantize} base + adapter)| = {r.quantized_gap:.3g} on {len(PROBE)} probe texts")
     return 0
 
 

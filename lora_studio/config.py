@@ -21,6 +21,8 @@ SCHEDULES = ("linear", "cosine", "constant")
 FORMATS = ("auto", "text", "prompt-completion", "messages", "classification")
 HEADS = ("classifier", "score")  # classification heads trained in full (PEFT's modules_to_save)
 SEED_MAX = 2**32 - 1
+QUANTIZE = ("none", "nf4", "int8")  # base precision (engine/quantize.py)
+OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw")
 
 
 @dataclass
@@ -29,10 +31,13 @@ class ModelConfig:
     task: str = "classification"  # causal-lm | classification
     trust_remote_code: bool = False  # run code shipped with the model (off: only trusted sources)
     allow_pickle: bool = False  # accept .bin/.pt weights (pickles can run code)
+    quantize: str = "none"  # base linear weights: none | nf4 (4-bit, QLoRA) | int8 (bitsandbytes)
 
     def validate(self):
         if self.task not in ("causal-lm", "classification"):
             raise UserError(f"task {self.task!r} unknown: use causal-lm or classification")
+        if self.quantize not in QUANTIZE:
+            raise UserError(f"quantize {self.quantize!r} unknown: use one of {', '.join(QUANTIZE)}")
 
 
 @dataclass
@@ -107,6 +112,7 @@ class TrainConfig:
     save_minutes: float = 5.0  # also checkpoint when this many minutes passed since the last (0 = off)
     log_every: int = 1  # steps between metric lines
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
+    optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw (the last two from bitsandbytes)
 
     def validate(self):
         for name in ("batch_size", "grad_accum", "log_every"):
@@ -122,6 +128,8 @@ class TrainConfig:
             raise UserError(f"schedule {self.schedule!r} unknown: use one of {', '.join(SCHEDULES)}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise UserError(f"device {self.device!r} unknown: use one of {', '.join(DEVICES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"optimizer {self.optimizer!r} unknown: use one of {', '.join(OPTIMIZERS)}")
         if self.eval_every < 0 or self.save_every < 0 or self.save_minutes < 0:
             raise UserError("eval-every, save-every and save-minutes must be >= 0")
         if self.warmup_steps < 0 or not 0 <= self.warmup_ratio < 1:

@@ -91,16 +91,36 @@ def activation_bytes(config, batch: int, seq: int, precision: str, checkpointing
     return int(layers * per_layer)
 
 
+def base_weight_bytes(model: nn.Module, precision: str = "fp32", quantize: str = "none") -> int:
+    """Bytes of the frozen base: every parameter at `precision`, except, with `quantize`, the
+    linear weights bitsandbytes converts (quantize.quantizable), at their 4-/8-bit size."""
+    wbytes = BYTES.get(precision, 4)
+    total = sum(p.numel() for p in model.parameters()) * wbytes
+    if quantize == "none":
+        return total
+    from lora_studio.engine.quantize import quantizable, quantized_weight_bytes
+
+    for _, in_f, out_f in quantizable(model):
+        total += quantized_weight_bytes(in_f * out_f, out_f, quantize) - in_f * out_f * wbytes
+    return total
+
+
 def estimate(model: nn.Module, spec: LoraSpec, precision: str = "fp32", batch: int = 8,
-             seq: int = 512, checkpointing: bool = False) -> Budget:
-    """The budget of adapting `model` (meta or real, not yet injected) with `spec`."""
+             seq: int = 512, checkpointing: bool = False, quantize: str = "none",
+             optimizer: str = "adamw") -> Budget:
+    """The budget of adapting `model` (meta or real, not yet injected) with `spec`; `quantize`
+    (none | nf4 | int8) is the base's precision, `optimizer` (adamw | adamw8bit | paged_adamw)
+    sets the optimizer-state bytes."""
     if lora_layers(model):
         raise ValueError("estimate() takes the base model, before inject()")
     modules = []
     by_target: dict[str, int] = {}
+    tensors = []  # sizes of each A and B (the 8-bit optimizer quantizes per tensor)
     for s in plan(model, spec):
         r, _ = spec.rank_of(s.name)
         n = module_params(s.in_features, s.out_features, r, s.slices)
+        a = (len(s.slices) if s.slices else 1) * r * s.in_features  # A: (n_slices * r) x in
+        tensors += [a, n - a]
         modules.append(ModuleBudget(s.name, list(s.targets), [s.out_features, s.in_features], r, n))
         if s.slices:
             for t, rows in s.slices:
@@ -115,9 +135,13 @@ def estimate(model: nn.Module, spec: LoraSpec, precision: str = "fp32", batch: i
     total = base + adapter
     wbytes = BYTES.get(precision, 4)
     act = activation_bytes(model.config, batch, seq, precision, checkpointing)
-    # LoRA: frozen base at `precision`; adapters/heads in fp32 with fp32 grads and AdamW (m, v).
-    lora_mem = Memory(weights=base * wbytes + adapter * 4, gradients=trainable * 4,
-                      optimizer=trainable * 8, activations=act)
+    # LoRA: frozen base at `precision` (or 4-/8-bit); adapters/heads fp32 with fp32 grads and AdamW (m, v).
+    from lora_studio.engine.quantize import optimizer_state_bytes
+
+    tensors += [heads] * bool(heads)
+    lora_mem = Memory(weights=base_weight_bytes(model, precision, quantize) + adapter * 4,
+                      gradients=trainable * 4, optimizer=optimizer_state_bytes(tensors, optimizer),
+                      activations=act)
     # Full fine-tuning: every parameter trained; mixed precision keeps an fp32 master copy.
     master = 4 if wbytes < 4 else 0
     full_mem = Memory(weights=base * (wbytes + master), gradients=base * wbytes,

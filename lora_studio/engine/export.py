@@ -3,7 +3,9 @@
 The folder is written as `<out>.partial-<pid>` and renamed to `<out>` only after the merged
 model has been saved and checked: an interrupted export never leaves a folder that looks done.
 The check: max |logits(merged) - logits(base + adapter)| on a probe batch, against a tolerance
-that depends on the export dtype.
+that depends on the export dtype. A run trained on a 4-/8-bit base is merged into the base loaded
+in full precision (never re-quantized), and the result also says how far the merged model is from
+the quantized base + adapter that was trained (`quantized_gap`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class ExportResult:
     ok: bool
     dtype: str
     files: list[str]
+    # a run trained on a 4-/8-bit base: max |logits(merged) - logits(quantized base + adapter)|,
+    # how far the full-precision merge is from the model that was trained (None: not quantized)
+    quantized_gap: float | None = None
+    quantize: str = "none"
 
 
 def run_info(run_dir: Path) -> tuple[str, str, list[str] | None]:
@@ -82,14 +88,23 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
     out = runfolder.check_export_target(out, run_dir, overwrite, "merged model")
     adapter_dir, source = runfolder.newest_adapter(run_dir) if runfolder.is_run(run_dir) else (run_dir, str(run_dir))
     ad = check_trained(adapter_dir)
-    say("loading base model", 0.05)
-    base = load_model(base_ref, task, dtype=torch.float32, id2label=dict(enumerate(labels)) if labels else None,
-                      allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    from lora_studio.engine.quantize import quantized_logits, run_quantize
+
+    quantize = run_quantize(run_dir)
     tok = load_tokenizer(base_ref, trust_remote_code)
+    probe = tok(PROBE, return_tensors="pt", padding=True)
+    id2label = dict(enumerate(labels)) if labels else None
+    trained = None
+    if quantize != "none":  # first, so the quantized and the full model are never both in memory
+        say(f"running the {quantize} base + adapter that was trained", 0.02)
+        trained = quantized_logits(base_ref, task, adapter_dir, quantize, probe, id2label, allow_pickle,
+                                   trust_remote_code)
+    say("loading base model in full precision" if trained is not None else "loading base model", 0.05)
+    base = load_model(base_ref, task, dtype=torch.float32, id2label=id2label,
+                      allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     say(f"loading adapter ({source})", 0.2)
     load_adapter(base, adapter_dir)
     base.eval()  # after the adapter is in: LoRA dropout must be off for the reference logits
-    probe = tok(PROBE, return_tensors="pt", padding=True)
     with torch.no_grad():
         expected = base(**probe).logits.float()  # base + adapter, unmerged, fp32
         with adapters_disabled(base):
@@ -123,6 +138,7 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
         tol = TOLERANCE[target] * max(1.0, expected.abs().max().item())
         changed = (expected - plain).abs().max().item()
         ok = diff <= tol and weight_err <= 1.0
+        gap = None if trained is None else (got - trained).abs().max().item()
         files = sorted(p.name for p in tmp.iterdir())
         if weight_err > 1.0:
             raise UserError(f"the written weights differ from W0 + s·B·A by {weight_err:.3g} units in the last place; "
@@ -137,14 +153,15 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
                          verification={"max abs logit diff, merged vs base + adapter": diff})
         (tmp / "lora_studio_export.json").write_text(json.dumps(
             {"base_model": base_ref, "adapter": str(run_dir.resolve()), "dtype": dtype,
-             "max_abs_diff": diff, "tolerance": tol, "adapter_effect": changed}, indent=2))
+             "max_abs_diff": diff, "tolerance": tol, "adapter_effect": changed,
+             "quantize": quantize, "quantized_gap": gap}, indent=2))
         if out.exists():
             shutil.rmtree(out) if overwrite else out.rmdir()
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say("done", 1.0)
-    return ExportResult(str(out), diff, tol, ok, dtype, sorted(p.name for p in out.iterdir()))
+    return ExportResult(str(out), diff, tol, ok, dtype, sorted(p.name for p in out.iterdir()), gap, quantize)
 
 
 def export_adapter(run_dir, out_dir, overwrite: bool = False) -> list[str]:

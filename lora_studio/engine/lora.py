@@ -65,7 +65,9 @@ class LoraLayer(nn.Module):
         self.disabled = False
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         w = base.weight
-        dtype = dtype or (torch.float32 if w.dtype in HALF else w.dtype)
+        # a quantized base (bitsandbytes) has integer weights: its adapters are fp32, as for half bases
+        self.quantized = not w.dtype.is_floating_point
+        dtype = dtype or (torch.float32 if w.dtype in HALF or self.quantized else w.dtype)
         n = 1 if self.slices is None else len(self.slices)
         rows = self.out_features if self.slices is None else sum(len(rw) for _, rw in self.slices)
         self.lora_A = nn.Parameter(torch.empty(n * r, self.in_features, device=w.device, dtype=dtype))
@@ -123,6 +125,9 @@ class LoraLayer(nn.Module):
         self.merged = False
 
     def _apply_delta(self, sign: int):
+        if self.quantized:  # bnb would dequantize, add and re-quantize: the update is mostly lost
+            raise UserError("cannot merge into a 4-/8-bit base (it would be re-quantized); merge into the "
+                            "full-precision base instead: lora-studio merge RUN_DIR --out DIR")
         w = self.base_layer.weight
         delta = self.delta_weight(torch.float32) * sign  # (out, in) in fp32
         if self.slices is not None:  # touch only adapted rows: the others stay bit-identical

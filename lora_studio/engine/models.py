@@ -111,8 +111,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | None = "float32",
                device: str | torch.device = "cpu", num_labels: int = 2,
                id2label: dict[int, str] | None = None, allow_pickle: bool = False,
-               trust_remote_code: bool = False):
-    """A pretrained model, weights from safetensors only unless `allow_pickle`."""
+               trust_remote_code: bool = False, quantization_config=None):
+    """A pretrained model, weights from safetensors only unless `allow_pickle`. With a
+    `quantization_config` (quantize.bnb_config) bitsandbytes quantizes it while it loads onto `device`."""
     _quiet_transformers()
     _check_folder(ref, allow_pickle)
     kwargs = {}
@@ -123,6 +124,8 @@ def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | Non
             kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
     if isinstance(dtype, str):
         dtype = DTYPES.get(dtype, dtype)
+    if quantization_config is not None:  # quantized straight onto the device: bnb models refuse .to()
+        kwargs.update(quantization_config=quantization_config, device_map={"": torch.device(device)})
     try:
         model = auto_class(task).from_pretrained(
             ref, dtype=dtype, use_safetensors=None if allow_pickle else True,
@@ -140,7 +143,7 @@ def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | Non
             raise UserError(f"the weights of {ref} are unreadable ({type(e).__name__}: "
                             f"{str(e).splitlines()[0]}); re-download or re-export the model") from None
         raise
-    return model.to(device)
+    return model if quantization_config is not None else model.to(device)
 
 
 def load_tokenizer(ref: str, trust_remote_code: bool = False):

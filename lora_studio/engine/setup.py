@@ -168,9 +168,13 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32) \
         if device.type == "cuda" else torch.float32
     names = prepared.label_names
+    from lora_studio.engine.quantize import bnb_config, check_device, compute_dtype
+
+    check_device(config.model.quantize, device)
     model = load_model(ref, config.model.task, dtype=dtype, device=device,
                        id2label=dict(enumerate(names)) if names else None,
-                       allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code)
+                       allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code,
+                       quantization_config=bnb_config(config.model.quantize, compute_dtype(device, precision)))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     torch.manual_seed(config.train.seed)

@@ -133,9 +133,13 @@ def is_adaptable(module: nn.Module) -> bool:
 
 
 def shape_of(module: nn.Module) -> tuple[int, int, bool]:
-    """(in_features, out_features, is_conv1d) of a Linear or GPT-2 Conv1D (weight stored in x out)."""
+    """(in_features, out_features, is_conv1d) of a Linear or GPT-2 Conv1D (weight stored in x out).
+    bitsandbytes Linear4bit/Linear8bitLt are nn.Linear subclasses: their shapes come from the
+    attributes (a 4-bit weight is packed uint8, n/2 x 1). One that transformers made from a Conv1D
+    stores out x in, but the model's checkpoint layout (and PEFT's fan_in_fan_out) stays Conv1D."""
     if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features, False
+        from_conv1d = getattr(getattr(module, "source_cls", None), "__name__", "") == "Conv1D"
+        return module.in_features, module.out_features, from_conv1d
     w = module.weight
     return w.shape[0], w.shape[1], True
 

@@ -168,7 +168,9 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
     total = t.max_steps or max(1, math.ceil(t.epochs * batches_per_epoch / accum))
     warmup = t.warmup_steps or int(t.warmup_ratio * total)
     params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    from lora_studio.engine.quantize import make_optimizer
+
+    optimizer = make_optimizer(t.optimizer, params, t.lr, t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, warmup, total))
     scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
     step, epoch, pos, elapsed_before = 0, 0, 0, 0.0
@@ -324,6 +326,10 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
         checkpoint()
     write_run_files(s, run_dir)
     write_run_state(run_dir, "stopped" if stopped else "finished", step, total)
+    from lora_studio.engine.fit import record_peak
+
+    record_peak(run_dir, s.model_ref, cfg, model.lora_studio_spec, s.precision, device.type, memory(device)[1],
+                s.data.label_names)  # memory.json: the planner's estimate and the measured peak
     if spectra_every and not stopped:
         emit_spectra(model, step, emit)
     ev = Finished(step, str(run_dir), stopped, *last_eval, mem_peak=memory(device)[1])

@@ -1,0 +1,116 @@
+"""Will it fit? Peak training memory of bf16, int8 and NF4 bases, with and without gradient
+checkpointing, against a GPU's memory, from the model config alone (meta device), and the
+largest batch that fits. After a run, the measured peak is written next to the estimate.
+
+The estimate is budget.estimate's LoRA memory (weights + gradients + optimizer state +
+activations). Activations are linear in the batch, so the largest batch is one division.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from lora_studio.engine.budget import activation_bytes, estimate
+from lora_studio.engine.lora import LoraSpec
+
+HEADROOM = 0.9  # share of the GPU's memory a run may plan to use (CUDA context, fragmentation)
+MEMORY_FILE = "memory.json"
+CASES = (("none", "bf16 LoRA"), ("int8", "int8 base"), ("nf4", "NF4 base (QLoRA)"))
+
+
+@dataclass
+class FitRow:
+    quantize: str  # none | int8 | nf4
+    label: str
+    checkpointing: bool
+    peak_bytes: int  # estimated peak at the asked batch
+    weights_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int
+    fits: bool  # peak <= HEADROOM * GPU memory
+    max_batch: int  # largest batch whose peak fits (0: not even batch 1)
+
+
+@dataclass
+class FitTable:
+    gpu_bytes: int
+    usable_bytes: int
+    batch: int
+    seq: int
+    precision: str
+    optimizer: str
+    rows: list[FitRow]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def gpu_memory_bytes(typed_gb: float | None = None) -> int | None:
+    """The GPU's memory: typed (GiB), else CUDA device 0's, else None."""
+    if typed_gb is not None:
+        return int(typed_gb * 2**30)
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory
+    return None
+
+
+def will_it_fit(model: nn.Module, spec: LoraSpec, gpu_bytes: int, batch: int = 8, seq: int = 512,
+                precision: str = "bf16", optimizer: str = "adamw") -> FitTable:
+    """One row per base precision x gradient checkpointing (off, on)."""
+    usable = int(HEADROOM * gpu_bytes)
+    rows = []
+    for quantize, label in CASES:
+        for ckpt in (False, True):
+            mem = estimate(model, spec, precision, batch, seq, ckpt, quantize, optimizer).memory_lora
+            fixed = mem.total - mem.activations
+            per_example = activation_bytes(model.config, 1, seq, precision, ckpt)
+            max_batch = max(0, (usable - fixed) // max(per_example, 1))
+            rows.append(FitRow(quantize, label, ckpt, mem.total, mem.weights, mem.optimizer, mem.activations,
+                               mem.total <= usable, int(max_batch)))
+    return FitTable(gpu_bytes, usable, batch, seq, precision, optimizer, rows)
+
+
+def format_table(t: FitTable) -> str:
+    from lora_studio.engine.budget import human_bytes
+
+    lines = [f"will it fit? batch {t.batch} x {t.seq} tokens, {t.precision}, {t.optimizer}; "
+             f"GPU {human_bytes(t.gpu_bytes)} ({int(HEADROOM * 100)}% usable: {human_bytes(t.usable_bytes)})",
+             f"{'base':<18} {'checkpointing':<13} {'peak':>10} {'weights':>10} {'activations':>11}  fits  largest batch"]
+    for r in t.rows:
+        lines.append(f"{r.label:<18} {'on' if r.checkpointing else 'off':<13} {human_bytes(r.peak_bytes):>10} "
+                     f"{human_bytes(r.weights_bytes):>10} {human_bytes(r.activation_bytes):>11}  "
+                     f"{'yes ' if r.fits else 'NO  '}  {r.max_batch if r.max_batch else '-'}")
+    return "\n".join(lines)
+
+
+def record_peak(run_dir, model_ref: str, config, spec: LoraSpec, precision: str, device_type: str,
+                measured_peak: int, label_names=None) -> dict:
+    """Write `memory.json` in the run folder: the planner's estimate for this run and the peak
+    the run measured (CUDA: max_memory_allocated; CPU: the process's peak RSS, which also holds
+    the tokenized data and the Python runtime, so it is an upper bound)."""
+    from lora_studio.engine.adapters import atomic_write_json
+    from lora_studio.engine.models import skeleton
+
+    t = config.train
+    skel = skeleton(model_ref, config.model.task, len(label_names) if label_names else 2,
+                    config.model.trust_remote_code)
+    mem = estimate(skel, spec, precision if device_type == "cuda" else "fp32", t.batch_size,
+                   config.data.max_length, t.gradient_checkpointing, config.model.quantize, t.optimizer).memory_lora
+    out = {"estimate_bytes": mem.total, "estimate": {**asdict(mem), "total": mem.total},
+           "measured_peak_bytes": int(measured_peak),
+           "measured_by": "cuda.max_memory_allocated" if device_type == "cuda" else "peak RSS of the process",
+           "quantize": config.model.quantize, "optimizer": t.optimizer, "batch": t.batch_size,
+           "seq": config.data.max_length, "gradient_checkpointing": t.gradient_checkpointing}
+    atomic_write_json(Path(run_dir) / MEMORY_FILE, out)
+    return out
+
+
+def read_peak(run_dir) -> dict | None:
+    path = Path(run_dir) / MEMORY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
