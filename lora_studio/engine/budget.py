@@ -100,7 +100,7 @@ def estimate(model: nn.Module, spec: LoraSpec, precision: str = "fp32", batch: i
     by_target: dict[str, int] = {}
     for s in plan(model, spec):
         r, _ = spec.rank_of(s.name)
-        n = module_params(s.in_features, s.out_features, r, s.slices)
+        n = module_params(s.in_features, s.out_features, r, s.slices) + (s.out_features if spec.dora else 0)  # DoRA's m
         modules.append(ModuleBudget(s.name, list(s.targets), [s.out_features, s.in_features], r, n))
         if s.slices:
             for t, rows in s.slices:
