@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--alpha", type=float, help="scaling s = alpha / r (default 16)")
     t.add_argument("--dropout", type=float, help="dropout on the adapter input (default 0)")
     t.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(r)")
+    t.add_argument("--dora", action="store_true", default=None, help="DoRA: weight-decomposed update (magnitude x direction)")
+    t.add_argument("--init", choices=["kaiming", "gaussian", "pissa", "olora"],
+                   help="adapter init: kaiming (default), gaussian, pissa (W0's top singular vectors), olora (QR of W0)")
+    t.add_argument("--loraplus-ratio", type=float, help="LoRA+: B's learning rate = X x A's (paper: 16; 1 = off)")
     steps = t.add_mutually_exclusive_group()
     steps.add_argument("--max-steps", type=int, help="optimizer steps (with --resume: train on to this step)")
     steps.add_argument("--epochs", type=float, help="passes over the data (default 3)")
@@ -164,6 +168,8 @@ def config_from_args(a) -> "RunConfig":
     put(lora, "alpha", a.alpha)
     put(lora, "dropout", a.dropout)
     put(lora, "rslora", a.rslora)
+    put(lora, "dora", a.dora)
+    put(lora, "init", a.init)
     if a.max_steps is not None:
         if a.max_steps < 1:
             raise UserError(f"--max-steps must be at least 1, got {a.max_steps} (or give --epochs)")
@@ -171,7 +177,7 @@ def config_from_args(a) -> "RunConfig":
     if a.epochs is not None:
         train["epochs"], train["max_steps"] = a.epochs, 0
     for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
-                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every"):
+                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "loraplus_ratio"):
         put(train, key, getattr(a, key))
     if a.out is not None and not a.out.strip():
         raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")

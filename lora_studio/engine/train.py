@@ -166,7 +166,9 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
     total = t.max_steps or max(1, math.ceil(t.epochs * batches_per_epoch / accum))
     warmup = t.warmup_steps or int(t.warmup_ratio * total)
     params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    from lora_studio.engine.variants import optimizer_groups
+
+    optimizer = torch.optim.AdamW(optimizer_groups(model, t.lr, t.loraplus_ratio), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, warmup, total))
     scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
     step, epoch, pos, elapsed_before = 0, 0, 0, 0.0

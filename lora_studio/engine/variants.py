@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lora_studio.config import INITS  # noqa: F401 - the one list, shared with the torch-free config
 from lora_studio.engine.errors import UserError
 
-INITS = ("kaiming", "gaussian", "pissa", "olora")
 PISSA_NITER = 4  # subspace iterations of torch.svd_lowrank (PEFT's `pissa_niter_4`)
 EXACT_SVD_BELOW = 1024  # min(out, in) under which the exact SVD is cheap enough (and exact)
 
