@@ -39,48 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="a run configuration (TOML) to open")
 
     t = sub.add_parser("train", help="train a LoRA adapter (no model and no data: the demo)")
-    t.add_argument("--config", help="run configuration TOML; flags override it")
     t.add_argument("--resume", metavar="DIR", help="continue a stopped or killed run from its newest checkpoint")
-    t.add_argument("--model", help="local model folder or hub id (default: the packaged MiniLM)")
-    t.add_argument("--task", choices=["causal-lm", "classification"])
-    t.add_argument("--data", help="training data file/folder (.jsonl .json .csv .parquet .txt, datasets folder)")
-    t.add_argument("--validation-data", help="a separate validation file")
-    t.add_argument("--validation-split", type=float, help="fraction held out for validation (default 0.1)")
-    t.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages", "classification"])
-    for role in ("text", "prompt", "completion", "messages", "label"):
-        t.add_argument(f"--{role}-column", help=f"the column holding the {role} (default: detected)")
-    t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
-    t.add_argument("--layers", help="layers to adapt, e.g. 0-5,8 (default all)")
-    t.add_argument("--rank", type=int, help="r, the rank of each update (default 8)")
-    t.add_argument("--alpha", type=float, help="scaling s = alpha / r (default 16)")
-    t.add_argument("--dropout", type=float, help="dropout on the adapter input (default 0)")
-    t.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(r)")
-    t.add_argument("--dora", action="store_true", default=None, help="DoRA: weight-decomposed update (magnitude x direction)")
-    t.add_argument("--init", choices=["kaiming", "gaussian", "pissa", "olora"],
-                   help="adapter init: kaiming (default), gaussian, pissa (W0's top singular vectors), olora (QR of W0)")
-    t.add_argument("--loraplus-ratio", type=float, help="LoRA+: B's learning rate = X x A's (paper: 16; 1 = off)")
-    steps = t.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=int, help="optimizer steps (with --resume: train on to this step)")
-    steps.add_argument("--epochs", type=float, help="passes over the data (default 3)")
-    t.add_argument("--batch-size", type=int, help="examples per micro-batch (default 16)")
-    t.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
-    t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    t.add_argument("--schedule", choices=["linear", "cosine", "constant"])
-    t.add_argument("--warmup-steps", type=int)
-    t.add_argument("--max-length", type=int, help="tokens; longer examples are truncated (default 256)")
-    t.add_argument("--seed", type=int, help="0 .. 2^32-1 (default 42)")
-    t.add_argument("--device", help="auto | cpu | cuda | mps")
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    t.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    t.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; 0: at the end)")
-    t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
-    t.add_argument("--save-minutes", type=float, help="also checkpoint every this many minutes (default 5)")
-    t.add_argument("--log-every", type=int, help="steps between metric lines (default 1)")
-    t.add_argument("--allow-pickle", action="store_true", default=None, help="accept .bin/.pt weights (pickles run code)")
-    t.add_argument("--trust-remote-code", action="store_true", default=None)
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--out", help="run folder (a PEFT adapter folder plus run.toml, metrics.jsonl, checkpoints/)")
-    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    add_train_flags(t)
+
+    w = sub.add_parser("sweep", help="the LoRA paper's rank study: one run per rank (x targets set x seed) + sweep.json")
+    add_train_flags(w)
+    w.add_argument("--ranks", required=True, help="ranks to train, e.g. 1,2,4,8,64")
+    w.add_argument("--seeds", type=int, default=1, help="runs per point with seeds seed, seed+1, … (default 1)")
+    w.add_argument("--targets-sets", help='targets sets separated by ";", e.g. "q;v;q,v;q,k,v,o" (default: --targets)')
+    w.add_argument("--fixed-budget", action="store_true",
+                   help="one rank per targets set so that each trains as many parameters as the first set at each --ranks")
 
     b = sub.add_parser("budget", help="trainable parameters and memory, from the config alone")
     b.add_argument("--model", help="model folder or hub id (default: the packaged MiniLM)")
@@ -132,6 +100,51 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--device", default=None, help="cpu | cuda | … (default: the run's)")
     y.add_argument("--json", action="store_true")
     return p
+
+
+def add_train_flags(t):
+    """The flags that describe a run (train and sweep share them; sweep's --overwrite: --out may be a non-sweep folder)."""
+    t.add_argument("--config", help="run configuration TOML; flags override it")
+    t.add_argument("--model", help="local model folder or hub id (default: the packaged MiniLM)")
+    t.add_argument("--task", choices=["causal-lm", "classification"])
+    t.add_argument("--data", help="training data file/folder (.jsonl .json .csv .parquet .txt, datasets folder)")
+    t.add_argument("--validation-data", help="a separate validation file")
+    t.add_argument("--validation-split", type=float, help="fraction held out for validation (default 0.1)")
+    t.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages", "classification"])
+    for role in ("text", "prompt", "completion", "messages", "label"):
+        t.add_argument(f"--{role}-column", help=f"the column holding the {role} (default: detected)")
+    t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
+    t.add_argument("--layers", help="layers to adapt, e.g. 0-5,8 (default all)")
+    t.add_argument("--rank", type=int, help="r, the rank of each update (default 8)")
+    t.add_argument("--alpha", type=float, help="scaling s = alpha / r (default 16)")
+    t.add_argument("--dropout", type=float, help="dropout on the adapter input (default 0)")
+    t.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(r)")
+    t.add_argument("--dora", action="store_true", default=None, help="DoRA: weight-decomposed update (magnitude x direction)")
+    t.add_argument("--init", choices=["kaiming", "gaussian", "pissa", "olora"],
+                   help="adapter init: kaiming (default), gaussian, pissa (W0's top singular vectors), olora (QR of W0)")
+    t.add_argument("--loraplus-ratio", type=float, help="LoRA+: B's learning rate = X x A's (paper: 16; 1 = off)")
+    steps = t.add_mutually_exclusive_group()
+    steps.add_argument("--max-steps", type=int, help="optimizer steps (with --resume: train on to this step)")
+    steps.add_argument("--epochs", type=float, help="passes over the data (default 3)")
+    t.add_argument("--batch-size", type=int, help="examples per micro-batch (default 16)")
+    t.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    t.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    t.add_argument("--warmup-steps", type=int)
+    t.add_argument("--max-length", type=int, help="tokens; longer examples are truncated (default 256)")
+    t.add_argument("--seed", type=int, help="0 .. 2^32-1 (default 42)")
+    t.add_argument("--device", help="auto | cpu | cuda | mps")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    t.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    t.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; 0: at the end)")
+    t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
+    t.add_argument("--save-minutes", type=float, help="also checkpoint every this many minutes (default 5)")
+    t.add_argument("--log-every", type=int, help="steps between metric lines (default 1)")
+    t.add_argument("--allow-pickle", action="store_true", default=None, help="accept .bin/.pt weights (pickles run code)")
+    t.add_argument("--trust-remote-code", action="store_true", default=None)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--out", help="run folder (a PEFT adapter folder plus run.toml, metrics.jsonl, checkpoints/)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
 
 
 # -- train ----------------------------------------------------------------------------------
@@ -300,6 +313,28 @@ def cmd_train(a) -> int:
     return 130 if result.stopped else 0
 
 
+def cmd_sweep(a) -> int:
+    from lora_studio.engine.events import Control
+    from lora_studio.engine.sweep import parse_ranks, parse_targets_sets, run_sweep
+
+    if not a.out:
+        raise UserError("give the sweep folder with --out DIR")
+    config = config_from_args(a)
+    control = Control()
+    old = signal.signal(signal.SIGINT, lambda *_: control.stop())
+    try:
+        doc = run_sweep(config, a.out, parse_ranks(a.ranks), a.seeds,
+                        parse_targets_sets(a.targets_sets, config.lora.targets), a.fixed_budget,
+                        Progress(a.quiet), control, a.overwrite)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if not doc["complete"]:
+        print(f"sweep stopped after {len(doc['runs'])} run(s): run the same command again to continue", file=sys.stderr)
+        return 130
+    print(f"{len(doc['runs'])} runs; summary in {Path(a.out) / 'sweep.json'} and {Path(a.out) / 'report.md'}")
+    return 0
+
+
 # -- budget, merge, inspect, resize ----------------------------------------------------------
 def cmd_budget(a) -> int:
     from lora_studio.engine.budget import estimate, human_bytes, human_count
@@ -460,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return gui_main(config_path=getattr(args, "config", None))
         return {"train": cmd_train, "budget": cmd_budget, "merge": cmd_merge, "inspect": cmd_inspect,
-                "resize": cmd_resize, "try": cmd_try}[args.command](args)
+                "resize": cmd_resize, "try": cmd_try, "sweep": cmd_sweep}[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
