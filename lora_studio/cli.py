@@ -313,26 +313,10 @@ def cmd_train(a) -> int:
     return 130 if result.stopped else 0
 
 
-def cmd_sweep(a) -> int:
-    from lora_studio.engine.events import Control
-    from lora_studio.engine.sweep import parse_ranks, parse_targets_sets, run_sweep
+def _cmd_sweep(a) -> int:
+    from lora_studio.cli_sweep import cmd_sweep
 
-    if not a.out:
-        raise UserError("give the sweep folder with --out DIR")
-    config = config_from_args(a)
-    control = Control()
-    old = signal.signal(signal.SIGINT, lambda *_: control.stop())
-    try:
-        doc = run_sweep(config, a.out, parse_ranks(a.ranks), a.seeds,
-                        parse_targets_sets(a.targets_sets, config.lora.targets), a.fixed_budget,
-                        Progress(a.quiet), control, a.overwrite)
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if not doc["complete"]:
-        print(f"sweep stopped after {len(doc['runs'])} run(s): run the same command again to continue", file=sys.stderr)
-        return 130
-    print(f"{len(doc['runs'])} runs; summary in {Path(a.out) / 'sweep.json'} and {Path(a.out) / 'report.md'}")
-    return 0
+    return cmd_sweep(a)
 
 
 # -- budget, merge, inspect, resize ----------------------------------------------------------
@@ -495,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return gui_main(config_path=getattr(args, "config", None))
         return {"train": cmd_train, "budget": cmd_budget, "merge": cmd_merge, "inspect": cmd_inspect,
-                "resize": cmd_resize, "try": cmd_try, "sweep": cmd_sweep}[args.command](args)
+                "resize": cmd_resize, "try": cmd_try, "sweep": _cmd_sweep}[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
