@@ -1,7 +1,11 @@
 """Training step of LoRA Studio vs PEFT, side by side in one process, interleaved.
 
     python benchmarks/bench_train_step.py [--cases minilm,llama,gpt2] [--reps 15] [--precision fp32|bf16]
-                                          [--checkpointing]
+                                          [--checkpointing] [--variant dora|pissa]
+
+With `--variant`, each case times three engines interleaved: our plain LoRA, our variant and
+PEFT's same variant (DoRA: use_dora; PiSSA: init_lora_weights "pissa", exact SVD, as ours below
+EXACT_SVD_BELOW, else "pissa_niter_4"), plus the time of building each adapter (PiSSA's SVD).
 
 For each case both engines adapt the same fresh copy of the same model (same targets, rank,
 alpha, batch, sequence length, precision); each repetition times one step of each, back to back,
@@ -200,6 +204,52 @@ def run_case(case: str, reps: int, precision: str, device: str, checkpointing: b
             "tokens_per_s_ours": batch * seq / mo, "tokens_per_s_peft": batch * seq / mp}
 
 
+def run_variant(case: str, variant: str, reps: int, precision: str, device: str) -> dict:
+    from lora_studio.engine.variants import EXACT_SVD_BELOW
+
+    model, x, ours_kw, peft_kw, _ = build_case(case, device)
+    dim = min(p.shape[-1] for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n)
+    v_ours = {"dora": {"dora": True}, "pissa": {"init": "pissa"}}[variant]
+    v_peft = {"dora": {"use_dora": True},
+              "pissa": {"init_lora_weights": "pissa" if dim < EXACT_SVD_BELOW else "pissa_niter_4"}}[variant]
+    build = {}
+    t0 = time.perf_counter(); plain = make_ours(model, ours_kw); build["plain"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); ours = make_ours(model, {**ours_kw, **v_ours}); build["ours"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); theirs = make_peft(model, {**peft_kw, **v_peft}); build["peft"] = time.perf_counter() - t0
+    steps = {"plain": stepper(plain, x, precision, device, True), "ours": stepper(ours, x, precision, device, True),
+             "peft": stepper(theirs, x, precision, device)}
+    for _ in range(2):
+        for f in steps.values():
+            f()
+    times = {k: [] for k in steps}
+    keys = list(steps)
+    for i in range(reps):
+        for k in keys[i % 3:] + keys[:i % 3]:  # rotate who goes first
+            times[k].append(timed(steps[k]))
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    return {"case": case, "variant": variant, "plain_ms": med["plain"], "ours_ms": med["ours"], "peft_ms": med["peft"],
+            "ours_over_plain": med["ours"] / med["plain"], "ours_over_peft": med["ours"] / med["peft"],
+            "build_s": build}
+
+
+def main_variant(a):
+    print(f"device {a.device}, {torch.get_num_threads()} threads, {a.precision}, variant {a.variant}, {a.reps} reps")
+    print("| case | plain LoRA ms/step | ours ms/step | PEFT ms/step | ours / plain | ours / PEFT | "
+          "build s: plain / ours / PEFT |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for case in a.cases.split(","):
+        r = run_variant(case, a.variant, a.reps, a.precision, a.device)
+        rows.append(r)
+        b = r["build_s"]
+        print(f"| {case} {a.variant} | {r['plain_ms']:.1f} | {r['ours_ms']:.1f} | {r['peft_ms']:.1f} | "
+              f"{r['ours_over_plain']:.2f} | {r['ours_over_peft']:.2f} | {b['plain']:.2f} / {b['ours']:.2f} / {b['peft']:.2f} |",
+              flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default="minilm,llama,gpt2")
@@ -208,7 +258,10 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing on, for both engines")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--variant", choices=["dora", "pissa"], help="time our variant vs plain LoRA and PEFT's variant")
     a = ap.parse_args()
+    if a.variant:
+        return main_variant(a)
     dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32
     peak = gemm_peak(a.device, dtype)
     print(f"device {a.device}, {torch.get_num_threads()} threads, GEMM peak {peak:.0f} GFLOP/s ({a.precision})")

@@ -20,7 +20,7 @@ MATH_FLAGS = ("model", "task", "data", "validation_data", "validation_split", "f
               "prompt_column", "completion_column", "messages_column", "label_column", "targets", "layers",
               "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps",
               "max_length", "seed", "precision", "gradient_checkpointing", "allow_pickle", "trust_remote_code",
-              "config", "out", "overwrite", "quantize", "optimizer")
+              "config", "out", "overwrite", "quantize", "optimizer", "dora", "init", "loraplus_ratio")
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,48 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="a run configuration (TOML) to open")
 
     t = sub.add_parser("train", help="train a LoRA adapter (no model and no data: the demo)")
-    t.add_argument("--config", help="run configuration TOML; flags override it")
     t.add_argument("--resume", metavar="DIR", help="continue a stopped or killed run from its newest checkpoint")
-    t.add_argument("--model", help="local model folder or hub id (default: the packaged MiniLM)")
-    t.add_argument("--task", choices=["causal-lm", "classification"])
-    t.add_argument("--data", help="training data file/folder (.jsonl .json .csv .parquet .txt, datasets folder)")
-    t.add_argument("--validation-data", help="a separate validation file")
-    t.add_argument("--validation-split", type=float, help="fraction held out for validation (default 0.1)")
-    t.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages", "classification"])
-    for role in ("text", "prompt", "completion", "messages", "label"):
-        t.add_argument(f"--{role}-column", help=f"the column holding the {role} (default: detected)")
-    t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
-    t.add_argument("--layers", help="layers to adapt, e.g. 0-5,8 (default all)")
-    t.add_argument("--rank", type=int, help="r, the rank of each update (default 8)")
-    t.add_argument("--alpha", type=float, help="scaling s = alpha / r (default 16)")
-    t.add_argument("--dropout", type=float, help="dropout on the adapter input (default 0)")
-    t.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(r)")
-    steps = t.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=int, help="optimizer steps (with --resume: train on to this step)")
-    steps.add_argument("--epochs", type=float, help="passes over the data (default 3)")
-    t.add_argument("--batch-size", type=int, help="examples per micro-batch (default 16)")
-    t.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
-    t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    t.add_argument("--schedule", choices=["linear", "cosine", "constant"])
-    t.add_argument("--warmup-steps", type=int)
-    t.add_argument("--max-length", type=int, help="tokens; longer examples are truncated (default 256)")
-    t.add_argument("--seed", type=int, help="0 .. 2^32-1 (default 42)")
-    t.add_argument("--device", help="auto | cpu | cuda | mps")
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    t.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    t.add_argument("--quantize", choices=["none", "nf4", "int8"],
-                   help="base precision: nf4 = 4-bit QLoRA, int8 (bitsandbytes: pip install 'lora-studio[qlora]')")
-    t.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw"],
-                   help="AdamW, or bitsandbytes' 8-bit / paged AdamW")
-    t.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; 0: at the end)")
-    t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
-    t.add_argument("--save-minutes", type=float, help="also checkpoint every this many minutes (default 5)")
-    t.add_argument("--log-every", type=int, help="steps between metric lines (default 1)")
-    t.add_argument("--allow-pickle", action="store_true", default=None, help="accept .bin/.pt weights (pickles run code)")
-    t.add_argument("--trust-remote-code", action="store_true", default=None)
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--out", help="run folder (a PEFT adapter folder plus run.toml, metrics.jsonl, checkpoints/)")
-    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    add_train_flags(t)
+
+    w = sub.add_parser("sweep", help="the LoRA paper's rank study: one run per rank (x targets set x seed) + sweep.json")
+    add_train_flags(w)
+    w.add_argument("--ranks", required=True, help="ranks to train, e.g. 1,2,4,8,64")
+    w.add_argument("--seeds", type=int, default=1, help="runs per point with seeds seed, seed+1, … (default 1)")
+    w.add_argument("--targets-sets", help='targets sets separated by ";", e.g. "q;v;q,v;q,k,v,o" (default: --targets)')
+    w.add_argument("--fixed-budget", action="store_true",
+                   help="one rank per targets set so that each trains as many parameters as the first set at each --ranks")
 
     b = sub.add_parser("budget", help="trainable parameters and memory, from the config alone")
     b.add_argument("--model", help="model folder or hub id (default: the packaged MiniLM)")
@@ -150,6 +118,55 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_train_flags(t):
+    """The flags that describe a run (train and sweep share them; sweep's --overwrite: --out may be a non-sweep folder)."""
+    t.add_argument("--config", help="run configuration TOML; flags override it")
+    t.add_argument("--model", help="local model folder or hub id (default: the packaged MiniLM)")
+    t.add_argument("--task", choices=["causal-lm", "classification"])
+    t.add_argument("--data", help="training data file/folder (.jsonl .json .csv .parquet .txt, datasets folder)")
+    t.add_argument("--validation-data", help="a separate validation file")
+    t.add_argument("--validation-split", type=float, help="fraction held out for validation (default 0.1)")
+    t.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages", "classification"])
+    for role in ("text", "prompt", "completion", "messages", "label"):
+        t.add_argument(f"--{role}-column", help=f"the column holding the {role} (default: detected)")
+    t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
+    t.add_argument("--layers", help="layers to adapt, e.g. 0-5,8 (default all)")
+    t.add_argument("--rank", type=int, help="r, the rank of each update (default 8)")
+    t.add_argument("--alpha", type=float, help="scaling s = alpha / r (default 16)")
+    t.add_argument("--dropout", type=float, help="dropout on the adapter input (default 0)")
+    t.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(r)")
+    t.add_argument("--dora", action="store_true", default=None, help="DoRA: weight-decomposed update (magnitude x direction)")
+    t.add_argument("--init", choices=["kaiming", "gaussian", "pissa", "olora"],
+                   help="adapter init: kaiming (default), gaussian, pissa (W0's top singular vectors), olora (QR of W0)")
+    t.add_argument("--loraplus-ratio", type=float, help="LoRA+: B's learning rate = X x A's (paper: 16; 1 = off)")
+    steps = t.add_mutually_exclusive_group()
+    steps.add_argument("--max-steps", type=int, help="optimizer steps (with --resume: train on to this step)")
+    steps.add_argument("--epochs", type=float, help="passes over the data (default 3)")
+    t.add_argument("--batch-size", type=int, help="examples per micro-batch (default 16)")
+    t.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    t.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    t.add_argument("--warmup-steps", type=int)
+    t.add_argument("--max-length", type=int, help="tokens; longer examples are truncated (default 256)")
+    t.add_argument("--seed", type=int, help="0 .. 2^32-1 (default 42)")
+    t.add_argument("--device", help="auto | cpu | cuda | mps")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    t.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    t.add_argument("--quantize", choices=["none", "nf4", "int8"],
+                   help="base precision: nf4 = 4-bit QLoRA, int8 (bitsandbytes: pip install 'lora-studio[qlora]')")
+    t.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw"],
+                   help="AdamW, or bitsandbytes' 8-bit / paged AdamW")
+    t.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; 0: at the end)")
+    t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
+    t.add_argument("--save-minutes", type=float, help="also checkpoint every this many minutes (default 5)")
+    t.add_argument("--log-every", type=int, help="steps between metric lines (default 1)")
+    t.add_argument("--allow-pickle", action="store_true", default=None, help="accept .bin/.pt weights (pickles run code)")
+    t.add_argument("--trust-remote-code", action="store_true", default=None)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--out", help="run folder (a PEFT adapter folder plus run.toml, metrics.jsonl, checkpoints/)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+
+
 # -- train ----------------------------------------------------------------------------------
 def config_from_args(a) -> "RunConfig":
     from lora_studio.config import RunConfig, default_out_dir
@@ -185,6 +202,8 @@ def config_from_args(a) -> "RunConfig":
     put(lora, "alpha", a.alpha)
     put(lora, "dropout", a.dropout)
     put(lora, "rslora", a.rslora)
+    put(lora, "dora", a.dora)
+    put(lora, "init", a.init)
     if a.max_steps is not None:
         if a.max_steps < 1:
             raise UserError(f"--max-steps must be at least 1, got {a.max_steps} (or give --epochs)")
@@ -192,7 +211,7 @@ def config_from_args(a) -> "RunConfig":
     if a.epochs is not None:
         train["epochs"], train["max_steps"] = a.epochs, 0
     for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
-                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer"):
+                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer", "loraplus_ratio"):
         put(train, key, getattr(a, key))
     if a.out is not None and not a.out.strip():
         raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")
@@ -313,6 +332,12 @@ def cmd_train(a) -> int:
             print(f"error: {result.message}", file=sys.stderr)
         return result.exit_code
     return 130 if result.stopped else 0
+
+
+def _cmd_sweep(a) -> int:
+    from lora_studio.cli_sweep import cmd_sweep
+
+    return cmd_sweep(a)
 
 
 # -- budget, merge, inspect, resize ----------------------------------------------------------
@@ -510,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return gui_main(config_path=getattr(args, "config", None))
         return {"train": cmd_train, "budget": cmd_budget, "merge": cmd_merge, "inspect": cmd_inspect,
-                "resize": cmd_resize, "try": cmd_try, "gguf": cmd_gguf}[args.command](args)
+                "resize": cmd_resize, "try": cmd_try, "gguf": cmd_gguf,
+                "sweep": _cmd_sweep}[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SCHEDULES = ("linear", "cosine", "constant")
 FORMATS = ("auto", "text", "prompt-completion", "messages", "classification")
+INITS = ("kaiming", "gaussian", "pissa", "olora")
 HEADS = ("classifier", "score")  # classification heads trained in full (PEFT's modules_to_save)
 SEED_MAX = 2**32 - 1
 QUANTIZE = ("none", "nf4", "int8")  # base precision (engine/quantize.py)
@@ -48,10 +49,16 @@ class LoraConfig:
     alpha: float = 16.0  # scaling s = alpha / r
     dropout: float = 0.0  # adapter input dropout
     rslora: bool = False  # s = alpha / sqrt(r)
+    dora: bool = False  # DoRA: train a magnitude per output row on top of the direction W0 + sBA
+    init: str = "kaiming"  # kaiming | gaussian | pissa | olora (A, B from W0's SVD / QR; base = residual)
 
     def validate(self):
         self.targets, self.rank, self.alpha, self.dropout = check_lora(self.targets, self.rank, self.alpha,
                                                                         self.dropout)
+        if self.init not in INITS:
+            raise UserError(f"init {self.init!r} unknown: use one of {', '.join(INITS)}")
+        if self.dora and self.init in ("pissa", "olora"):
+            raise UserError("DoRA with PiSSA/OLoRA init is not supported: choose DoRA or init pissa|olora")
         self.layers = str(self.layers) if self.layers not in (None, "") else "all"
         parse_layers(self.layers)
 
@@ -62,7 +69,7 @@ class LoraConfig:
 
         kwargs = dict(targets=list(self.targets), rank=self.rank, alpha=self.alpha, dropout=self.dropout,
                       layers=parse_layers(self.layers), rslora=self.rslora,
-                      modules_to_save=list(HEADS) if task == "classification" else [])
+                      dora=self.dora, init=self.init, modules_to_save=list(HEADS) if task == "classification" else [])
         kwargs.update(overrides)
         return LoraSpec(**kwargs)
 
@@ -113,6 +120,7 @@ class TrainConfig:
     log_every: int = 1  # steps between metric lines
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
     optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw (the last two from bitsandbytes)
+    loraplus_ratio: float = 1.0  # LoRA+: B's learning rate = ratio x A's (1 = plain LoRA; the paper uses 16)
 
     def validate(self):
         for name in ("batch_size", "grad_accum", "log_every"):
@@ -122,6 +130,8 @@ class TrainConfig:
             raise UserError("give a positive number of steps (--max-steps) or epochs (--epochs)")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise UserError(f"learning rate must be a finite number > 0, got {self.lr} (try 1e-4 to 1e-3)")
+        if not float(self.loraplus_ratio) > 0 or not math.isfinite(self.loraplus_ratio):
+            raise UserError(f"LoRA+ ratio must be > 0, got {self.loraplus_ratio} (1 = off, the paper uses 16)")
         if self.precision not in PRECISIONS:
             raise UserError(f"precision {self.precision!r} unknown: use one of {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:

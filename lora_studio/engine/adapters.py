@@ -23,12 +23,14 @@ from safetensors.torch import load_file, save_file
 from lora_studio.engine.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.runfolder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from lora_studio.engine import variants
 from lora_studio.engine.lora import LoraLayer, LoraSpec, inject, lora_layers
 
 PREFIX = "base_model.model."
 CONFIG_FILE = ADAPTER_CONFIG
 WEIGHTS_FILE = ADAPTER_WEIGHTS
 SIDECAR = "lora_studio.json"
+MAGNITUDE = "lora_magnitude_vector"  # DoRA's m (out,): PEFT 0.21 writes `<module>.lora_magnitude_vector`
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata=None):
@@ -62,35 +64,47 @@ def task_type(model: nn.Module) -> str:
     return "FEATURE_EXTRACTION"
 
 
-def _peft_rank_alpha(m: LoraLayer, rslora: bool) -> tuple[int, float]:
-    """Rank and alpha of the equivalent PEFT LoRA (fused: rank n*r, alpha keeping the scale)."""
+def _peft_rank_alpha(m: LoraLayer, rslora: bool, residual: bool = False) -> tuple[int, float]:
+    """Rank and alpha of the equivalent PEFT LoRA (fused: rank n*r, alpha keeping the scale;
+    PiSSA/OLoRA saved against the original base: rank 2r, alpha keeping the scale)."""
     R = m.total_rank
     n = R // m.r
     alpha = m.alpha * (math.sqrt(n) if rslora else n)
+    if not residual and variants.converted(m) is not None:
+        return 2 * R, variants.converted_alpha(alpha, rslora)
     return R, alpha
 
 
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The PEFT state dict (CPU, contiguous copies): lora_A/lora_B per module and saved heads."""
+def adapter_state(model: nn.Module, residual: bool = False) -> dict[str, torch.Tensor]:
+    """The PEFT state dict (CPU, contiguous copies): lora_A/lora_B per module (+ DoRA's
+    magnitude) and saved heads. PiSSA/OLoRA layers are converted to the original base unless
+    `residual` (checkpoints: the A, B that train on the residual base)."""
     out = {}
     for name, m in lora_layers(model).items():
-        out[f"{PREFIX}{name}.lora_A.weight"] = m.lora_A.detach().to("cpu", copy=True).contiguous()
-        out[f"{PREFIX}{name}.lora_B.weight"] = m.b_full().detach().to("cpu", copy=True).contiguous()
+        conv = None if residual else variants.converted(m)
+        A, B = conv if conv is not None else (m.lora_A, m.b_full())
+        out[f"{PREFIX}{name}.lora_A.weight"] = A.detach().to("cpu", copy=True).contiguous()
+        out[f"{PREFIX}{name}.lora_B.weight"] = B.detach().to("cpu", copy=True).contiguous()
+        if m.use_dora:
+            out[f"{PREFIX}{name}.{MAGNITUDE}"] = m.lora_magnitude_vector.detach().to("cpu", copy=True).contiguous()
     for name in getattr(model, "lora_studio_saved", []):
         for pname, p in model.get_submodule(name).named_parameters():
             out[f"{PREFIX}{name}.{pname}"] = p.detach().to("cpu", copy=True).contiguous()
     return out
 
 
-def save_adapter(model: nn.Module, out_dir, base_model_name_or_path: str | None = None) -> Path:
-    """Write `out_dir/adapter_config.json` + `adapter_model.safetensors` (+ sidecar), atomically."""
+def save_adapter(model: nn.Module, out_dir, base_model_name_or_path: str | None = None,
+                 residual: bool = False) -> Path:
+    """Write `out_dir/adapter_config.json` + `adapter_model.safetensors` (+ sidecar), atomically.
+    PiSSA/OLoRA adapters are written as plain LoRAs on the original base, unless `residual`."""
     layers = lora_layers(model)
     if not layers:
         raise UserError("this model has no LoRA adapters to save")
     spec: LoraSpec = getattr(model, "lora_studio_spec", None) or LoraSpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ranks = {n: _peft_rank_alpha(m, spec.rslora) for n, m in layers.items()}
+    convert = not residual and spec.init in ("pissa", "olora")
+    ranks = {n: _peft_rank_alpha(m, spec.rslora, residual) for n, m in layers.items()}
     common = max(set(ranks.values()), key=list(ranks.values()).count)
     rank_pattern = {n: ra[0] for n, ra in ranks.items() if ra[0] != common[0]}
     alpha_pattern = {n: ra[1] for n, ra in ranks.items() if ra[1] != common[1]}
@@ -112,20 +126,27 @@ def save_adapter(model: nn.Module, out_dir, base_model_name_or_path: str | None 
         "modules_to_save": sorted({n.rsplit(".", 1)[-1] for n in saved}) or None,
         "init_lora_weights": True,
         "inference_mode": True,
-        "use_dora": False,
+        "use_dora": any(m.use_dora for m in layers.values()),
         "layers_to_transform": None,
         "layers_pattern": None,
     }
+    k = 2 if convert else 1  # a converted PiSSA/OLoRA file is a plain LoRA of rank 2r
+    conv_alpha = (lambda a: variants.converted_alpha(a, spec.rslora)) if convert else (lambda a: a)
     sidecar = {
         "format": 1,
-        "spec": {"targets": spec.targets, "layers": spec.layers, "rank": spec.rank, "alpha": spec.alpha,
+        "spec": {"targets": spec.targets, "layers": spec.layers, "rank": k * spec.rank, "alpha": conv_alpha(spec.alpha),
                  "dropout": spec.dropout, "rslora": spec.rslora, "modules_to_save": spec.modules_to_save,
-                 "rank_pattern": spec.rank_pattern, "alpha_pattern": spec.alpha_pattern},
-        "modules": {n: {"r": m.r, "alpha": m.alpha, "conv1d": m.conv1d, "targets": None if not m.slices else [t for t, _ in m.slices],
+                 "rank_pattern": {n: k * r for n, r in spec.rank_pattern.items()},
+                 "alpha_pattern": {n: conv_alpha(a) for n, a in spec.alpha_pattern.items()},
+                 "dora": spec.dora, "init": "kaiming" if convert else spec.init},
+        "modules": {n: {"r": k * m.r, "alpha": conv_alpha(m.alpha), "conv1d": m.conv1d,
+                        "targets": None if not m.slices else [t for t, _ in m.slices],
                         "slices": None if not m.slices else [[t, _ranges(rows)] for t, rows in m.slices]}
                     for n, m in layers.items()},
     }
-    atomic_save_tensors(out / WEIGHTS_FILE, adapter_state(model))
+    if convert:
+        sidecar["converted_from"] = spec.init  # trained as PiSSA/OLoRA, saved against the original base
+    atomic_save_tensors(out / WEIGHTS_FILE, adapter_state(model, residual))
     atomic_write_json(out / CONFIG_FILE, config)
     atomic_write_json(out / SIDECAR, sidecar)
     return out
@@ -143,6 +164,7 @@ class AdapterModule:
     scaling: float
     conv1d: bool = False
     slices: list[tuple[str, list[int]]] | None = None  # [(logical, rows)] for a fused module
+    magnitude: torch.Tensor | None = None  # DoRA's m (out,): W = m·(W0 + sBA)/‖W0 + sBA‖_c
 
     def parts(self):
         """(label, A_i, B_i) per slice (whole module: one part) -> ΔW_i = scaling * B_i A_i."""
@@ -188,8 +210,10 @@ def read_adapter(path) -> AdapterFile:
         raise UserError(f"{cfg_path} is not valid JSON ({e})") from None
     if config.get("peft_type") != "LORA":
         raise UserError(f"{path} holds a {config.get('peft_type')} adapter; only LoRA adapters are supported")
-    if config.get("use_dora"):
-        raise UserError(f"{path} is a DoRA adapter (use_dora); only plain LoRA is supported")
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(("pissa", "olora", "corda", "eva", "loftq")):
+        raise UserError(f"{path} was saved against a {init} residual base model, which it needs; save it "
+                        "converted to the original base (PEFT: path_initial_model_for_weight_conversion)")
     if not w_path.is_file():
         if (path / "adapter_model.bin").is_file():
             raise UserError(f"{path} has only a pickled adapter_model.bin; convert it to safetensors")
@@ -204,8 +228,9 @@ def read_adapter(path) -> AdapterFile:
     for key, t in tensors.items():
         k = key[len(PREFIX):] if key.startswith(PREFIX) else key
         k = re.sub(r"\.lora_([AB])\.[^.]+\.weight$", r".lora_\1.weight", k)  # tolerate adapter names
-        if "lora_embedding" in k or ".lora_magnitude" in k:
-            raise UserError(f"{path} adapts embeddings or uses DoRA ({k}); not supported")
+        k = re.sub(r"\.lora_magnitude_vector(\.[^.]+)*$", "." + MAGNITUDE, k)  # older: .weight, adapter names
+        if "lora_embedding" in k:
+            raise UserError(f"{path} adapts embeddings ({k}); not supported")
         if k.endswith(".lora_A.weight"):
             name = k[: -len(".lora_A.weight")]
             B = tensors.get(key.replace("lora_A", "lora_B"))
@@ -223,8 +248,10 @@ def read_adapter(path) -> AdapterFile:
             scaling = alpha / math.sqrt(r) if rslora else alpha / r
             _check_module(path, name, config, R, rslora, alpha, scaling, t, B)
             conv = bool(side["conv1d"]) if side else bool(config.get("fan_in_fan_out"))
-            modules[name] = AdapterModule(name, t, B, r, alpha, scaling, conv, slices)
-        elif not k.endswith(".lora_B.weight"):
+            mkey = next((q for q in tensors if q.startswith(key.split(".lora_A")[0] + ".lora_magnitude_vector")), None)
+            mag = tensors[mkey] if mkey else None
+            modules[name] = AdapterModule(name, t, B, r, alpha, scaling, conv, slices, mag)
+        elif not k.endswith((".lora_B.weight", "." + MAGNITUDE)):
             if not torch.isfinite(t).all():
                 raise UserError(f"{path}: {k} holds NaN or infinite values (the training diverged): "
                                 "use an earlier checkpoint, or train again with a lower learning rate")
@@ -265,14 +292,15 @@ def load_adapter(model: nn.Module, path, strict: bool = True) -> list[str]:
             s = ad.sidecar["spec"]
             spec = LoraSpec(targets=s["targets"], rank=s["rank"], alpha=s["alpha"], dropout=s["dropout"],
                             layers=s["layers"], rslora=s["rslora"], modules_to_save=s["modules_to_save"],
-                            rank_pattern=s["rank_pattern"], alpha_pattern=s["alpha_pattern"])
+                            rank_pattern=s["rank_pattern"], alpha_pattern=s["alpha_pattern"],
+                            dora=s.get("dora", False), init=s.get("init", "kaiming"))
         else:
             mts = ad.config.get("modules_to_save") or []
             spec = LoraSpec(targets=[re.escape(n) for n in ad.modules], rank=ad.config.get("r", 8),
                             alpha=ad.config.get("lora_alpha", 8), rslora=bool(ad.config.get("use_rslora")),
                             rank_pattern={n: m.r for n, m in ad.modules.items()},
                             alpha_pattern={n: m.alpha for n, m in ad.modules.items()},
-                            modules_to_save=list(mts))
+                            modules_to_save=list(mts), dora=bool(ad.config.get("use_dora")))
         try:
             inject(model, spec)
         except UserError as e:
@@ -290,7 +318,12 @@ def load_adapter(model: nn.Module, path, strict: bool = True) -> list[str]:
             if am.A.shape != m.lora_A.shape or am.B.shape != (m.out_features, m.total_rank):
                 raise UserError(f"adapter {path}: {name} has shape A{tuple(am.A.shape)} B{tuple(am.B.shape)}, "
                                 f"the model expects A{tuple(m.lora_A.shape)}; another base model?")
+            if (am.magnitude is not None) != m.use_dora:
+                raise UserError(f"adapter {path}: {name} is {'' if m.use_dora else 'not '}DoRA in this model "
+                                f"but {'' if am.magnitude is not None else 'not '}in the file")
             m.lora_A.copy_(am.A)
+            if m.use_dora:
+                m.lora_magnitude_vector.copy_(am.magnitude)
             if m.slices is None:
                 m.lora_B.copy_(am.B)
             else:

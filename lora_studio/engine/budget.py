@@ -120,7 +120,8 @@ def estimate(model: nn.Module, spec: LoraSpec, precision: str = "fp32", batch: i
         r, _ = spec.rank_of(s.name)
         n = module_params(s.in_features, s.out_features, r, s.slices)
         a = (len(s.slices) if s.slices else 1) * r * s.in_features  # A: (n_slices * r) x in
-        tensors += [a, n - a]
+        tensors += [a, n - a] + ([s.out_features] if spec.dora else [])
+        n += s.out_features if spec.dora else 0  # DoRA's magnitude vector m
         modules.append(ModuleBudget(s.name, list(s.targets), [s.out_features, s.in_features], r, n))
         if s.slices:
             for t, rows in s.slices:

@@ -54,7 +54,7 @@ def save_checkpoint(model, model_ref: str, run_dir: Path, state: dict, keep: int
     tmp = root / f".tmp-step-{state['step']}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_adapter(model, tmp, model_ref)
+        save_adapter(model, tmp, model_ref, residual=True)  # PiSSA/OLoRA: the A, B resume needs
         torch.save(state, tmp / STATE_FILE)
         if final.exists():
             shutil.rmtree(final)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.layers import check_lora
+from lora_studio.engine import variants
 from lora_studio.engine.targets import Site, resolve
 
 HALF = (torch.float16, torch.bfloat16)
@@ -38,10 +39,14 @@ class LoraSpec:
     modules_to_save: list[str] = field(default_factory=list)  # leaf names trained in full (task heads)
     rank_pattern: dict[str, int] = field(default_factory=dict)  # module name -> rank override
     alpha_pattern: dict[str, float] = field(default_factory=dict)  # module name -> alpha override
+    dora: bool = False  # weight-decomposed update (DoRA): trained magnitude x direction (engine/variants.py)
+    init: str = "kaiming"  # kaiming | gaussian | pissa | olora (engine/variants.py)
 
     def __post_init__(self):
         self.targets, self.rank, self.alpha, self.dropout = check_lora(self.targets, self.rank, self.alpha,
                                                                         self.dropout)
+        if self.init not in variants.INITS:
+            raise UserError(f"init {self.init!r} unknown: use one of {', '.join(variants.INITS)}")
 
     def scaling(self, r: int, alpha: float) -> float:
         return alpha / math.sqrt(r) if self.rslora else alpha / r
@@ -52,6 +57,9 @@ class LoraSpec:
 
 class LoraLayer(nn.Module):
     """A frozen base Linear/Conv1D plus a trainable low-rank update on all or some of its rows."""
+
+    use_dora = False  # set by variants.prepare, which also adds `lora_magnitude_vector` (out,)
+    init_method = "kaiming"
 
     def __init__(self, base: nn.Module, site: Site, r: int, alpha: float, scaling: float,
                  dropout: float = 0.0, dtype: torch.dtype | None = None):
@@ -102,6 +110,8 @@ class LoraLayer(nn.Module):
         result = self.base_layer(x)
         if self.merged or self.disabled:
             return result
+        if self.use_dora:
+            return variants.dora_forward(self, x, result)
         a = self.lora_A
         xa = x if self.dropout is None else self.dropout(x)
         if xa.dtype != a.dtype and not torch.is_autocast_enabled(x.device.type):
@@ -128,6 +138,8 @@ class LoraLayer(nn.Module):
         if self.quantized:  # bnb would dequantize, add and re-quantize: the update is mostly lost
             raise UserError("cannot merge into a 4-/8-bit base (it would be re-quantized); merge into the "
                             "full-precision base instead: lora-studio merge RUN_DIR --out DIR")
+        if self.use_dora:
+            return variants.dora_apply(self, sign)
         w = self.base_layer.weight
         delta = self.delta_weight(torch.float32) * sign  # (out, in) in fp32
         if self.slices is not None:  # touch only adapted rows: the others stay bit-identical
@@ -145,6 +157,8 @@ class LoraLayer(nn.Module):
         parts = f"r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:.4g}"
         if self.slices:
             parts += ", slices=" + "+".join(t for t, _ in self.slices)
+        if self.use_dora or self.init_method != "kaiming":
+            parts += ", dora" * self.use_dora + f", init={self.init_method}" * (self.init_method != "kaiming")
         return parts
 
 
@@ -172,6 +186,7 @@ def plan(model: nn.Module, spec: LoraSpec) -> list[Site]:
     sites = resolve(model, spec.targets, spec.layers)
     for s in sites:
         check_rank(s, spec.rank_of(s.name)[0])
+    variants.check(sites, spec)
     return sites
 
 
@@ -181,11 +196,14 @@ def inject(model: nn.Module, spec: LoraSpec, sites: list[Site] | None = None) ->
     if lora_layers(model):
         raise UserError("this model already has LoRA adapters; load a fresh base model")
     sites = sites if sites is not None else plan(model, spec)
+    variants.check(sites, spec)
     for p in model.parameters():
         p.requires_grad_(False)
     for s in sites:
         r, alpha = spec.rank_of(s.name)
         layer = LoraLayer(s.module, s, r, alpha, spec.scaling(r, alpha), spec.dropout)
+        if spec.dora or spec.init != "kaiming":
+            variants.prepare(layer, spec)
         _set_module(model, s.name, layer)
     saved = []
     for name, module in model.named_modules():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -177,8 +178,11 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
                        quantization_config=bnb_config(config.model.quantize, compute_dtype(device, precision)))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
-    torch.manual_seed(config.train.seed)
+    torch.manual_seed(config.train.seed)  # also seeds PiSSA's randomised SVD: resume rebuilds the same residual
+    t0 = time.perf_counter()
     adapted = inject(model, config.lora.to_spec(config.model.task))
+    if config.lora.init in ("pissa", "olora"):
+        emit(Status(f"{config.lora.init} init of {len(adapted)} matrices took {time.perf_counter() - t0:.2f} s"))
     speed_up(model, device)  # fused GELU-tanh everywhere; the fast dropout on CPUs
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -63,6 +63,7 @@ class ModuleSpectrum:
     stable_rank: float  # ‖ΔW‖_F² / σ₁²
     frobenius: float  # ‖ΔW‖_F
     amplification: float | None = None  # ‖ΔW‖_F / ‖Uᵀ W0 V‖_F, when W0 was given
+    note: str | None = None  # what ΔW is when it is not s·B A (DoRA)
     U: torch.Tensor | None = field(default=None, repr=False, compare=False)  # (out, r) left singular vectors
     V: torch.Tensor | None = field(default=None, repr=False, compare=False)  # (in, r) right singular vectors
 
@@ -120,7 +121,7 @@ def effective_rank(sigma) -> float:
     return math.exp(-torch.special.xlogy(p, p).sum().item())
 
 
-def _spectrum(name, target, r, S, U=None, V=None, W0=None, keep_vectors=False) -> ModuleSpectrum:
+def _spectrum(name, target, r, S, U=None, V=None, W0=None, keep_vectors=False, note=None) -> ModuleSpectrum:
     e = S ** 2
     fro2, s1 = e.sum().item(), S[0].item() if len(S) else 0.0
     amp = None
@@ -139,7 +140,18 @@ def _spectrum(name, target, r, S, U=None, V=None, W0=None, keep_vectors=False) -
         name=name, target=target, layer=layer_index(name), rank=r, singular_values=S.tolist(),
         effective_rank=effective_rank(S), rank90=energy_rank(S, 0.9), rank99=energy_rank(S, 0.99),
         stable_rank=fro2 / s1 ** 2 if s1 > 0 else 0.0, frobenius=math.sqrt(fro2), amplification=amp,
-        U=U.float() if keep_vectors else None, V=V.float() if keep_vectors else None)
+        U=U.float() if keep_vectors else None, V=V.float() if keep_vectors else None, note=note)
+
+
+DORA_NOTE = "DoRA: effective dW = merged - base = m*(W0+sBA)/|W0+sBA|_c - W0 (full rank in general)"
+DORA_NOTE_NO_BASE = "DoRA: direction update sBA only (no base weights given, so the magnitude is left out)"
+
+
+def dora_delta(m: AdapterModule, W0: torch.Tensor) -> torch.Tensor:
+    """The effective ΔW (out x in, float64) of a DoRA module: what merging adds to W0."""
+    W0 = W0.to(F64)
+    V = W0 + m.scaling * (m.B.to(F64) @ m.A.to(F64))
+    return (m.magnitude.to(F64) / torch.linalg.norm(V, dim=1))[:, None] * V - W0
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -149,7 +161,8 @@ def modules_from_model(model: nn.Module) -> dict[str, AdapterModule]:
     with torch.no_grad():
         for name, m in lora_layers(model).items():
             A, B = m.lora_A.detach().to("cpu", copy=True), m.b_full().detach().to("cpu", copy=True)
-            out[name] = AdapterModule(name, A, B, m.r, m.alpha, m.scaling, m.conv1d, m.slices)
+            mag = m.lora_magnitude_vector.detach().to("cpu", copy=True) if m.use_dora else None
+            out[name] = AdapterModule(name, A, B, m.r, m.alpha, m.scaling, m.conv1d, m.slices, mag)
     return out
 
 
@@ -183,7 +196,9 @@ def weights_of(model: nn.Module, names=None) -> dict[str, torch.Tensor]:
             continue
         w = mod.weight.detach()
         w = (w.T if type(mod).__name__ == "Conv1D" else w).to("cpu", torch.float32)
-        if m is not None and m.merged:
+        if m is not None and m.merged and m.use_dora:
+            w = w / m._dora_g.detach().cpu()[:, None] - m.delta_weight().detach().cpu()
+        elif m is not None and m.merged:
             w = w - m.delta_weight().detach().cpu()
         out[name] = w
     return out
@@ -206,19 +221,26 @@ def analyse(adapter, base_weights: dict | nn.Module | None = None, top_vectors: 
     folder, a model with LoRA layers, or {name: AdapterModule}. `base_weights`: {name: W0 (out x in)}
     or the base model, for the amplification factor (costs one out x in x r product per module)."""
     mods = _modules(adapter)
+    if base_weights is None and isinstance(adapter, nn.Module) and any(m.magnitude is not None for m in mods.values()):
+        base_weights = weights_of(adapter, [n for n, m in mods.items() if m.magnitude is not None])
     if isinstance(base_weights, nn.Module):
         base_weights = weights_of(base_weights, list(mods))
     out = []
     for name, m in mods.items():
         W0 = base_weights.get(name) if base_weights else None
         W0 = _w0(W0.detach().cpu(), m) if W0 is not None else None
+        if m.magnitude is not None and W0 is not None:  # DoRA (never fused): dense SVD of the effective ΔW
+            U, S, Vh = torch.linalg.svd(dora_delta(m, W0), full_matrices=False)
+            out.append(_spectrum(name, None, m.A.shape[0], S, U, Vh.T, W0, top_vectors, DORA_NOTE))
+            continue
+        note = DORA_NOTE_NO_BASE if m.magnitude is not None else None
         rows = dict(m.slices or [])
         for label, A, B in m.parts():
             want = top_vectors or W0 is not None
             res = delta_svd(B, A, m.scaling, vectors=want)
             S, U, V = res if want else (res, None, None)
             w = None if W0 is None else (W0[rows[label]] if label else W0)
-            out.append(_spectrum(name, label, A.shape[0], S, U, V, w, top_vectors))
+            out.append(_spectrum(name, label, A.shape[0], S, U, V, w, top_vectors, note))
     return out
 
 
@@ -311,6 +333,9 @@ def resize(adapter, out_dir, rank: int | None = None, energy: float | None = Non
     if not isinstance(adapter, AdapterFile) and runfolder.is_run(adapter):
         adapter = runfolder.newest_adapter(adapter)[0]
     ad = adapter if isinstance(adapter, AdapterFile) else read_adapter(adapter)
+    if any(m.magnitude is not None for m in ad.modules.values()):
+        raise UserError("a DoRA adapter cannot be resized by SVD (its magnitude vector is not low-rank): "
+                        "merge it instead (lora-studio merge)")
     out = runfolder.check_export_target(out_dir, ad.path, overwrite, "resized adapter")
     norm = math.sqrt if ad.config.get("use_rslora") else float  # alpha = s·norm(r) keeps s
     tensors, rows_report, kept = {}, [], {}  # kept: name -> (module, rank kept per slice)

@@ -169,8 +169,9 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
     warmup = t.warmup_steps or int(t.warmup_ratio * total)
     params = trainable_parameters(model)
     from lora_studio.engine.quantize import make_optimizer
+    from lora_studio.engine.variants import optimizer_groups
 
-    optimizer = make_optimizer(t.optimizer, params, t.lr, t.weight_decay)
+    optimizer = make_optimizer(t.optimizer, optimizer_groups(model, t.lr, t.loraplus_ratio), t.lr, t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, warmup, total))
     scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
     step, epoch, pos, elapsed_before = 0, 0, 0, 0.0

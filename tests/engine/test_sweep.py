@@ -1,0 +1,99 @@
+"""The rank study on a tiny model: the runs and sweep.json, φ against itself, a fixed budget,
+an interrupted sweep that continues."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny
+from lora_studio.config import RunConfig
+from lora_studio.engine import UserError
+from lora_studio.engine import sweep as S
+from lora_studio.engine import train as T
+from test_train import _classification_data
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    return tiny.model_folder(tmp_path_factory.mktemp("bert"), "bert")
+
+
+def _config(model, data):
+    return RunConfig().replace(model={"path": str(model), "task": "classification"},
+                               lora={"targets": ["q", "v"], "rank": 4, "alpha": 8},
+                               data={"path": str(data), "max_length": 32, "validation_split": 0.25},
+                               train={"max_steps": 2, "batch_size": 8, "lr": 1e-2, "eval_every": 0,
+                                      "save_every": 1, "seed": 3, "warmup_ratio": 0.0})
+
+
+def test_sweep_runs_continues_and_summarises(tmp_path, bert_folder):
+    cfg = _config(bert_folder, _classification_data(tmp_path / "d.jsonl", 48))
+    out = tmp_path / "sweep"
+    control = T.Control()
+    started = []
+
+    def stop_in_third_run(e):  # a Ctrl-C during the third run
+        if isinstance(e, T.Started):
+            started.append(e.out)
+        if isinstance(e, T.Step) and len(started) == 3 and e.step == 1:
+            control.stop()
+
+    part = S.run_sweep(cfg, out, [1, 2, 4], seeds=2, on_event=stop_in_third_run, control=control)
+    assert not part["complete"] and len(part["runs"]) == 2
+    mtimes = {p.name: (p / "adapter_model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
+    events = []
+    doc = S.run_sweep(cfg, out, [1, 2, 4], seeds=2, on_event=events.append)
+    assert doc["complete"]
+    names = [r["name"] for r in doc["runs"]]
+    assert names == [f"q-v_r{r}_s{s}" for r in (1, 2, 4) for s in (3, 4)]
+    reused = [e.message for e in events if isinstance(e, T.Status) and "reused" in e.message]
+    assert len(reused) == 2  # the two finished runs are not trained again …
+    for name in names[:2]:
+        assert (out / name / "adapter_model.safetensors").stat().st_mtime_ns == mtimes[name]
+    assert any("resuming" in e.message for e in events if isinstance(e, T.Status))  # … the stopped one resumes
+    on_disk = json.loads((out / "sweep.json").read_text())
+    assert on_disk["complete"] and [r["name"] for r in on_disk["runs"]] == names
+    for r in on_disk["runs"]:
+        assert {"rank", "run_dir", "trainable_params", "final_loss", "eval_loss"} <= set(r)
+        assert Path(r["run_dir"]).is_dir() and r["final_loss"] is not None and r["eval_loss"] is not None
+    # per rank: 2 layers x (q, v) x r·(32 + 32) adapter parameters, plus the classifier head
+    head = on_disk["runs"][0]["trainable_params"] - 4 * 64
+    assert [r["trainable_params"] - head for r in on_disk["runs"]] == [4 * 64 * r for r in (1, 1, 2, 2, 4, 4)]
+    sims = on_disk["similarity"]
+    assert {(s["rank_a"], s["rank_b"], s["seed"]) for s in sims} == {(1, 4, 3), (2, 4, 3), (1, 4, 4), (2, 4, 4)}
+    phi = sims[0]["phi"]
+    assert set(phi) == {"query", "value"} and len(phi["query"]) == sims[0]["rank_a"] and len(phi["query"][0]) == 4
+    assert {(s["rank"], s["seed_a"], s["seed_b"]) for s in on_disk["seed_similarity"]} == {(1, 3, 4), (2, 3, 4), (4, 3, 4)}
+    assert all(v > 0 for a in on_disk["amplification"] for v in a["amplification"].values())
+    assert "Loss vs rank" in (out / "report.md").read_text()
+    # φ of a run with itself: 1 on the diagonal (the top-i directions are the same)
+    same = S.mean_phi(on_disk["runs"][-1]["run_dir"], on_disk["runs"][-1]["run_dir"])
+    for m in same.values():
+        torch.testing.assert_close(torch.tensor(m).diagonal(), torch.ones(4), atol=1e-5, rtol=0)
+    with pytest.raises(UserError, match="other settings"):
+        S.run_sweep(cfg.replace(train={"lr": 5e-3}), out, [1, 2, 4], seeds=2)
+
+
+def test_fixed_budget_trains_equal_parameter_counts(bert_folder, tmp_path):
+    cfg = _config(bert_folder, _classification_data(tmp_path / "d.jsonl", 16))
+    sets = [["q"], ["q", "v"], ["q", "k", "v", "o"]]
+    points = S.plan_points(cfg, [4, 8], seeds=1, targets_sets=sets, fixed_budget=True)
+    assert [(p.targets, p.rank, p.budget_rank) for p in points] == [
+        (["q"], 4, 4), (["q", "v"], 2, 4), (["q", "k", "v", "o"], 1, 4),
+        (["q"], 8, 8), (["q", "v"], 4, 8), (["q", "k", "v", "o"], 2, 8)]
+    for b in (4, 8):
+        counts = {tuple(p.targets): S.trainable(cfg, p.targets, p.rank) for p in points if p.budget_rank == b}
+        step = {ts: S.trainable(cfg, ts, 2) - S.trainable(cfg, ts, 1) for ts in counts}  # one rank step
+        target = counts[("q",)]
+        assert all(abs(n - target) <= step[ts] for ts, n in counts.items())
+
+
+def test_refuses_a_folder_that_is_not_a_sweep(tmp_path, bert_folder):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "mine.txt").write_text("keep")
+    with pytest.raises(UserError, match="not a sweep folder"):
+        S.run_sweep(_config(bert_folder, tmp_path / "d.jsonl"), tmp_path / "x", [1, 2])
+    with pytest.raises(UserError, match="ranks"):
+        S.parse_ranks("1,x")

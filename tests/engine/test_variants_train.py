@@ -1,0 +1,67 @@
+"""Variants through the real training loop: exact resume for each, LoRA+ recorded, and a PiSSA/
+OLoRA run folder that PEFT loads on the ORIGINAL base with the trained model's logits."""
+
+from pathlib import Path
+
+import peft
+import pytest
+import torch
+import transformers
+
+import tiny
+from lora_studio.config import RunConfig
+from lora_studio.engine import train as T
+from lora_studio.engine.adapters import load_adapter
+from test_train import _classification_data, _losses
+
+VARIANTS = {"dora": ({"dora": True}, {}), "pissa": ({"init": "pissa"}, {}), "olora": ({"init": "olora"}, {}),
+            "loraplus": ({}, {"loraplus_ratio": 16.0})}
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    return tiny.model_folder(tmp_path_factory.mktemp("bert"), "bert")
+
+
+def _config(out, model, data, lora, train):
+    t = {"max_steps": 8, "batch_size": 8, "lr": 1e-2, "eval_every": 0, "save_every": 4, "seed": 3,
+         "warmup_ratio": 0.0, **train}
+    return RunConfig().replace(model={"path": str(model), "task": "classification"},
+                               lora={"targets": ["q", "v"], "rank": 4, "alpha": 8, "dropout": 0.1, **lora},
+                               data={"path": str(data), "max_length": 32, "validation_split": 0.0},
+                               train=t, out=str(out))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_resumes_exactly(variant, tmp_path, bert_folder):
+    data = _classification_data(tmp_path / "d.jsonl", 64)
+    lora, train = VARIANTS[variant]
+    full = _config(tmp_path / "full", bert_folder, data, lora, train)
+    assert isinstance(T.train(full), T.Finished)
+    part = _config(tmp_path / "part", bert_folder, data, lora, train)
+    control = T.Control()
+    stopped = T.train(part, lambda e: isinstance(e, T.Step) and e.step == 3 and control.stop(), control)
+    assert stopped.stopped and stopped.step == 3
+    assert isinstance(T.train(part, resume=part.out), T.Finished)
+    assert _losses(part.out) == _losses(full.out)  # bit-identical on a CPU
+    assert RunConfig.load(Path(full.out) / "run.toml").to_dict() == full.to_dict()
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_principal_run_folder_loads_in_peft_on_the_original_base(init, tmp_path, bert_folder):
+    data = _classification_data(tmp_path / "d.jsonl", 64)
+    cfg = _config(tmp_path / "run", bert_folder, data, {"init": init}, {"max_steps": 4})
+    events = []
+    assert isinstance(T.train(cfg, events.append), T.Finished)
+    assert any(isinstance(e, T.Status) and f"{init} init" in e.message for e in events)
+    x = tiny.inputs()
+    x["input_ids"] = x["input_ids"] + 1000  # the tiny folder has the MiniLM vocabulary
+    load = lambda: transformers.AutoModelForSequenceClassification.from_pretrained(bert_folder).eval()
+    trained = load()  # the residual base + the checkpoint's A, B: the model as it trained
+    load_adapter(trained, Path(cfg.out) / "checkpoints" / "step-4")
+    trained.eval()  # the adapter's new dropout modules start in training mode
+    theirs = peft.PeftModel.from_pretrained(load(), cfg.out).eval()  # the ORIGINAL base + run folder
+    with torch.no_grad():
+        a, b, base = trained(**x).logits, theirs(**x).logits, load()(**x).logits
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    assert (a - base).abs().max() > 1e-4  # training changed something
