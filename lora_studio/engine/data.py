@@ -324,7 +324,8 @@ def detect_format(columns, task: str, cfg: DataConfig | None = None) -> tuple[st
                  "messages": cfg.messages_column, "label": cfg.label_column}
     for role, column in overrides.items():
         if column and column not in columns:
-            raise UserError(f"{role} column {column!r} is not in the data (columns: {', '.join(columns)})")
+            raise UserError(f"{role} column {column!r} (--{role}-column) is not in the data "
+                            f"(columns: {', '.join(columns)})")
     if task == "classification":
         if cfg.format not in ("auto", "classification"):
             raise UserError(f"format {cfg.format} is for causal-lm; classification needs `text` + `label` columns")
@@ -350,8 +351,10 @@ def detect_format(columns, task: str, cfg: DataConfig | None = None) -> tuple[st
         if all(roles.values()):
             return fmt, roles
     expected = " or ".join(EXPECTED[f] for f in formats)
+    missing = [r for r in ROLES[fmt] if not roles[r]] if len(formats) == 1 else ["text"]
+    flags = " ".join(f"--{r}-column NAME" for r in missing)
     raise UserError(f"no usable columns (the data has: {', '.join(columns) or 'none'}): {task} data needs "
-                    f"{expected}; rename the columns or name them in the data settings")
+                    f"{expected}; rename the columns, or name them: {flags}")
 
 
 def preview(path: str, n: int = 20, task: str | None = None, cfg: DataConfig | None = None) -> Preview:

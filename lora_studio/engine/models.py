@@ -156,6 +156,7 @@ def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | Non
     kwargs = {}
     if task == "classification":
         kwargs["num_labels"] = len(id2label) if id2label else num_labels
+        kwargs["ignore_mismatched_sizes"] = True  # a classifier with other classes: its head is new, and trained
         if id2label:
             kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
             kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
