@@ -20,7 +20,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lora_studio.engine.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported
+from lora_studio.engine.atomic import atomic_write_bytes, atomic_write_json, public_mode  # noqa: F401 - re-exported
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.runfolder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from lora_studio.engine import variants
@@ -36,8 +36,12 @@ MAGNITUDE = "lora_magnitude_vector"  # DoRA's m (out,): PEFT 0.21 writes `<modul
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata=None):
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata or {"format": "pt"})
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata or {"format": "pt"})
+        public_mode(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _ranges(rows: list[int]) -> list[list[int]]:

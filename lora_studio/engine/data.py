@@ -1,5 +1,5 @@
-"""Data: loading tables (files, `datasets` folders, hub ids), formats and column roles,
-tokenization with loss masks, and per-batch padding.
+"""Data preparation: tokenization with loss masks (once, in `prepare`), and per-batch padding.
+Reading files and detecting formats is `data_io` (its names are re-exported here).
 
 Formats, by columns (auto-detected, overridable in `DataConfig`):
   text               plain causal LM, loss on every token
@@ -12,37 +12,22 @@ Everything is tokenized once, in `prepare`; `collate` only pads. Qt-free.
 
 from __future__ import annotations
 
-import codecs
 import json
-import logging
 import math
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from lora_studio.config import DataConfig
+from lora_studio.engine.data_io import (  # noqa: F401 - re-exported: `from lora_studio.engine.data import …`
+    CANDIDATES, CLASSIFICATION_TEXT, EXPECTED, EXTENSIONS, ROLES, TEXT_FILES, VALIDATION_SPLITS, Preview,
+    _check_utf8, _first_line, _open, _pick, _read_jsonl, detect_format, load_table, preview)
 from lora_studio.engine.errors import UserError
 
-EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet",
-              ".txt": "text"}
-TEXT_FILES = (".jsonl", ".json", ".csv", ".tsv", ".txt")
 IGNORE = -100  # label of tokens that carry no loss (prompt, non-assistant turns, padding)
-
-# column names tried, in order, for each role (case-insensitive); DataConfig overrides win
-CANDIDATES = {
-    "messages": ("messages", "conversations", "conversation", "chat", "dialog"),
-    "prompt": ("prompt", "instruction", "question", "input", "query"),
-    "completion": ("completion", "response", "answer", "output"),
-    "text": ("text", "content", "document"),
-    "label": ("label", "labels", "class", "category", "intent", "sentiment", "target"),
-}
-CLASSIFICATION_TEXT = ("text", "sentence", "content", "review", "document", "utterance", "message",
-                       "query", "question", "input")
-ROLES = {"text": ("text",), "prompt-completion": ("prompt", "completion"), "messages": ("messages",),
-         "classification": ("text", "label")}
-EXPECTED = {"text": "a `text` column", "prompt-completion": "`prompt` + `completion` columns",
-            "messages": "a `messages` column (chat)", "classification": "`text` + `label` columns"}
-VALIDATION_SPLITS = ("validation", "valid", "val", "dev", "test")
+# No token is longer than this many characters in practice, so cutting a text at CHARS_PER_TOKEN x
+# max_length characters before tokenizing changes nothing that truncation keeps, and bounds the time
+# and memory of a huge text (a 50 MB line otherwise tokenizes whole, for its length statistics).
+CHARS_PER_TOKEN = 64
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "model": "assistant", "bot": "assistant", "system": "system", "tool": "tool"}
 
@@ -61,6 +46,7 @@ class LengthStats:
     truncated: int = 0  # kept examples cut at max_length
     too_long_prompts: int = 0  # dropped: the prompt alone fills max_length, no token left to learn
     empty: int = 0  # dropped: missing text/label/completion, or no assistant turn
+    clipped: int = 0  # kept examples cut to CHARS_PER_TOKEN x max_length characters before tokenizing
 
     @property
     def dropped(self) -> int:
@@ -71,6 +57,9 @@ class LengthStats:
              f" / p95 {self.p95_tokens:.0f} / max {self.max_tokens}")
         if self.truncated:
             s += f"; {self.truncated} truncated at {self.max_length}"
+        if self.clipped:
+            s += (f" ({self.clipped} over {CHARS_PER_TOKEN * self.max_length:,} characters cut before "
+                  "tokenizing: lengths above count to there)")
         if self.too_long_prompts:
             s += f"; {self.too_long_prompts} dropped (prompt alone >= {self.max_length} tokens)"
         if self.empty:
@@ -88,293 +77,6 @@ class Prepared:
     roles: dict[str, str]  # role -> column name
     label_names: list[str] = field(default_factory=list)  # class id -> name (classification only)
     stats: dict[str, LengthStats] = field(default_factory=dict)  # "train", "validation"
-
-
-@dataclass
-class Preview:
-    """The first rows of a table, as strings, for the GUI's table view."""
-
-    columns: list[str]
-    rows: list[dict[str, str]]
-    format: str  # detected format, "" when none fits
-    roles: dict[str, str]
-    num_rows: int
-    problem: str = ""  # why no format fits (the UserError message), "" when one does
-
-
-# -- loading ---------------------------------------------------------------------------------
-def _quiet_datasets():
-    """No progress bars; datasets' own error logs are dropped (every failure becomes a UserError)."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity(logging.CRITICAL)
-
-
-def load_table(path_or_id: str, split: str = "train"):
-    """One split as a `datasets.Dataset`: a data file, a folder saved by `datasets`
-    (`save_to_disk`), or a hub dataset id (needs a network)."""
-    return _pick(_open(path_or_id), split, path_or_id)
-
-
-def _open(ref):
-    """A Dataset (files) or a DatasetDict (folders, hub ids)."""
-    import datasets
-
-    _quiet_datasets()
-    ref = str(ref)
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            try:
-                return datasets.load_from_disk(str(path))
-            except Exception as e:
-                raise UserError(f"cannot read the datasets folder {ref}: {_first_line(e)}") from None
-        try:  # a folder of data files (e.g. a downloaded hub repository)
-            return datasets.load_dataset(str(path))
-        except Exception as e:
-            raise UserError(f"{ref} is neither a folder saved by datasets (save_to_disk) nor a folder of "
-                            f"data files: {_first_line(e)}") from None
-    if path.is_file():
-        return _read_file(path)
-    if path.suffix.lower() in EXTENSIONS or ref.startswith((".", "/", "~")) or "\\" in ref or ref.count("/") > 1:
-        raise UserError(f"data file {ref} does not exist: check the path")
-    try:
-        return datasets.load_dataset(ref)
-    except Exception as e:
-        raise UserError(f"cannot load dataset {ref!r} from the Hugging Face hub ({_first_line(e)}): "
-                        "give a local file, or check the id and the network") from None
-
-
-def _pick(table, split: str, ref):
-    import datasets
-
-    if isinstance(table, datasets.Dataset):
-        return table
-    names = list(table)
-    if split in table:
-        return table[split]
-    aliases = VALIDATION_SPLITS if split in VALIDATION_SPLITS else ("train",) if split == "train" else ()
-    for name in aliases:
-        if name in table:
-            return table[name]
-    if split == "train" and len(names) == 1:
-        return table[names[0]]
-    raise UserError(f"{ref} has no {split!r} split (it has: {', '.join(names)})")
-
-
-def _read_file(path: Path):
-    import datasets
-
-    ext = path.suffix.lower()
-    if ext not in EXTENSIONS:
-        raise UserError(f"{path.name}: unsupported file type {ext or '(none)'}; "
-                        f"use one of {', '.join(EXTENSIONS)} or a folder saved by datasets")
-    if path.stat().st_size == 0:
-        raise UserError(f"data file {path} is empty")
-    if ext in TEXT_FILES:
-        _check_utf8(path)
-    if ext == ".json":
-        return _read_json(path)
-    kwargs = {".tsv": {"sep": "\t"}, ".txt": {"encoding": "utf-8-sig"}}.get(ext, {})  # -sig: drop a BOM
-    try:
-        table = datasets.load_dataset(EXTENSIONS[ext], data_files=str(path), split="train", **kwargs)
-    except Exception as e:
-        if "corresponds to no data" in str(e):
-            raise UserError(f"data file {path} has no rows") from None
-        if ext == ".jsonl":  # a bad line (raises, naming it), else rows datasets' reader refused
-            return _from_list(_read_jsonl(path), path)
-        if ext == ".parquet":
-            raise UserError(f"{path} is not a readable Parquet file: {_first_line(e)}") from None
-        raise UserError(f"cannot read {path}: {_first_line(e)}") from None
-    if ext == ".txt":  # one example per non-empty line
-        table = table.filter(lambda t: bool(t.strip()), input_columns="text")
-    if len(table) == 0:
-        raise UserError(f"data file {path} has no rows")
-    return table
-
-
-def _read_json(path: Path):
-    """A .json file: a list of records, {"data": [records]}, columns {name: [values]}, or JSON lines."""
-    text = path.read_text(encoding="utf-8-sig")
-    if not text.strip():
-        raise UserError(f"data file {path} is empty")
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        if e.msg == "Extra data":  # JSON lines with a .json name (Dataset.to_json writes these)
-            return _from_list(_read_jsonl(path), path)
-        raise UserError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
-    if isinstance(obj, dict):
-        lists = [v for v in obj.values() if isinstance(v, list)]
-        if len(obj) == 1 and lists and all(isinstance(r, dict) for r in lists[0]):
-            obj = lists[0]
-        elif obj and len(lists) == len(obj) and len({len(v) for v in lists}) == 1:
-            obj = [dict(zip(obj, values)) for values in zip(*obj.values())]
-    if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
-        raise UserError(f"{path}: expected a list of objects (one per example), "
-                        "or JSON lines (one object per line, .jsonl)")
-    return _from_list(obj, path)
-
-
-def _from_list(rows: list[dict], path):
-    """A Dataset from parsed records; a column mixing types becomes `datasets.Json`."""
-    import datasets
-
-    if not rows:
-        raise UserError(f"data file {path} has no rows")
-    try:
-        try:
-            return datasets.Dataset.from_list(rows, on_mixed_types="use_json")
-        except TypeError:  # datasets < 5: no Json type
-            return datasets.Dataset.from_list(rows)
-    except Exception as e:
-        _check_consistent(rows, path)
-        raise UserError(f"cannot read {path}: {_first_line(e)}") from None
-
-
-def _check_utf8(path: Path, chunk: int = 1 << 20):
-    """Stream the file through a strict UTF-8 decoder; say where the first bad byte is."""
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset, line, blank = 0, 1, True  # offset: bytes before `block`
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            carried = len(decoder.getstate()[0])  # bytes of a character split across blocks
-            try:
-                text = decoder.decode(block, final=not block)
-            except UnicodeDecodeError as e:
-                data = e.object
-                line += data[carried:max(carried, e.start)].count(b"\n")
-                raise UserError(f"{path} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} "
-                                f"(byte {offset - carried + e.start}); re-save the file as UTF-8") from None
-            blank = blank and not text.strip()
-            if not block:
-                break
-            line += block.count(b"\n")
-            offset += len(block)
-    if blank:
-        raise UserError(f"data file {path} is empty (only whitespace)")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """Parse JSON lines in Python: slower than datasets' reader, but names the first bad line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}: line {number} is not valid JSON ({e.msg}, column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}: line {number} is not a JSON object ({{\"column\": value, …}})")
-            rows.append(row)
-    return rows
-
-
-def _kind(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return {str: "text", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
-
-
-def _check_consistent(rows: list[dict], path):
-    """Arrow needs one type per column: name the first row that mixes, say, numbers and text."""
-    seen: dict[str, tuple[str, int]] = {}
-    for number, row in enumerate(rows, 1):
-        for key, value in row.items():
-            kind = _kind(value)
-            if kind is None:
-                continue
-            first = seen.setdefault(key, (kind, number))
-            if first[0] != kind:
-                raise UserError(f"{path}: column {key!r} is {kind} in row {number} but {first[0]} in row "
-                                f"{first[1]}; use one type per column (e.g. quote the labels)")
-
-
-def _first_line(e: Exception) -> str:
-    cause = e.__cause__ or e.__context__
-    msg = str(e).strip() or type(e).__name__
-    if cause is not None and "error occurred while generating" in msg:
-        msg = str(cause).strip() or type(cause).__name__
-    return msg.splitlines()[0][:300]
-
-
-# -- formats ---------------------------------------------------------------------------------
-def _find(columns: list[str], names) -> str:
-    lower = {c.lower(): c for c in columns}
-    for name in names:
-        if name in lower:
-            return lower[name]
-    return ""
-
-
-def detect_format(columns, task: str, cfg: DataConfig | None = None) -> tuple[str, dict[str, str]]:
-    """(format, roles) for a table with these columns: roles maps text/prompt/completion/messages/label
-    to column names. `cfg` overrides the format and any column; missing columns are a UserError."""
-    cfg = cfg or DataConfig()
-    columns = list(columns)
-    overrides = {"text": cfg.text_column, "prompt": cfg.prompt_column, "completion": cfg.completion_column,
-                 "messages": cfg.messages_column, "label": cfg.label_column}
-    for role, column in overrides.items():
-        if column and column not in columns:
-            raise UserError(f"{role} column {column!r} is not in the data (columns: {', '.join(columns)})")
-    if task == "classification":
-        if cfg.format not in ("auto", "classification"):
-            raise UserError(f"format {cfg.format} is for causal-lm; classification needs `text` + `label` columns")
-        formats = ["classification"]
-    elif task == "causal-lm":
-        if cfg.format == "classification":
-            raise UserError("format classification needs the classification task (the model is a causal LM)")
-        formats = ["messages", "prompt-completion", "text"] if cfg.format == "auto" else [cfg.format]
-        overridden = [f for f in formats if any(overrides[r] for r in ROLES[f])]
-        formats = overridden or formats
-    else:
-        raise UserError(f"task {task!r} unknown: use causal-lm or classification")
-
-    for fmt in formats:
-        roles = {}
-        for role in ROLES[fmt]:
-            names = CLASSIFICATION_TEXT if (fmt, role) == ("classification", "text") else CANDIDATES[role]
-            roles[role] = overrides[role] or _find(columns, names)
-        if fmt == "classification" and roles["label"] and not roles["text"]:
-            others = [c for c in columns if c != roles["label"]]
-            if len(others) == 1:
-                roles["text"] = others[0]
-        if all(roles.values()):
-            return fmt, roles
-    expected = " or ".join(EXPECTED[f] for f in formats)
-    raise UserError(f"no usable columns (the data has: {', '.join(columns) or 'none'}): {task} data needs "
-                    f"{expected}; rename the columns or name them in the data settings")
-
-
-def preview(path: str, n: int = 20, task: str | None = None, cfg: DataConfig | None = None) -> Preview:
-    """The first `n` rows as strings, with the detected format (task None: guess from the columns)."""
-    table = load_table(path, "train")
-    columns = list(table.column_names)
-    rows = [{c: _cell(row[c]) for c in columns} for row in table.select(range(min(n, len(table))))]
-    if task is None:
-        task = "classification" if (cfg and cfg.label_column) or _find(columns, CANDIDATES["label"]) \
-            else "causal-lm"
-    try:
-        fmt, roles = detect_format(columns, task, cfg)
-        problem = ""
-    except UserError as e:
-        fmt, roles, problem = "", {}, str(e)
-    return Preview(columns, rows, fmt, roles, len(table), problem)
-
-
-def _cell(value, limit: int = 300) -> str:
-    if value is None:
-        return ""
-    s = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return s if len(s) <= limit else s[:limit - 1] + "…"
 
 
 # -- preparation -----------------------------------------------------------------------------
@@ -432,18 +134,59 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
     names: list[str] = []
     if fmt == "classification":
         labels, val_labels, names = _label_ids(table, val_table, roles["label"], label_names)
-        train, train_stats = _classification(_col(table, roles["text"]), labels, tokenizer, L)
-        val, val_stats = _classification(_col(val_table, roles["text"]), val_labels, tokenizer, L) \
-            if val_table is not None else ([], LengthStats(max_length=L))
-    else:
-        train, train_stats = _causal(fmt, table, roles, tokenizer, L)
-        val, val_stats = _causal(fmt, val_table, roles, tokenizer, L) \
-            if val_table is not None else ([], LengthStats(max_length=L))
+    stats = {}
+    for split, t in (("train", table), ("validation", val_table)):
+        if t is None:
+            stats[split] = ([], LengthStats(max_length=L))
+            continue
+        clip = Clip(CHARS_PER_TOKEN * L)
+        if fmt == "classification":
+            ids = labels if split == "train" else val_labels
+            stats[split] = _classification(clip(_col(t, roles["text"])), ids, tokenizer, L)
+        else:
+            stats[split] = _causal(fmt, t, roles, tokenizer, L, clip)
+        stats[split][1].clipped = clip.count
+    (train, train_stats), (val, val_stats) = stats["train"], stats["validation"]
     return Prepared(train, val, fmt, roles, names, {"train": train_stats, "validation": val_stats})
 
 
 def _col(table, name: str) -> list:
     return table[name][:]  # one Arrow -> Python conversion, not one per row
+
+
+class Clip:
+    """Cuts each text (a cell, or the contents of a conversation taken together) to `limit`
+    characters, counting the cells it cut."""
+
+    def __init__(self, limit: int):
+        self.limit, self.count = limit, 0
+
+    def __call__(self, values: list) -> list:
+        return [self.one(v) for v in values]
+
+    def one(self, value):
+        if isinstance(value, str):
+            if len(value) <= self.limit:
+                return value
+            self.count += 1
+            return value[:self.limit]
+        if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):  # messages
+            out, left = [], self.limit
+            for m in value:
+                text = next((m[k] for k in ("content", "value", "text") if isinstance(m.get(k), str)), "")
+                if left <= 0:
+                    self.count += 1
+                    break
+                if len(text) > left:
+                    key = next(k for k in ("content", "value", "text") if m.get(k) is text)
+                    m = {**m, key: text[:left]}
+                    self.count += 1
+                    out.append(m)
+                    break
+                out.append(m)
+                left -= len(text)
+            return out
+        return value
 
 
 def _label_ids(table, val_table, column: str, fixed: list[str] | None):
@@ -534,14 +277,16 @@ def _classification(texts, labels, tok, L: int) -> tuple[list[dict], LengthStats
     return examples, _stats(lengths, L, truncated=len(long), empty=len(texts) - len(keep))
 
 
-def _causal(fmt: str, table, roles: dict, tok, L: int) -> tuple[list[dict], LengthStats]:
+def _causal(fmt: str, table, roles: dict, tok, L: int, clip=None) -> tuple[list[dict], LengthStats]:
     """Untruncated (ids, loss mask) per row, then truncation, masking and the counts."""
+    clip = clip or Clip(CHARS_PER_TOKEN * L)
     if fmt == "text":
-        rows = _text_rows(_col(table, roles["text"]), tok)
+        rows = _text_rows(clip(_col(table, roles["text"])), tok)
     elif fmt == "prompt-completion":
-        rows = _prompt_completion_rows(_col(table, roles["prompt"]), _col(table, roles["completion"]), tok)
+        prompts = clip(_col(table, roles["prompt"]))
+        rows = _prompt_completion_rows(prompts, clip(_col(table, roles["completion"])), tok)
     else:
-        rows = _chat_rows(_col(table, roles["messages"]), tok)
+        rows = _chat_rows(clip(_col(table, roles["messages"])), tok)
     examples, lengths = [], []
     truncated = too_long = empty = 0
     for row in rows:

@@ -21,7 +21,8 @@ def _check_folder(ref: str, allow_pickle: bool):
     if not path.exists():
         if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref:
             raise UserError(f"model folder {ref} does not exist: give a folder with config.json or a hub id like org/name")
-        return  # a hub id: transformers fetches it (needs a network)
+        _check_hub(ref)
+        return
     if not path.is_dir():
         raise UserError(f"model path {ref} is a file: give the folder that holds config.json")
     if not (path / "config.json").is_file():
@@ -30,6 +31,42 @@ def _check_folder(ref: str, allow_pickle: bool):
         if list(path.glob("*.bin")) or list(path.glob("*.pt")) or list(path.glob("*.pth")):
             raise UserError(f"{ref} has only pickled weights (.bin/.pt), which can run code when loaded; "
                             "convert them to safetensors, or allow pickles (--allow-pickle) if you trust the source")
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or \
+        os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+@functools.lru_cache(maxsize=32)
+def _check_hub(ref: str, timeout: float = 5.0):
+    """A name that is not a folder: in the local HF cache, or asked of the hub once with a short
+    timeout, so that a typo fails in seconds instead of after transformers' retries."""
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    try:
+        if isinstance(huggingface_hub.try_to_load_from_cache(ref, "config.json"), str):
+            return
+    except errors.HFValidationError:
+        raise UserError(f"model {ref!r} is neither a local folder nor a valid hub id (org/name): "
+                        "check the spelling, or give a folder with config.json") from None
+    what = f"model {ref!r} is neither a local folder nor in the Hugging Face cache"
+    if _offline():
+        raise UserError(f"{what}, and HF_HUB_OFFLINE is set: give a model folder with config.json, "
+                        "or unset HF_HUB_OFFLINE to download it")
+    try:
+        huggingface_hub.model_info(ref, timeout=timeout)
+    except errors.GatedRepoError:  # (a subclass of RepositoryNotFoundError) exists; transformers says what access it needs
+        return
+    except (errors.RepositoryNotFoundError, errors.HFValidationError):
+        raise UserError(f"{what}, and the hub has no model of that name (check the spelling, "
+                        "or log in for a private or gated one)") from None
+    except Exception as e:  # network: DNS, timeout, proxy
+        raise UserError(f"{what}, and the hub cannot be reached ({str(e).splitlines()[0][:120]}): "
+                        "check the name and the network, or give a model folder") from None
 
 
 def load_config(ref: str, trust_remote_code: bool = False):
@@ -119,6 +156,7 @@ def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | Non
     kwargs = {}
     if task == "classification":
         kwargs["num_labels"] = len(id2label) if id2label else num_labels
+        kwargs["ignore_mismatched_sizes"] = True  # a classifier with other classes: its head is new, and trained
         if id2label:
             kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
             kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}

@@ -219,6 +219,23 @@ def prepare_new_run(out, overwrite: bool = False) -> Path:
     return out
 
 
+def discard_new_run(out: Path):
+    """Undo `prepare_new_run` for a run refused before its first step (bad data, bad settings):
+    its own files go, and the folder too when nothing else is in it, so the corrected command
+    can use the same --out."""
+    if checkpoints(out):
+        return
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for p in out.glob("events.out.tfevents.*"):
+        p.unlink()
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    try:
+        out.rmdir()
+    except OSError:
+        pass
+
+
 def check_export_target(out, source, overwrite: bool = False, what: str = "export") -> Path:
     """An export (merge, resize, gguf, adapter copy) never writes into a run's folder or its own
     source, and never over existing files unless `overwrite`."""

@@ -159,7 +159,8 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     emit(Status(f"tokenizing {dcfg.path}"))
     prepared = data_mod.prepare(dcfg, tok, config.model.task, seed=config.train.seed, label_names=label_names)
     if not prepared.train:
-        raise UserError(f"{dcfg.path} has no usable training examples after tokenization")
+        raise UserError(f"{dcfg.path} has no usable training examples after tokenization "
+                        f"({prepared.stats['train'].summary()}): check the data, or raise --max-length")
     for split, st in prepared.stats.items():
         if st is not None:
             emit(Status(f"{split}: {st.summary()}"))

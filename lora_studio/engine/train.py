@@ -25,7 +25,8 @@ from lora_studio.engine.checkpoint import epoch_order, load_latest, rng_state, s
 from lora_studio.engine.errors import Failure, NonFiniteLoss, failure_of
 from lora_studio.engine.events import (Checkpoint, Control, Eval, Failed, Finished, Paused, Resumed, Spectra,
                                        Started, Status, Step)
-from lora_studio.engine.runfolder import (LABELS_FILE, METRICS_FILE, RUN_FILE, latest_checkpoint, metrics_line,
+from lora_studio.engine.runfolder import (LABELS_FILE, METRICS_FILE, RUN_FILE, discard_new_run, latest_checkpoint,
+                                          metrics_line,
                                           prepare_new_run, read_labels, read_metrics, with_absolute_paths,
                                           write_run_state)
 from lora_studio.engine.setup import (Setup, Stopped, autocast, device_name, evaluate, memory, release, setup,
@@ -75,6 +76,7 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
     s = None
     reached = {"step": 0, "total": 0}  # the last step reported, for a failure's "at step N"
     run_dir = None
+    fresh = False  # this call made the run folder: a run refused before its first step removes it
 
     def emit(e):
         if isinstance(e, Step):
@@ -94,6 +96,7 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
             config = config.replace(out=str(run_dir))
         else:
             config = with_absolute_paths(config)
+            fresh = not Path(config.out).expanduser().exists()
             run_dir = prepare_new_run(config.out, overwrite)
             ckpt, state, notes = None, None, []
         config.save(run_dir / RUN_FILE)
@@ -111,7 +114,9 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
     finally:
         control.drop_calls("the run has ended")
         release(s)
-    if run_dir is not None and run_dir.is_dir():
+    if fresh and isinstance(ev, Failure) and ev.kind == "user" and reached["step"] == 0 and run_dir.is_dir():
+        discard_new_run(run_dir)
+    elif run_dir is not None and run_dir.is_dir():
         try:
             state = "stopped" if isinstance(ev, Finished) else "failed"
             write_run_state(run_dir, state, ev.step, reached["total"], getattr(ev, "message", ""))

@@ -145,7 +145,7 @@ def test_detect_format_by_columns_and_overrides():
         ("text", {"text": "body"})
     assert detect_format(["a", "b"], "classification", DataConfig(text_column="a", label_column="b"))[1] == \
         {"text": "a", "label": "b"}
-    with pytest.raises(UserError, match="text column 'body' is not in the data .*columns: text"):
+    with pytest.raises(UserError, match="text column 'body' \(--text-column\) is not in the data .*columns: text"):
         detect_format(["text"], "causal-lm", DataConfig(text_column="body"))
     with pytest.raises(UserError, match="for causal-lm"):
         detect_format(["text", "label"], "classification", DataConfig(format="text"))
@@ -389,3 +389,27 @@ def test_collate_pads_right():
                    {"input_ids": [1], "attention_mask": [1], "labels": 0}], pad_id=0)
     torch.testing.assert_close(cls["labels"], torch.tensor([3, 0]))
     assert cls["labels"].shape == (2,)
+
+
+def test_huge_text_is_cut_before_tokenizing_without_changing_what_is_kept(tmp_path, tok, monkeypatch):
+    """A text far over CHARS_PER_TOKEN x max_length characters: the same kept tokens as tokenizing
+    it whole and truncating, and counted as cut."""
+    from lora_studio.engine import data
+    from lora_studio.engine.data import CHARS_PER_TOKEN
+
+    L = 16
+    huge = "the quick brown fox jumps over it " * (CHARS_PER_TOKEN * L)  # ~34 chars x 1024
+    rows = [{"text": huge, "label": "a"}] + [{"text": f"row {i}", "label": "ab"[i % 2]} for i in range(9)]
+    path = write_jsonl(tmp_path / "huge.jsonl", rows)
+    cls = DataConfig(path=path, max_length=L, validation_split=0)
+    causal = DataConfig(path=path, max_length=L, validation_split=0, format="text")
+    p = prepare(cls, tok, "classification")
+    pc = prepare(causal, tok, "causal-lm")
+    assert p.stats["train"].clipped == 1 and p.stats["train"].truncated == 1
+    assert "1 over 1,024 characters cut" in p.stats["train"].summary()
+    assert p.train[0]["input_ids"] == tok(huge, truncation=True, max_length=L)["input_ids"]
+    monkeypatch.setattr(data, "CHARS_PER_TOKEN", 10**9)  # no cut: the whole text tokenized
+    whole, whole_causal = prepare(cls, tok, "classification"), prepare(causal, tok, "causal-lm")
+    assert whole.stats["train"].clipped == 0
+    assert [e["input_ids"] for e in p.train] == [e["input_ids"] for e in whole.train]
+    assert pc.train == whole_causal.train and pc.train[0]["input_ids"][1:4] == ids(tok, "the quick brown")
