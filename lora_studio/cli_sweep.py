@@ -10,7 +10,7 @@ from lora_studio.engine.errors import UserError
 
 
 def cmd_sweep(a) -> int:
-    from lora_studio.cli import Progress, config_from_args
+    from lora_studio.cli_train import Progress, config_from_args
     from lora_studio.engine.events import Control
     from lora_studio.engine.sweep import parse_ranks, parse_targets_sets, run_sweep
 

@@ -1,0 +1,240 @@
+"""`lora-studio train` (and the flags `sweep` shares): flags -> RunConfig, progress lines, exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from lora_studio.engine.errors import UserError
+
+# train flags that change the math of a run: refused with --resume (the run keeps its own settings)
+MATH_FLAGS = ("model", "task", "data", "validation_data", "validation_split", "format", "text_column",
+              "prompt_column", "completion_column", "messages_column", "label_column", "targets", "layers",
+              "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps",
+              "max_length", "seed", "precision", "gradient_checkpointing", "allow_pickle", "trust_remote_code",
+              "config", "out", "overwrite", "quantize", "optimizer", "dora", "init", "loraplus_ratio")
+
+
+def add_train_flags(t):
+    """The flags that describe a run (train and sweep share them; sweep's --overwrite: --out may be a non-sweep folder)."""
+    t.add_argument("--config", help="run configuration TOML; flags override it")
+    t.add_argument("--model", help="local model folder or hub id (default: the packaged MiniLM)")
+    t.add_argument("--task", choices=["causal-lm", "classification"])
+    t.add_argument("--data", help="training data file/folder (.jsonl .json .csv .parquet .txt, datasets folder)")
+    t.add_argument("--validation-data", help="a separate validation file")
+    t.add_argument("--validation-split", type=float, help="fraction held out for validation (default 0.1)")
+    t.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages", "classification"])
+    for role in ("text", "prompt", "completion", "messages", "label"):
+        t.add_argument(f"--{role}-column", help=f"the column holding the {role} (default: detected)")
+    t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
+    t.add_argument("--layers", help="layers to adapt, e.g. 0-5,8 (default all)")
+    t.add_argument("--rank", type=int, help="r, the rank of each update (default 8)")
+    t.add_argument("--alpha", type=float, help="scaling s = alpha / r (default 16)")
+    t.add_argument("--dropout", type=float, help="dropout on the adapter input (default 0)")
+    t.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(r)")
+    t.add_argument("--dora", action="store_true", default=None, help="DoRA: weight-decomposed update (magnitude x direction)")
+    t.add_argument("--init", choices=["kaiming", "gaussian", "pissa", "olora"],
+                   help="adapter init: kaiming (default), gaussian, pissa (W0's top singular vectors), olora (QR of W0)")
+    t.add_argument("--loraplus-ratio", type=float, help="LoRA+: B's learning rate = X x A's (paper: 16; 1 = off)")
+    steps = t.add_mutually_exclusive_group()
+    steps.add_argument("--max-steps", type=int, help="optimizer steps (with --resume: train on to this step)")
+    steps.add_argument("--epochs", type=float, help="passes over the data (default 3)")
+    t.add_argument("--batch-size", type=int, help="examples per micro-batch (default 16)")
+    t.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    t.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    t.add_argument("--warmup-steps", type=int)
+    t.add_argument("--max-length", type=int, help="tokens; longer examples are truncated (default 256)")
+    t.add_argument("--seed", type=int, help="0 .. 2^32-1 (default 42)")
+    t.add_argument("--device", help="auto | cpu | cuda | mps")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    t.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    t.add_argument("--quantize", choices=["none", "nf4", "int8"],
+                   help="base precision: nf4 = 4-bit QLoRA, int8 (bitsandbytes: pip install 'lora-studio[qlora]')")
+    t.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw"],
+                   help="AdamW, or bitsandbytes' 8-bit / paged AdamW")
+    t.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; 0: at the end)")
+    t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
+    t.add_argument("--save-minutes", type=float, help="also checkpoint every this many minutes (default 5)")
+    t.add_argument("--log-every", type=int, help="steps between metric lines (default 1)")
+    t.add_argument("--allow-pickle", action="store_true", default=None, help="accept .bin/.pt weights (pickles run code)")
+    t.add_argument("--trust-remote-code", action="store_true", default=None)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--out", help="run folder (a PEFT adapter folder plus run.toml, metrics.jsonl, checkpoints/)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+
+
+# -- train ----------------------------------------------------------------------------------
+def config_from_args(a) -> "RunConfig":
+    from lora_studio.config import RunConfig, default_out_dir
+
+    cfg = RunConfig.load(a.config) if a.config else RunConfig()
+    d = cfg.to_dict()
+    model, lora, data, train = d["model"], d["lora"], d["data"], d["train"]
+
+    def put(section, key, value):
+        if value is not None:
+            section[key] = value
+
+    put(model, "path", a.model)
+    put(model, "allow_pickle", a.allow_pickle)
+    put(model, "trust_remote_code", a.trust_remote_code)
+    put(model, "quantize", a.quantize)
+    if a.task:
+        model["task"] = a.task
+    elif a.model:
+        from lora_studio.engine.models import infer_task
+
+        model["task"] = infer_task(a.model, bool(model["trust_remote_code"]))
+    put(data, "path", a.data)
+    put(data, "validation_path", a.validation_data)
+    put(data, "validation_split", a.validation_split)
+    put(data, "format", a.format)
+    put(data, "max_length", a.max_length)
+    for role in ("text", "prompt", "completion", "messages", "label"):
+        put(data, f"{role}_column", getattr(a, f"{role}_column"))
+    put(lora, "targets", a.targets.split(",") if a.targets is not None else None)
+    put(lora, "layers", a.layers)
+    put(lora, "rank", a.rank)
+    put(lora, "alpha", a.alpha)
+    put(lora, "dropout", a.dropout)
+    put(lora, "rslora", a.rslora)
+    put(lora, "dora", a.dora)
+    put(lora, "init", a.init)
+    if a.max_steps is not None:
+        if a.max_steps < 1:
+            raise UserError(f"--max-steps must be at least 1, got {a.max_steps} (or give --epochs)")
+        train["max_steps"] = a.max_steps
+    if a.epochs is not None:
+        train["epochs"], train["max_steps"] = a.epochs, 0
+    for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
+                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer", "loraplus_ratio"):
+        put(train, key, getattr(a, key))
+    if a.out is not None and not a.out.strip():
+        raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")
+    d["out"] = a.out or d.get("out") or default_out_dir()
+    return RunConfig.from_dict(d)
+
+
+class Progress:
+    """One self-rewriting line on stderr: step, bar, loss, tokens/s, ETA (plain lines when not a tty)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, ev):
+        from lora_studio.engine import events as E
+
+        if isinstance(ev, E.Status):
+            self.line(f"{ev.message} …", final=True)
+        elif isinstance(ev, E.Evaluating):
+            if not self.quiet and ev.total:
+                self.line(f"evaluating at step {ev.step}: {ev.done}/{ev.total}")
+        elif isinstance(ev, E.Started):
+            resumed = f", resumed at step {ev.start_step}" if ev.start_step else ""
+            self.line(f"training {ev.trainable_params:,} of {ev.total_params:,} parameters "
+                      f"({100 * ev.trainable_params / max(ev.total_params, 1):.2f}%) on {ev.device_name}, "
+                      f"{ev.precision}, {ev.total_steps} steps{resumed}", final=True)
+            self.line(f"run folder: {ev.out}", final=True)
+            for note in ev.notes or []:
+                self.line(f"note: {note}", final=True)
+        elif isinstance(ev, E.Step):
+            now = time.monotonic()
+            if self.quiet and ev.step % 10 and ev.step != ev.total_steps:
+                return
+            if not self.quiet and now - self.last < 0.1 and ev.step != ev.total_steps:
+                return
+            self.last = now
+            width = 16
+            done = int(width * ev.step / max(ev.total_steps, 1))
+            eta = time.strftime("%M:%S", time.gmtime(ev.eta)) if ev.eta < 3600 else f"{ev.eta / 3600:.1f}h"
+            self.line(f"{ev.step}/{ev.total_steps} [{'#' * done}{'.' * (width - done)}] loss {ev.loss:.4f} "
+                      f"lr {ev.lr:.1e} {ev.tokens_per_s:,.0f} tok/s ETA {eta}", final=self.quiet)
+        elif isinstance(ev, E.Eval):
+            acc = f", accuracy {ev.accuracy:.1%}" if ev.accuracy is not None else ""
+            self.line(f"eval at step {ev.step}: loss {ev.eval_loss:.4f}{acc}", final=True)
+        elif isinstance(ev, E.Checkpoint):
+            if self.quiet:
+                self.line(f"checkpoint {ev.path}", final=True)
+        elif isinstance(ev, E.Finished):
+            if ev.stopped:
+                self.line(f"stopped at step {ev.step}; continue with: lora-studio train --resume {ev.out}", final=True)
+            else:
+                self.line(f"done at step {ev.step}: adapter in {ev.out}", final=True)
+
+    def line(self, text: str, final: bool = False):
+        if self.quiet:
+            print(text, file=sys.stderr, flush=True)
+            return
+        cols = max(40, os.get_terminal_size(sys.stderr.fileno()).columns - 1)
+        if final and len(text) > cols:  # a line that stays may wrap; only the rewritten one must fit
+            sys.stderr.write("\r" + " " * cols + "\r" + text + "\n")
+        else:
+            sys.stderr.write("\r" + text[:cols].ljust(cols) + ("\n" if final else ""))
+        sys.stderr.flush()
+
+
+def resume_config(a):
+    """The run's own RunConfig, extended by --max-steps/--epochs; any other flag that would change
+    the math is refused by name."""
+    from lora_studio.config import RunConfig
+    from lora_studio.engine.runfolder import RUN_FILE
+
+    run = Path(a.resume)
+    if not (run / RUN_FILE).is_file():
+        raise UserError(f"{run} is not a run folder (no {RUN_FILE}); give the --out folder of a run")
+    given = [f"--{k.replace('_', '-')}" for k in MATH_FLAGS if getattr(a, k, None) not in (None, False)]
+    if given:
+        raise UserError(f"--resume continues a run with its own settings; {', '.join(given)} would change it: "
+                        "drop the flag, or start a new run (--config " + str(run / RUN_FILE) + " --out NEW_DIR)")
+    config = RunConfig.load(run / RUN_FILE)
+    if a.max_steps is not None:
+        if a.max_steps < 1:
+            raise UserError(f"--max-steps must be at least 1, got {a.max_steps}")
+        config = config.replace(train={"max_steps": a.max_steps})
+    elif a.epochs is not None:
+        config = config.replace(train={"epochs": a.epochs, "max_steps": 0})
+    changes = {k: getattr(a, k) for k in ("eval_every", "save_every", "save_minutes", "log_every", "device")
+               if getattr(a, k, None) is not None}
+    return config.replace(train=changes) if changes else config
+
+
+def cmd_train(a) -> int:
+    from lora_studio.engine.events import Control, Failed
+    from lora_studio.engine.train import train
+
+    config = resume_config(a) if a.resume else config_from_args(a)
+    control = Control()
+    hits = []
+
+    def on_sigint(signum, frame):
+        hits.append(1)
+        if len(hits) > 1:
+            sys.stderr.write("\ninterrupted again: exiting without saving\n")
+            os._exit(130)
+        sys.stderr.write("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort) …\n")
+        control.stop()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = train(config, Progress(a.quiet), control, resume=a.resume, overwrite=a.overwrite)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if isinstance(result, Failed):
+        if result.kind == "bug":
+            sys.stderr.write(result.detail)
+            print(f"error: {result.message} (a bug: please report it)", file=sys.stderr)
+        else:
+            print(f"error: {result.message}", file=sys.stderr)
+        return result.exit_code
+    return 130 if result.stopped else 0
+
+
+def _cmd_sweep(a) -> int:
+    from lora_studio.cli_sweep import cmd_sweep
+
+    return cmd_sweep(a)
