@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from lora_studio.engine import UserError
+from lora_studio.engine import runfolder
+from lora_studio.engine.errors import UserError
 
 INSTALL = "pip install 'lora-studio[gguf]'"
 TYPES = ("f32", "f16", "q8_0")
@@ -126,7 +127,7 @@ def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False,
 
     if type not in ("f32", "f16"):
         raise UserError(f"--type {type} is for merged files; an adapter GGUF is f32 or f16")
-    out = check_out(out, overwrite)
+    out = check_out(out, overwrite, run_dir)
     from lora_studio.engine.export import check_trained
     from lora_studio.engine.modelcard import newest_adapter
 
@@ -160,10 +161,12 @@ def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False,
                       "adapter GGUF: load it on a GGUF of the base model (llama.cpp --lora)", files)
 
 
-def check_out(out, overwrite: bool) -> Path:
+def check_out(out, overwrite: bool, run_dir=None) -> Path:
     out = Path(out)
     if out.suffix.lower() != ".gguf":
         raise UserError(f"--out {out} should end in .gguf")
+    if run_dir is not None:  # never into a run's folder (its files would be mixed with the run's)
+        runfolder.check_export_target(out, run_dir, overwrite=True, what="GGUF file")
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists: choose another --out or pass --overwrite")
     if out.is_dir():
@@ -317,7 +320,7 @@ def export_merged_gguf(run_dir, out, type: str = "f16", llama_cpp: str | None = 
     say = progress or (lambda msg, frac: None)
     if type not in TYPES:
         raise UserError(f"--type {type} unknown: use {', '.join(TYPES)}")
-    out = check_out(out, overwrite)
+    out = check_out(out, overwrite, run_dir)
     converter = find_converter(llama_cpp)
     base_ref, task, _ = run_info(Path(run_dir))
     base_ref = model or base_ref

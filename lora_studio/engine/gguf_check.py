@@ -41,7 +41,7 @@ def llama_logprobs(gguf_path, prompts: list[list[int]], lora: str | None = None,
     try:
         server = x.Server(p)
     except RuntimeError as e:
-        from lora_studio.engine import UserError
+        from lora_studio.engine.errors import UserError
 
         raise UserError(f"llama.cpp cannot load {Path(gguf_path).name} ({e}): the file is not usable") from None
     out = []

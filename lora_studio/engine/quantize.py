@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn as nn
 
-from lora_studio.engine import UserError
+from lora_studio.engine.errors import UserError
 
 from lora_studio.config import OPTIMIZERS, QUANTIZE  # noqa: F401 - re-exported
 INSTALL = "pip install 'lora-studio[qlora]'"

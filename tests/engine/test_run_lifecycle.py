@@ -164,3 +164,14 @@ def test_export_targets_never_a_run_folder(tmp_path):
 def test_metrics_are_strict_json():
     line = runfolder.metrics_line({"step": 1, "loss": float("nan"), "x": [float("inf"), 1.0]})
     assert json.loads(line) == {"step": 1, "loss": None, "x": [None, 1.0]}
+
+
+def test_gguf_never_writes_into_a_run_folder(tmp_path):
+    from lora_studio.engine.gguf import check_out
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / runfolder.RUN_FILE).write_text("")
+    with pytest.raises(UserError, match="inside the run folder"):
+        check_out(run / "model.gguf", overwrite=True, run_dir=run)
+    assert check_out(tmp_path / "out" / "model.gguf", overwrite=False, run_dir=run) == tmp_path / "out" / "model.gguf"
