@@ -141,7 +141,8 @@ class LoraLayer(nn.Module):
         if self.use_dora:
             return variants.dora_apply(self, sign)
         w = self.base_layer.weight
-        delta = self.delta_weight(torch.float32) * sign  # (out, in) in fp32
+        with torch.autocast(w.device.type, enabled=False):  # a merge inside autocast stays fp32
+            delta = self.delta_weight(torch.float32) * sign  # (out, in) in fp32
         if self.slices is not None:  # touch only adapted rows: the others stay bit-identical
             rows = self.row_index
             if self.conv1d:

@@ -136,13 +136,30 @@ def resolve_device(device: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda asked for, but no CUDA GPU is visible: use --device cpu or auto")
+    if device == "cuda" or device.startswith("cuda:"):
+        return _cuda_device(device)
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("device mps asked for, but Apple MPS is not available: use --device cpu or auto")
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise UserError(f"device {device!r} unknown: use auto, cpu, cuda or mps")
+    if device not in ("cpu", "mps"):
+        raise UserError(f"device {device!r} unknown: use auto, cpu, cuda, cuda:N or mps")
     return torch.device(device)
+
+
+def visible_gpus() -> list[str]:
+    """'cuda:i (name)' for every GPU this process sees (CUDA_VISIBLE_DEVICES applies)."""
+    return [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+
+
+def _cuda_device(device: str) -> torch.device:
+    if not torch.cuda.is_available():
+        raise UserError(f"device {device} asked for, but no CUDA GPU is visible: use --device cpu or auto")
+    _, _, index = device.partition(":")
+    if index and not index.isdigit():
+        raise UserError(f"device {device!r} unknown: use cuda or cuda:N with N a GPU number")
+    if index and int(index) >= torch.cuda.device_count():
+        raise UserError(f"device {device} does not exist: this process sees {', '.join(visible_gpus())}; "
+                        "pick one of those (CUDA_VISIBLE_DEVICES renumbers GPUs from 0)")
+    return torch.device("cuda", int(index) if index else torch.cuda.current_device())
 
 
 def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | None = "float32",
@@ -162,8 +179,11 @@ def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | Non
             kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
     if isinstance(dtype, str):
         dtype = DTYPES.get(dtype, dtype)
+    device = torch.device(device)
     if quantization_config is not None:  # quantized straight onto the device: bnb models refuse .to()
-        kwargs.update(quantization_config=quantization_config, device_map={"": torch.device(device)})
+        kwargs.update(quantization_config=quantization_config, device_map={"": device})
+    elif device.type == "cuda":  # weights go straight to that GPU, no full copy in host memory first
+        kwargs["device_map"] = {"": device}
     try:
         model = auto_class(task).from_pretrained(
             ref, dtype=dtype, use_safetensors=None if allow_pickle else True,

@@ -46,10 +46,11 @@ def bf16_native(device: torch.device) -> bool:
     """bf16 in hardware (Ampere and later); emulated bf16 (T4, V100) is slow, so auto avoids it."""
     if device.type != "cuda":
         return False
-    try:
+    if torch.version.hip:  # ROCm: torch knows which AMD GPUs have it
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch < 2.3
-        return torch.cuda.get_device_capability(device)[0] >= 8
+    # this device's compute capability (is_bf16_supported reads the current device, often GPU 0);
+    # reading the properties creates no CUDA context on that GPU
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -142,6 +143,8 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
 
     ref = model_ref(config)
     device = resolve_device(config.train.device)
+    if device.type == "cuda":  # index-less CUDA calls (streams, caches, kernels) go to this GPU, not GPU 0
+        torch.cuda.set_device(device)
     precision = resolve_precision(config.train.precision, device)
     torch.manual_seed(config.train.seed)
     random.seed(config.train.seed)
@@ -186,12 +189,21 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
         emit(Status(f"{config.lora.init} init of {len(adapted)} matrices took {time.perf_counter() - t0:.2f} s"))
     speed_up(model, device)  # fused GELU-tanh everywhere; the fast dropout on CPUs
     if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpointing(model)
     check_stop()
     from lora_studio.engine.tryit import initial_heads
 
     heads0 = initial_heads(model) if config.model.task == "classification" else {}
     return Setup(config, model, tok, prepared, device, precision, ref, adapted, heads0)
+
+
+def checkpointing(model):
+    """Activation checkpointing, non-reentrant (transformers 5 renamed gradient_checkpointing_enable)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers < 5.x
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -241,14 +253,14 @@ def evaluate(s: Setup, batch_size: int, step: int = 0, emit: Callable = lambda e
 
 
 def release(s: Setup | None):
-    """Drop the model and give its GPU memory back (the caller must hold no other reference)."""
-    if s is None:
-        return
-    device = s.device
-    s.model = None
+    """Drop the model and give its GPU memory back (the caller must hold no other reference).
+    With no Setup (setup() failed after loading), the model died with the exception: the cache
+    the allocator still reserves for it is given back all the same."""
+    if s is not None:
+        s.model = None
     import gc
 
     gc.collect()
-    if device.type == "cuda":
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 

@@ -61,12 +61,13 @@ def _load(run_dir, device: str | None = None):
     dev = resolve_device(device or "cpu")
     torch.manual_seed(seed)  # as engine.train.setup: the untrained head starts the same
     model = load_model(base_ref, task, dtype=torch.float32, device=dev,
-                       id2label=dict(enumerate(labels)) if labels else None).eval()
+                       id2label=dict(enumerate(labels)) if labels else None)
     tok = load_tokenizer(base_ref)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     heads0 = initial_heads(model)
     load_adapter(model, path)
+    model.eval()  # after the adapter is in: its LoRA dropout must be off, or answers are random
     _CACHE[key] = (model, tok, task, heads0)
     return _CACHE[key] + (source,)
 

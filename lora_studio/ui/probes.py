@@ -60,12 +60,14 @@ class DataStats:
 def devices() -> list[Device]:
     import torch
 
+    from lora_studio.engine.setup import bf16_native
+
     out = [Device("auto", "Auto"), Device("cpu", f"CPU · {torch.get_num_threads()} threads")]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             out.append(Device(f"cuda:{i}", f"{p.name} · {p.total_memory / 2**30:.0f} GiB",
-                              torch.cuda.is_bf16_supported()))
+                              bf16_native(torch.device("cuda", i))))
         out[0] = Device("auto", f"Auto ({out[2].label})", out[2].bf16)
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         out.append(Device("mps", "Apple GPU (MPS)"))
