@@ -1,0 +1,244 @@
+"""Issue 18: the CUDA paths' dtypes and rules, exercised on a CPU (bf16/fp16 bases, autocast, the
+GradScaler). Each test reproduces one finding of the review and fails without its fix."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tiny
+from lora_studio import LoraSpec, inject, save_adapter
+from lora_studio.config import RunConfig
+from lora_studio.engine import UserError
+from lora_studio.engine import lora as lora_mod
+from lora_studio.engine.loss import LinearCrossEntropy
+
+
+def _adapter_run(tmp_path, arch, dropout=0.0, targets=("q", "v")):
+    base = tiny.model_folder(tmp_path / "base", arch)
+    task = "causal-lm" if arch in tiny.CAUSAL else "classification"
+    from lora_studio.engine.models import load_model
+
+    model = load_model(str(base), task)
+    inject(model, LoraSpec(targets=list(targets), rank=4, alpha=8, dropout=dropout,
+                           modules_to_save=["classifier"] if task == "classification" else []))
+    tiny.randomize_adapters(model, scale=0.2)
+    save_adapter(model, tmp_path / "run", str(base))
+    return base
+
+
+# -- item 1: LoRA dropout off at export and in Try it -------------------------------------------
+@pytest.mark.slow
+def test_dropout_run_exports_in_fp32(tmp_path):
+    from lora_studio.engine.export import merge_and_export
+
+    _adapter_run(tmp_path, "llama", dropout=0.3)
+    result = merge_and_export(tmp_path / "run", tmp_path / "merged", dtype="float32")
+    assert result.ok and result.max_abs_diff <= 1e-4
+
+
+def test_try_it_is_deterministic_with_dropout(tmp_path):
+    from lora_studio.engine import tryit
+
+    _adapter_run(tmp_path, "bert", dropout=0.5)
+    tryit.forget()
+    first = tryit.compare(tmp_path / "run", "the film was great")
+    model = tryit._load(tmp_path / "run")[0]
+    assert not any(m.training for m in model.modules())
+    tryit.forget()  # a fresh load, then the cached one: the same numbers, bit for bit
+    second = tryit.compare(tmp_path / "run", "the film was great")
+    third = tryit.compare(tmp_path / "run", "the film was great")
+    tryit.forget()
+    assert first.adapted.probabilities == second.adapted.probabilities == third.adapted.probabilities
+
+
+# -- item 2: trained heads in fp32 on a half-precision base, with autocast and the scaler ---------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_base_trains_its_head_in_fp32(dtype):
+    model = tiny.build("bert").to(dtype)
+    inject(model, LoraSpec(targets=["q", "v"], rank=4, alpha=8, modules_to_save=["classifier"]))
+    head = dict(model.classifier.named_parameters())
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in head.values())
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-5)
+    scaler = torch.amp.GradScaler("cpu", enabled=dtype == torch.float16)
+    before = {k: v.detach().clone() for k, v in head.items()}
+    batch = {**tiny.inputs(batch=4, seq=9), "labels": torch.tensor([0, 1, 1, 0])}
+    model.train()
+    with torch.autocast("cpu", dtype=dtype):
+        loss = model(**batch).loss
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)  # "Attempting to unscale FP16 gradients" with an fp16 head
+    scaler.step(opt)
+    scaler.update()
+    assert torch.isfinite(loss)
+    for k, p in head.items():  # a bf16 head keeps most weights unchanged at lr 2e-5
+        assert (p.detach() != before[k]).all(), f"{k}: {(p.detach() == before[k]).float().mean():.0%} unchanged"
+
+
+# -- item 4: the fused loss's dL/dh in fp16 --------------------------------------------------------
+def test_fused_loss_gradient_in_fp16_matches_fp32():
+    g = torch.Generator().manual_seed(0)
+    n, c, v = 16384, 64, 128
+    h = (torch.randn(n, c, generator=g) * 0.5).half().requires_grad_(True)
+    w = (torch.randn(v, c, generator=g) * 0.5).half()
+    y = torch.randint(0, v, (n,), generator=g)
+    scale = 65536.0  # GradScaler's initial scale: the backward sees dL/dh * scale
+    loss = LinearCrossEntropy.apply(h, w, None, y, n, 256)
+    (loss * scale).backward()
+    got = h.grad.float() / scale
+    h32 = h.detach().float().requires_grad_(True)
+    ref_loss = F.cross_entropy(h32 @ w.float().T, y)
+    ref_loss.backward()
+    ref = h32.grad
+    assert torch.isfinite(got).all()
+    rel = ((got - ref).norm() / ref.norm()).item()
+    assert rel < 1e-3, f"relative error {rel:.3%}"
+    assert not (got == 0).any(), f"{(got == 0).float().mean():.2%} of the gradient is zero"
+    torch.testing.assert_close(loss.float(), ref_loss, rtol=1e-3, atol=1e-3)
+
+
+def test_fused_loss_gradient_survives_65536_tokens():
+    g = torch.Generator().manual_seed(1)
+    n = 65536
+    h = torch.randn(n, 16, generator=g).half().requires_grad_(True)
+    w = torch.randn(32, 16, generator=g).half()
+    y = torch.randint(0, 32, (n,), generator=g)
+    (LinearCrossEntropy.apply(h, w, None, y, n, 4096) * 65536.0).backward()
+    assert torch.isfinite(h.grad).all() and h.grad.abs().max() > 0
+
+
+# -- item 5: resume across precision and devices ---------------------------------------------------
+def test_rng_restore_tolerates_fewer_gpus():
+    from lora_studio.engine.checkpoint import rng_state, set_rng_state
+
+    state = rng_state()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 3  # saved on a 3-GPU machine
+    note = set_rng_state(state)
+    assert "GPU" in note
+
+
+def _causal_config(tmp_path, folder, **train):
+    rows = [{"prompt": f"what comes after {i} ?", "completion": " seven seven"} for i in range(24)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    t = {"max_steps": 4, "batch_size": 8, "lr": 1e-2, "eval_every": 0, "save_every": 2, "seed": 3,
+         "warmup_ratio": 0.0, "device": "cpu", "precision": "fp32", **train}
+    return RunConfig().replace(model={"path": str(folder), "task": "causal-lm"},
+                               lora={"targets": ["q", "v"], "rank": 4, "alpha": 8},
+                               data={"path": str(data), "max_length": 32, "validation_split": 0.0},
+                               train=t, out=str(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_resume_fp32_checkpoint_with_the_scaler_on(tmp_path, monkeypatch):
+    """Saved in fp32 (scaler off, empty state); resumed as fp16 (CPU autocast fp16 + GradScaler)."""
+    from lora_studio.engine import setup as setup_mod
+    from lora_studio.engine import train as T
+    from lora_studio.engine.events import Finished, Started
+
+    folder = tiny.model_folder(tmp_path / "llama", "llama")
+    cfg = _causal_config(tmp_path, folder)
+    first = T.train(cfg)
+    assert isinstance(first, Finished) and not first.stopped
+    monkeypatch.setattr(setup_mod, "resolve_precision", lambda p, d: "fp16")  # fp16 is refused on CPUs
+    events = []
+    ev = T.train(cfg.replace(train={**vars(cfg.train), "max_steps": 6}), events.append, resume=cfg.out)
+    assert isinstance(ev, Finished) and not ev.stopped and ev.step == 6, ev
+    started = next(e for e in events if isinstance(e, Started))
+    assert started.precision == "fp16" and started.start_step == 4
+    assert any("loss scale" in n for n in started.notes or [])
+    losses = [m["loss"] for m in T.read_metrics(cfg.out) if "loss" in m]
+    assert len(losses) == 6 and all(x == x for x in losses)
+
+
+# -- item 3: evaluation needs no more memory than a training step --------------------------------
+class _Largest(torch.utils._python_dispatch.TorchDispatchMode):
+    """The largest tensor any op creates (bytes): the full B x T x V logits when they exist."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+def test_eval_memory_is_not_larger_than_a_step(tmp_path):
+    from lora_studio.engine.data import collate
+    from lora_studio.engine.loss import training_loss
+    from lora_studio.engine.setup import evaluate, setup
+
+    folder = tiny.model_folder(tmp_path / "llama", "llama")  # vocabulary 30522, hidden 32
+    cfg = _causal_config(tmp_path, folder, batch_size=4)
+    cfg = cfg.replace(data={**vars(cfg.data), "validation_split": 0.5})
+    s = setup(cfg)
+    assert len(s.data.validation) > 4  # several eval batches at the training batch size
+    bs = cfg.train.batch_size
+    step = _Largest()
+    s.model.train()
+    with step:
+        batch = collate(s.data.train[:bs], s.tokenizer.pad_token_id)
+        training_loss(s.model, batch).backward()
+    ev = _Largest()
+    with ev:
+        loss, _ = evaluate(s, bs)
+    assert loss == loss
+    longest = max(len(e["input_ids"]) for e in s.data.validation)
+    full_logits = 4 * bs * longest * s.model.config.vocab_size
+    assert ev.largest <= step.largest < full_logits, (ev.largest, step.largest, full_logits)
+
+
+# -- item 11: an export that skipped the merge is refused -----------------------------------------
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_export_with_a_skipped_merge_is_refused(tmp_path, monkeypatch, dtype):
+    from lora_studio.engine.export import merge_and_export
+
+    _adapter_run(tmp_path, "llama")
+    monkeypatch.setattr(lora_mod, "merge", lambda model: None)
+    with pytest.raises(UserError, match="W0"):
+        merge_and_export(tmp_path / "run", tmp_path / "merged", dtype=dtype)
+    assert not (tmp_path / "merged").exists()
+
+
+# -- item 12: a merge inside autocast is computed in fp32 -----------------------------------------
+def test_merge_inside_autocast_is_fp32():
+    model = tiny.build("llama")
+    inject(model, LoraSpec(targets=["q"], rank=4, alpha=8))
+    tiny.randomize_adapters(model, scale=0.3)
+    layer = next(iter(lora_mod.lora_layers(model).values()))
+    want = layer.base_layer.weight.detach() + layer.delta_weight(torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lora_mod.merge(model)
+    torch.testing.assert_close(layer.base_layer.weight.detach(), want, rtol=1e-6, atol=1e-7)
+
+
+# -- item 10: an unavailable GPU is the user's error, naming the visible ones ---------------------
+def test_unavailable_cuda_index_is_a_user_error(monkeypatch):
+    from lora_studio.engine import models
+
+    with pytest.raises(UserError, match="no CUDA GPU is visible"):
+        models.resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: "NVIDIA H200")
+    with pytest.raises(UserError, match=r"cuda:3 does not exist.*cuda:0 \(NVIDIA H200\)"):
+        models.resolve_device("cuda:3")
+    with pytest.raises(UserError, match="unknown"):
+        models.resolve_device("cuda:x")
+    assert models.resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
+# -- item 12: transformers 5's activation checkpointing, without the deprecation warning ---------
+def test_checkpointing_uses_the_current_api(recwarn):
+    from lora_studio.engine.setup import checkpointing
+
+    model = tiny.build("llama")
+    checkpointing(model)
+    assert model.is_gradient_checkpointing
+    assert not [w for w in recwarn if "checkpointing_enable" in str(w.message)], [str(w.message) for w in recwarn]
