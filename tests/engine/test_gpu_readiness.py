@@ -242,3 +242,21 @@ def test_checkpointing_uses_the_current_api(recwarn):
     checkpointing(model)
     assert model.is_gradient_checkpointing
     assert not [w for w in recwarn if "checkpointing_enable" in str(w.message)], [str(w.message) for w in recwarn]
+
+
+# -- benchmarks/gpu_check.py runs anywhere -------------------------------------------------------
+def test_gpu_check_dry_run_lists_every_check_as_skip(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--dry-run"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    names = {row.split("|")[1].strip() for row in rows}
+    assert {"fused_loss_fp16_gradient", "oom_caught", "mfu_bf16", "step_vs_peft_1b", "bad_device_index"} <= names
+    assert all(row.split("|")[3].strip() == "SKIP" for row in rows)
+    assert not (root / "docs" / "gpu_check_results.md").exists() or "dry run" not in \
+        (root / "docs" / "gpu_check_results.md").read_text()
