@@ -80,7 +80,9 @@ def make_ours(model, kw, checkpointing: bool = False):
     inject(m, LoraSpec(**kw))
     speed_up(m, next(m.parameters()).device)  # as engine/train.py does
     if checkpointing:
-        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CKPT)
+        from lora_studio.engine.setup import checkpointing as turn_on
+
+        turn_on(m)
     return m
 
 
