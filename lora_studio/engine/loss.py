@@ -81,13 +81,22 @@ def causal_lm_loss(model, batch: dict, chunk: int = CHUNK, reduction: str = "mea
     """Mean next-token cross-entropy over positions whose label is not -100, as HF's loss
     (reduction "sum": the sum, for evaluation)."""
     hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
-    labels = batch["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
-    keep = labels != -100
-    h = hidden[:, :-1][keep]  # (N, C): only rows with a target
-    y = labels[keep]
+    targets = getattr(batch, "targets", None)  # found on the host by setup.to_device: no sync here
+    rows, y = targets if targets is not None else target_rows(batch["labels"])
+    h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)  # (N, C): only rows with a target
     n = max(int(y.numel()), 1) if reduction == "mean" else 1
     head = model.get_output_embeddings()
     return LinearCrossEntropy.apply(h, head.weight, head.bias, y, n, chunk)
+
+
+def target_rows(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, y): flat indices into the (B*T) positions of the rows that predict a token (label of
+    the next position not -100), and those labels; row-major, as boolean-mask indexing orders them.
+    On a GPU tensor this syncs (the count decides the size): pass host labels where possible."""
+    b, t = labels.shape
+    nxt = labels[:, 1:]  # (B, T-1): position t predicts token t+1
+    keep = (nxt != -100).nonzero()  # (N, 2): batch index, position
+    return keep[:, 0] * t + keep[:, 1], nxt[keep[:, 0], keep[:, 1]]
 
 
 def training_loss(model, batch: dict) -> torch.Tensor:

@@ -206,10 +206,25 @@ def checkpointing(model):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
+class Batch(dict):
+    """A batch on its device, plus `targets`: (rows, labels) of the positions that have a next-token
+    target, found on the host before the copy (causal LMs), so the fused loss need not find them on
+    the GPU (a boolean mask's size is a sync point). Still a plain dict for model(**batch)."""
+
+    targets: tuple | None = None
+
+
+def to_device(batch: dict, device: torch.device) -> Batch:
+    from lora_studio.engine.loss import target_rows
+
+    targets = target_rows(batch["labels"]) if batch.get("labels") is not None and batch["labels"].dim() == 2 else None
     if device.type == "cuda":  # pinned host memory makes the copy asynchronous
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-    return {k: v.to(device) for k, v in batch.items()}
+        move = lambda v: v.pin_memory().to(device, non_blocking=True)  # noqa: E731
+    else:
+        move = lambda v: v.to(device)  # noqa: E731
+    out = Batch({k: move(v) for k, v in batch.items()})
+    out.targets = tuple(move(t) for t in targets) if targets is not None else None
+    return out
 
 
 def evaluate(s: Setup, batch_size: int, step: int = 0, emit: Callable = lambda e: None,

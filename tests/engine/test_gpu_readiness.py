@@ -277,3 +277,50 @@ def test_load_model_maps_weights_to_the_gpu(tmp_path, monkeypatch):
     seen.clear()
     models.load_model(str(folder), device="cpu")
     assert "device_map" not in seen
+
+
+# -- item 9: no sync in the fused loss: its target rows are found on the host --------------------
+class _Ops(torch.utils._python_dispatch.TorchDispatchMode):
+    """Names of the aten ops run (nonzero and boolean indexing are the ones whose output size
+    depends on the data: on a GPU each waits for the device)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        indices = [a for x in args[1:] for a in (x if isinstance(x, (list, tuple)) else [x])]
+        mask = any(isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in indices)
+        self.names.append(func.__name__ + (" (boolean mask)" if mask else ""))
+        return func(*args, **(kwargs or {}))
+
+
+def test_fused_loss_finds_its_rows_on_the_host():
+    from lora_studio.engine.data import collate
+    from lora_studio.engine.loss import causal_lm_loss
+    from lora_studio.engine.setup import to_device
+
+    model = tiny.build("llama")
+    inject(model, LoraSpec(targets=["q", "v"], rank=4, alpha=8))
+    tiny.randomize_adapters(model)
+    examples = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]},
+                {"input_ids": [10, 11, 12], "labels": [-100, 11, 12]}]
+    plain = collate(examples, 0)
+    batch = to_device(plain, torch.device("cpu"))
+    assert batch.targets is not None and set(batch) == set(plain)
+    want = causal_lm_loss(model, plain)
+    want.backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    with _Ops() as ops:
+        got = causal_lm_loss(model, batch)
+    got.backward()
+    syncs = [n for n in ops.names if n.startswith(("nonzero", "masked_select")) or
+             n.startswith("index") and "boolean mask" in n]
+    assert not syncs, syncs
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for g, p in zip(grads, [p for p in model.parameters() if p.requires_grad]):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
+    logits = model(**plain).logits[:, :-1]  # and both equal the plain cross-entropy
+    ref = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), plain["labels"][:, 1:].reshape(-1))
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
