@@ -29,7 +29,6 @@ def _adapter_run(tmp_path, arch, dropout=0.0, targets=("q", "v")):
 
 
 # -- item 1: LoRA dropout off at export and in Try it -------------------------------------------
-@pytest.mark.slow
 def test_dropout_run_exports_in_fp32(tmp_path):
     from lora_studio.engine.export import merge_and_export
 
@@ -131,7 +130,6 @@ def _causal_config(tmp_path, folder, **train):
                                train=t, out=str(tmp_path / "run"))
 
 
-@pytest.mark.slow
 def test_resume_fp32_checkpoint_with_the_scaler_on(tmp_path, monkeypatch):
     """Saved in fp32 (scaler off, empty state); resumed as fp16 (CPU autocast fp16 + GradScaler)."""
     from lora_studio.engine import setup as setup_mod
