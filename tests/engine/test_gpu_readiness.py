@@ -322,3 +322,20 @@ def test_fused_loss_finds_its_rows_on_the_host():
     logits = model(**plain).logits[:, :-1]  # and both equal the plain cross-entropy
     ref = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), plain["labels"][:, 1:].reshape(-1))
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+# -- item 7: a setup that fails after loading the model still gives the GPU cache back -----------
+def test_setup_failure_after_loading_releases_the_cache(tmp_path, monkeypatch):
+    from lora_studio.engine import train as T
+
+    folder = tiny.model_folder(tmp_path / "llama", "llama")
+    cfg = _causal_config(tmp_path, folder).replace(lora={"rank": 512})  # refused by inject, after loading
+    calls = []
+    real = torch.cuda.is_available
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(real()))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine (the run is on the CPU)
+    ev = T.train(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", real)
+    assert ev.kind == "user" and "rank 512" in ev.message
+    assert calls, "empty_cache was not called after the failed setup"
