@@ -172,11 +172,20 @@ def register_perf(check, cfg, models, free, mib):
     @check("nf4_step", "15")
     def nf4_step():
         if not (HERE / "bench_quantized.py").exists():
-            return "SKIP", "benchmarks/bench_quantized.py is not on this branch (the QLoRA issue adds nf4_step_check)"
+            return "SKIP", "benchmarks/bench_quantized.py is not on this branch (the QLoRA issue adds it)"
+        import math
+
         from bench_quantized import nf4_step_check
 
-        result = nf4_step_check()
-        return result if isinstance(result, tuple) else ("INFO", str(result))
+        r = nf4_step_check()
+        if "skipped" in r:
+            return "SKIP", r["skipped"]
+        ok = all(math.isfinite(x) for x in r["losses"])
+        return ("OK" if ok else "REPRO"), (
+            f"{r['params'] / 1e6:.0f}M-parameter Llama, NF4 base, batch {r['batch']} x {r['seq']}: loss "
+            f"{r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} (fell: {r['loss_fell']}), step {r['step_ms']:.0f} ms, peak {mib(r['peak_bytes'])} "
+            f"(planned {mib(r['planned_peak_bytes'])}), weights {mib(r['weights_bytes'])} "
+            f"(planned {mib(r['planned_weights_bytes'])})")
 
     @check("ddp_one_gpu", "15")
     def ddp_one_gpu():
