@@ -124,14 +124,16 @@ class LoraLayer(nn.Module):
     def merge(self):
         if self.merged:
             return
-        self._apply_delta(+1)
+        with torch.autocast(self.base_layer.weight.device.type, enabled=False):  # fp32 even inside autocast
+            self._apply_delta(+1)
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self):
         if not self.merged:
             return
-        self._apply_delta(-1)
+        with torch.autocast(self.base_layer.weight.device.type, enabled=False):
+            self._apply_delta(-1)
         self.merged = False
 
     def _apply_delta(self, sign: int):
@@ -141,8 +143,7 @@ class LoraLayer(nn.Module):
         if self.use_dora:
             return variants.dora_apply(self, sign)
         w = self.base_layer.weight
-        with torch.autocast(w.device.type, enabled=False):  # a merge inside autocast stays fp32
-            delta = self.delta_weight(torch.float32) * sign  # (out, in) in fp32
+        delta = self.delta_weight(torch.float32) * sign  # (out, in) in fp32
         if self.slices is not None:  # touch only adapted rows: the others stay bit-identical
             rows = self.row_index
             if self.conv1d:

@@ -211,6 +211,18 @@ def test_merge_inside_autocast_is_fp32():
     torch.testing.assert_close(layer.base_layer.weight.detach(), want, rtol=1e-6, atol=1e-7)
 
 
+def test_dora_merge_inside_autocast_is_fp32():
+    def merged(autocast: bool):
+        model = tiny.build("llama")
+        inject(model, LoraSpec(targets=["q"], rank=4, alpha=8, dora=True))
+        tiny.randomize_adapters(model, scale=0.3)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            lora_mod.merge(model)
+        return next(iter(lora_mod.lora_layers(model).values())).base_layer.weight.detach()
+
+    torch.testing.assert_close(merged(True), merged(False), rtol=1e-6, atol=1e-7)
+
+
 # -- item 10: an unavailable GPU is the user's error, naming the visible ones ---------------------
 def test_unavailable_cuda_index_is_a_user_error(monkeypatch):
     from lora_studio.engine import models
