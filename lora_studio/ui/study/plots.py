@@ -1,0 +1,166 @@
+"""The Study tab's plots: live loss of every run of a sweep (one curve each), final and eval loss
+vs rank, and the subspace similarity φ (Eq. 4) between the largest and each smaller rank."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
+
+from lora_studio.ui import style
+from lora_studio.ui.spectra.plots import Heatmap
+from lora_studio.ui.training.plots import Series
+
+# qualitative palette (Tableau 10): distinct hues, legible on light and dark backgrounds
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+           "#9c755f", "#bab0ac")
+
+
+def run_color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _style_plot(plot: pg.PlotItem, title: str, xlabel: str, theme: str):
+    c = style.colors(theme)
+    for axis in ("left", "bottom"):
+        ax = plot.getAxis(axis)
+        ax.setPen(pg.mkPen(c["border"]))
+        ax.setTextPen(pg.mkPen(c["muted"]))
+    plot.setTitle(title, size="10pt", color=c["text"])
+    plot.setLabel("bottom", xlabel, color=c["muted"])
+    plot.showGrid(x=True, y=True, alpha=style.PLOT[style.resolve(theme)]["grid"])
+    plot.setMenuEnabled(False)
+
+
+class LiveLoss(pg.PlotWidget):
+    """Train loss per step, one curve per run, named in the legend. Points are buffered and pushed
+    to the curves by a 10 Hz timer (as training/plots.py does)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        theme = style.current()
+        self.setBackground(style.colors(theme)["surface"])
+        self.plot_item = self.getPlotItem()
+        _style_plot(self.plot_item, "Training loss, every run", "step", theme)
+        self.plot_item.setDownsampling(auto=True, mode="peak")
+        self.plot_item.setClipToView(True)
+        self.legend = self.plot_item.addLegend(offset=(-10, 10), labelTextSize="9pt")
+        self.series: dict[str, Series] = {}
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self._dirty = False
+        self.timer = QTimer(self, interval=100)
+        self.timer.timeout.connect(self.flush)
+        self.timer.start()
+
+    def clear_runs(self):
+        for curve in self.curves.values():
+            self.plot_item.removeItem(curve)
+        self.legend.clear()
+        self.series.clear()
+        self.curves.clear()
+
+    def add_run(self, name: str):
+        """A curve for `name` (again: the same curve, emptied — a resumed run replays no steps)."""
+        if name in self.curves:
+            return
+        curve = self.plot_item.plot(name=name, pen=pg.mkPen(run_color(len(self.curves)), width=1.6))
+        self.curves[name] = curve
+        self.series[name] = Series()
+
+    def add_point(self, name: str, step: int, loss: float):
+        if name not in self.curves:
+            self.add_run(name)
+        if math.isfinite(loss):
+            self.series[name].append(step, loss)
+            self._dirty = True
+
+    def flush(self):
+        if not self._dirty:
+            return
+        self._dirty = False
+        for name, s in self.series.items():
+            self.curves[name].setData(*s.data())
+
+    def data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        self.flush()
+        return self.series[name].data()
+
+
+class LossVsRank(pg.PlotWidget):
+    """Final train loss (solid) and eval loss (dashed, when evaluated) vs rank, one colour per
+    targets set; ranks on a log2 axis (1, 2, 4, … 64 evenly spaced); seeds averaged."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        theme = style.current()
+        self.setBackground(style.colors(theme)["surface"])
+        self.plot_item = self.getPlotItem()
+        _style_plot(self.plot_item, "Loss vs rank", "rank r", theme)
+        self.plot_item.setLogMode(x=True, y=False)
+        self.legend = self.plot_item.addLegend(offset=(-10, 10), labelTextSize="9pt")
+        self.points: dict[str, tuple[list[int], list[float]]] = {}
+
+    def show_runs(self, runs: list[dict]):
+        self.plot_item.clear()
+        self.legend.clear()
+        self.points = {}
+        sets = list(dict.fromkeys(",".join(r["targets"]) for r in runs))
+        for i, ts in enumerate(sets):
+            for key, dash in (("final_loss", False), ("eval_loss", True)):
+                by_rank: dict[int, list[float]] = {}
+                for r in runs:
+                    if ",".join(r["targets"]) == ts and r.get(key) is not None:
+                        by_rank.setdefault(r["rank"], []).append(r[key])
+                if not by_rank:
+                    continue
+                ranks = sorted(by_rank)
+                ys = [sum(by_rank[k]) / len(by_rank[k]) for k in ranks]
+                name = f"{ts} · {'eval' if dash else 'train'}"
+                self.points[name] = (ranks, ys)
+                pen = pg.mkPen(run_color(i), width=1.8, style=pg.QtCore.Qt.DashLine if dash else pg.QtCore.Qt.SolidLine)
+                self.plot_item.plot(ranks, ys, pen=pen, symbol="o", symbolSize=7, symbolBrush=run_color(i),
+                                    symbolPen=None, name=name)
+        ranks = sorted({r["rank"] for r in runs})
+        self.plot_item.getAxis("bottom").setTicks([[(math.log10(k), str(k)) for k in ranks], []])
+
+
+class PhiView(QWidget):
+    """φ(i, j) between the largest rank and a smaller one, per module kind (a heatmap with a colour
+    bar, 0…1); a combo picks the pair and the kind."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.choice = QComboBox()
+        self.choice.setToolTip("Which pair of ranks and which module kind (φ averaged over layers)")
+        row.addWidget(self.choice, 1)
+        lay.addLayout(row)
+        self.heatmap = Heatmap("j (larger rank)", "i (smaller rank)", "φ", origin=1)
+        lay.addWidget(self.heatmap, 1)
+        self.entries: list[tuple[str, np.ndarray]] = []
+        self.choice.currentIndexChanged.connect(self._show)
+        self.heatmap.show_message("φ appears when the sweep is done")
+
+    def show_similarity(self, similarity: list[dict]):
+        """sweep.json's `similarity`: [{targets, seed, rank_a, rank_b, phi: {kind: (r_a, r_b) matrix}}]."""
+        self.entries = [(f"{s['targets']} · r={s['rank_a']} vs r={s['rank_b']} · seed {s['seed']} · {kind}",
+                         np.asarray(phi, dtype=float))
+                        for s in similarity for kind, phi in s["phi"].items()]
+        self.choice.blockSignals(True)
+        self.choice.clear()
+        self.choice.addItems([name for name, _ in self.entries])
+        self.choice.blockSignals(False)
+        if not self.entries:
+            self.heatmap.show_message("φ needs at least two ranks")
+            return
+        self.choice.setCurrentIndex(0)
+        self._show(0)
+
+    def _show(self, index: int):
+        if 0 <= index < len(self.entries):
+            self.heatmap.show_matrix(self.entries[index][1], (0.0, 1.0))
