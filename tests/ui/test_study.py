@@ -20,6 +20,7 @@ def type_text(qtbot, edit, text):
     qtbot.keyClicks(edit, text)
 
 
+@pytest.mark.slow
 def test_two_rank_study(qtbot, tiny_model, tiny_data, tmp_path):
     from lora_studio.ui.study import StudyTab
 
@@ -58,6 +59,15 @@ def test_two_rank_study(qtbot, tiny_model, tiny_data, tmp_path):
         qtbot.mouseClick(w.runs.cellWidget(1, 4), Qt.LeftButton)
     assert opened.args == [on_disk["runs"][1]["run_dir"]]
     assert w.start_button.isEnabled() and not w.stop_button.isEnabled()
+    # the same study loaded from its folder: the runs, and the curves read from their files
+    again = StudyTab()
+    qtbot.addWidget(again)
+    again.load(str(tmp_path / "run-study"))
+    qtbot.waitUntil(lambda: set(again.loss.curves) == set(names), timeout=10_000)
+    for name in names:
+        np.testing.assert_array_equal(np.column_stack(again.loss.data(name)), np.column_stack(w.loss.data(name)))
+    assert again.runs.rowCount() == 2
+    again.shutdown()
     if os.environ.get("LORA_STUDIO_SHOTS"):
         qtbot.wait(300)
         w.grab().save(os.path.join(os.environ["LORA_STUDIO_SHOTS"], "study.png"))
@@ -72,3 +82,22 @@ def test_bad_ranks_say_what_to_type(qtbot, tiny_model, tiny_data, tmp_path):
     qtbot.mouseClick(w.start_button, Qt.LeftButton)
     assert not w.running
     assert "positive integers separated by commas" in w.status.text()
+
+
+def test_stop_keeps_a_resumable_study(qtbot, tiny_model, tiny_data, tmp_path):
+    from lora_studio.engine.events import Step
+    from lora_studio.engine.runfolder import latest_checkpoint
+    from lora_studio.ui.study import StudyTab
+
+    w = StudyTab(make_draft(tiny_model, tiny_data, tmp_path / "run", max_steps=200, eval_every=0).build())
+    qtbot.addWidget(w)
+    type_text(qtbot, w.setup.ranks, "1")
+    with qtbot.waitSignal(w.controller.event, timeout=60_000, check_params_cb=lambda e: isinstance(e, Step)):
+        qtbot.mouseClick(w.start_button, Qt.LeftButton)
+    with qtbot.waitSignal(w.finished, timeout=60_000) as got:
+        qtbot.mouseClick(w.stop_button, Qt.LeftButton)
+    doc = got.args[0]
+    assert isinstance(doc, dict) and doc["complete"] is False and doc["runs"] == []
+    assert "Start resumes" in w.status.text()
+    assert latest_checkpoint(tmp_path / "run-study" / "q-v_r1_s42") is not None  # stopped runs save one
+    assert w.start_button.isEnabled() and not w.stop_button.isEnabled()

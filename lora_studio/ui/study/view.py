@@ -19,9 +19,17 @@ from lora_studio.config import RunConfig
 from lora_studio.ui.study.plots import LiveLoss, LossVsRank, PhiView
 from lora_studio.ui.study.setup import SweepSetup
 from lora_studio.ui.study.worker import SweepController
+from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Section, count, icon, label
 
 RUN_COLUMNS = ("Run", "r", "Final loss", "Eval loss", "")
+
+
+def read_curves(runs: list[tuple[str, str]]) -> dict[str, list[tuple[int, float]]]:
+    """{name: [(step, loss)]} from each run's metrics.jsonl (worker thread)."""
+    from lora_studio.engine.runfolder import read_metrics
+
+    return {name: [(m["step"], m["loss"]) for m in read_metrics(d) if m.get("loss") is not None] for name, d in runs}
 
 
 def _num(x) -> str:
@@ -44,6 +52,7 @@ class StudyTab(QWidget):
         self.config: RunConfig | None = None
         self.doc: dict | None = None
         self.current = ""  # the run being trained
+        self.runner = TaskRunner(self)
         self.controller = SweepController(self)
         self.controller.event.connect(self._event)
         self.controller.finished.connect(self._finished)
@@ -131,6 +140,7 @@ class StudyTab(QWidget):
             return
         self.loss.clear_runs()
         self.runs.setRowCount(0)
+        self.doc = None
         self._say(f"starting: ranks {', '.join(map(str, plan.ranks))}")
         self.controller.start(self.config, plan.out, plan.ranks, plan.seeds, plan.targets_sets, plan.fixed_budget)
 
@@ -142,11 +152,13 @@ class StudyTab(QWidget):
         """Stop and wait for the sweep's thread (closing the window)."""
         self.controller.stop()
         self.controller.wait(ms)
+        self.runner.wait_all(ms)
 
     def load(self, folder: str):
         """Show a finished (or partly run) study from its sweep.json."""
         path = Path(folder) / "sweep.json"
         self.setup.out.setText(str(folder))
+        self.loss.clear_runs()
         self.show_summary(json.loads(path.read_text()))
 
     def show_summary(self, doc: dict):
@@ -166,6 +178,9 @@ class StudyTab(QWidget):
             button.setToolTip(f"Open {run['run_dir']}")
             button.clicked.connect(lambda _=False, d=run["run_dir"]: self.open_run.emit(d))
             self.runs.setCellWidget(r, len(RUN_COLUMNS) - 1, button)
+        missing = [(run["name"], run["run_dir"]) for run in rows if run["name"] not in self.loss.curves]
+        if missing:  # runs reused from before (or a study loaded from disk): their curves from their files
+            self.runner.start(read_curves, missing, on_done=self._curves)
         self.loss_vs_rank.show_runs(rows)
         self.phi.show_similarity(doc.get("similarity", []))
 
@@ -180,6 +195,12 @@ class StudyTab(QWidget):
             self.loss.add_run(self.current)
         elif isinstance(ev, E.Step):
             self.loss.add_point(self.current, ev.step, ev.loss)
+
+    def _curves(self, curves: dict):
+        for name, points in curves.items():
+            self.loss.add_run(name)
+            for step, loss in points:
+                self.loss.add_point(name, step, loss)
 
     def _finished(self, result):
         if isinstance(result, dict):
