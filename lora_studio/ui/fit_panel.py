@@ -133,6 +133,11 @@ class FitPanel(Section):
             w.blockSignals(False)
         self._timer.start()
 
+    def apply_theme(self, theme: str):
+        """Recolour the "fits" column after the application's theme changed."""
+        if self.table_data is not None:
+            self._show(self._generation, self.table_data)
+
     def gpu_bytes(self) -> int:
         return int(self.gpu.value() * 2**30)
 

@@ -67,6 +67,7 @@ def test_two_rank_study(qtbot, tiny_model, tiny_data, tmp_path):
     for name in names:
         np.testing.assert_array_equal(np.column_stack(again.loss.data(name)), np.column_stack(w.loss.data(name)))
     assert again.runs.rowCount() == 2
+    assert (again.setup.ranks.text(), again.setup.targets.text()) == ("1,2", "q,v")
     again.shutdown()
     if os.environ.get("LORA_STUDIO_SHOTS"):
         qtbot.wait(300)

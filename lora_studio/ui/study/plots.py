@@ -41,10 +41,9 @@ class LiveLoss(pg.PlotWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        theme = style.current()
-        self.setBackground(style.colors(theme)["surface"])
         self.plot_item = self.getPlotItem()
-        _style_plot(self.plot_item, "Training loss, every run", "step", theme)
+        self.title = ("Training loss, every run", "step")
+        self.apply_theme(style.current())
         self.plot_item.setDownsampling(auto=True, mode="peak")
         self.plot_item.setClipToView(True)
         self.legend = self.plot_item.addLegend(offset=(-10, 10), labelTextSize="9pt")
@@ -54,6 +53,10 @@ class LiveLoss(pg.PlotWidget):
         self.timer = QTimer(self, interval=100)
         self.timer.timeout.connect(self.flush)
         self.timer.start()
+
+    def apply_theme(self, theme: str):
+        self.setBackground(style.colors(theme)["surface"])
+        _style_plot(self.plot_item, *self.title, theme)
 
     def clear_runs(self):
         for curve in self.curves.values():
@@ -95,13 +98,14 @@ class LossVsRank(pg.PlotWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        theme = style.current()
-        self.setBackground(style.colors(theme)["surface"])
         self.plot_item = self.getPlotItem()
-        _style_plot(self.plot_item, "Loss vs rank", "rank r", theme)
+        self.title = ("Loss vs rank", "rank r")
+        self.apply_theme(style.current())
         self.plot_item.setLogMode(x=True, y=False)
         self.legend = self.plot_item.addLegend(offset=(-10, 10), labelTextSize="9pt")
         self.points: dict[str, tuple[list[int], list[float]]] = {}
+
+    apply_theme = LiveLoss.apply_theme
 
     def show_runs(self, runs: list[dict]):
         self.plot_item.clear()
@@ -145,6 +149,9 @@ class PhiView(QWidget):
         self.entries: list[tuple[str, np.ndarray]] = []
         self.choice.currentIndexChanged.connect(self._show)
         self.heatmap.show_message("φ appears when the sweep is done")
+
+    def apply_theme(self, theme: str):
+        self.heatmap.apply_theme(theme)
 
     def show_similarity(self, similarity: list[dict]):
         """sweep.json's `similarity`: [{targets, seed, rank_a, rank_b, phi: {kind: (r_a, r_b) matrix}}]."""

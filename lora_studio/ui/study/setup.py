@@ -64,6 +64,14 @@ class SweepSetup(Section):
             base = Path(config.out) if config.out else Path("runs") / "run"
             self.out.setText(str(base.parent / f"{base.name}-study"))
 
+    def show_plan(self, out: str, doc: dict):
+        """The settings of a sweep.json (a study loaded from its folder)."""
+        self.out.setText(out)
+        self.ranks.setText(",".join(str(r) for r in doc.get("ranks", [])))
+        self.seeds.setValue(int(doc.get("seeds", 1)))
+        self.targets.setText(";".join(",".join(t) for t in doc.get("targets_sets") or []))
+        self.fixed.setChecked(bool(doc.get("fixed_budget")))
+
     def plan(self) -> SweepPlan:
         """The parsed settings; raises UserError on bad text (the message says what to type)."""
         from lora_studio.engine.errors import UserError

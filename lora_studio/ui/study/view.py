@@ -124,6 +124,11 @@ class StudyTab(QWidget):
         self.config = config
         self.setup.set_config(config)
 
+    def apply_theme(self, theme: str):
+        """"light" | "dark": the plots follow the application's theme."""
+        for plot in (self.loss, self.loss_vs_rank, self.phi):
+            plot.apply_theme(theme)
+
     @property
     def running(self) -> bool:
         return self.controller.running
@@ -156,10 +161,11 @@ class StudyTab(QWidget):
 
     def load(self, folder: str):
         """Show a finished (or partly run) study from its sweep.json."""
-        path = Path(folder) / "sweep.json"
-        self.setup.out.setText(str(folder))
+        doc = json.loads((Path(folder) / "sweep.json").read_text())
+        self.setup.show_plan(str(folder), doc)
         self.loss.clear_runs()
-        self.show_summary(json.loads(path.read_text()))
+        self.show_summary(doc)
+        self._say(f"{len(doc.get('runs', []))} runs" + ("" if doc.get("complete") else "; not complete: Start resumes"))
 
     def show_summary(self, doc: dict):
         self.doc = doc
