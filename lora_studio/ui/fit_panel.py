@@ -94,7 +94,7 @@ class FitPanel(Section):
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.horizontalHeaderItem(0).setToolTip("precision of the frozen base weights")
         self.table.horizontalHeaderItem(1).setToolTip("gradient checkpointing: recompute activations in backward")
-        self.table.horizontalHeaderItem(2).setToolTip("peak memory: weights + gradients + optimizer state + activations")
+        self.table.horizontalHeaderItem(2).setToolTip("peak: weights + gradients + optimizer state + activations")
         self.table.horizontalHeaderItem(4).setToolTip("the largest batch whose peak fits in 90 % of the GPU's memory")
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)

@@ -17,7 +17,7 @@ INIT_TEXT = {"kaiming": "Kaiming (LoRA paper)", "gaussian": "Gaussian", "pissa":
              "olora": "OLoRA (from W0's QR)"}
 INIT_TIPS = {"kaiming": "A Kaiming-uniform, B zero: training starts exactly at the base model (the paper's choice)",
              "gaussian": "A Gaussian with std 1/r, B zero (PEFT's init_lora_weights='gaussian')",
-             "pissa": "A and B from the top-r singular vectors of W0; the base keeps the residual (saved as plain LoRA)",
+             "pissa": "A and B from the top-r singular vectors of W0; the base keeps the rest (saved as plain LoRA)",
              "olora": "A and B from a QR decomposition of W0; the base keeps the residual (saved as plain LoRA)"}
 QUANT_TEXT = {"none": "Full (bf16 / fp32)", "nf4": "4-bit (QLoRA)", "int8": "8-bit"}
 QUANT_TIPS = {"none": "the base's weights at the training precision",

@@ -72,3 +72,20 @@ def test_bad_model_says_why(qtbot, tmp_path):
     assert got.args[0].message and w.hint.text() == got.args[0].message
     assert w.table.rowCount() == 0
     w.runner.wait_all()
+
+
+def test_cuda_gpu_is_detected(qtbot):
+    import pytest
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU: the typed GPU memory is used")
+    from lora_studio.ui.fit_panel import FitPanel
+
+    w = FitPanel()
+    qtbot.addWidget(w)
+    total = torch.cuda.get_device_properties(0).total_memory
+    qtbot.waitUntil(lambda: not w.gpu.isEnabled(), timeout=30_000)
+    assert w.gpu.value() == round(total / 2**30)
+    assert w.gpu_name.text().startswith(torch.cuda.get_device_name(0))
+    w.runner.wait_all()
