@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import peft
 import torch
 import transformers as T
@@ -23,6 +25,7 @@ def cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "lora_studio", *args], capture_output=True, text=True, env=ENV, **kw)
 
 
+@pytest.mark.slow
 def test_demo_defaults_train_then_merge(tmp_path):
     run = tmp_path / "demo"
     out = cli("train", "--max-steps", "4", "--eval-every", "2", "--batch-size", "8", "--out", str(run), "--quiet")
@@ -38,6 +41,7 @@ def test_demo_defaults_train_then_merge(tmp_path):
     assert m.config.id2label[1] == "billing"
 
 
+@pytest.mark.slow
 def test_causal_lm_on_demo_prompt_completion_loads_in_peft(tmp_path):
     base = tiny.model_folder(tmp_path / "base", "gpt2")
     data = Path(__file__).parents[2] / "resources" / "data" / "demo_causal.jsonl"
@@ -51,6 +55,7 @@ def test_causal_lm_on_demo_prompt_completion_loads_in_peft(tmp_path):
     assert torch.isfinite(model(input_ids=ids).logits).all()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_saves_and_resumes(tmp_path):
     base = tiny.model_folder(tmp_path / "base", "llama")
     data = Path(__file__).parents[2] / "resources" / "data" / "demo_causal.jsonl"

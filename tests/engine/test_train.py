@@ -60,6 +60,7 @@ def _losses(run_dir) -> list[tuple[int, float]]:
     return [(m["step"], m["loss"]) for m in T.read_metrics(run_dir) if "loss" in m]
 
 
+@pytest.mark.slow
 def test_classification_learns_and_writes_the_run_folder(tmp_path):
     # the packaged MiniLM: a real pretrained encoder, so q,v adapters have features to work with
     cfg = _config(tmp_path, "", _classification_data(tmp_path / "d.jsonl"), max_steps=30, lr=3e-3)
@@ -100,6 +101,7 @@ def test_same_seed_same_curve(tmp_path, bert_folder):
     assert _losses(a.out) == _losses(b.out)  # bit-identical on a CPU
 
 
+@pytest.mark.slow
 def test_stop_returns_within_a_step_and_resume_continues_exactly(tmp_path, bert_folder):
     data = _classification_data(tmp_path / "d.jsonl")
     full = _config(tmp_path / "full", bert_folder, data)
@@ -138,6 +140,7 @@ def test_pause_and_resume_from_another_thread(tmp_path, bert_folder):
     assert [e.step for e in events if isinstance(e, (T.Paused, T.Resumed))] == [2, 2]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_equals_uninterrupted(tmp_path, bert_folder):
     data = _classification_data(tmp_path / "d.jsonl")
     full = _config(tmp_path / "full", bert_folder, data, max_steps=16, save_every=3)
