@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a LoRA adapter (no model and no data: the demo)")
     t.add_argument("--resume", metavar="DIR", help="continue a stopped or killed run from its newest checkpoint")
     add_train_flags(t)
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine (one per GPU) under torchrun")
 
     w = sub.add_parser("sweep", help="the LoRA paper's rank study: one run per rank (x targets set x seed) + sweep.json")
     add_train_flags(w)
@@ -297,6 +299,7 @@ def cmd_try(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         if args.command in (None, "gui"):
             from lora_studio.ui.app import main as gui_main

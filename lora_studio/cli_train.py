@@ -65,6 +65,9 @@ def add_train_flags(t):
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--out", help="run folder (a PEFT adapter folder plus run.toml, metrics.jsonl, checkpoints/)")
     t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    t.add_argument("--distributed", choices=["auto", "ddp", "fsdp"],
+                   help="with several processes: ddp replicates the model, fsdp shards the frozen base "
+                        "(default auto: DDP when the model fits one device)")
 
 
 # -- train ----------------------------------------------------------------------------------
@@ -111,7 +114,8 @@ def config_from_args(a) -> "RunConfig":
     if a.epochs is not None:
         train["epochs"], train["max_steps"] = a.epochs, 0
     for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
-                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer", "loraplus_ratio"):
+                "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer", "loraplus_ratio",
+                "distributed"):
         put(train, key, getattr(a, key))
     if a.out is not None and not a.out.strip():
         raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")
@@ -207,12 +211,19 @@ def cmd_train(a) -> int:
     from lora_studio.engine.events import Control, Failed
     from lora_studio.engine.train import train
 
+    if getattr(a, "nproc", None) is not None:
+        return launch(a)
     config = resume_config(a) if a.resume else config_from_args(a)
     control = Control()
     hits = []
+    # under torchrun a Ctrl-C reaches each process twice (from the terminal and from torchrun):
+    # a second one within a few seconds is the same Ctrl-C
+    echo = 5.0 if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0.0
 
     def on_sigint(signum, frame):
-        hits.append(1)
+        if hits and time.monotonic() - hits[0] < echo:
+            return
+        hits.append(time.monotonic())
         if len(hits) > 1:
             sys.stderr.write("\ninterrupted again: exiting without saving\n")
             os._exit(130)
@@ -225,6 +236,9 @@ def cmd_train(a) -> int:
     finally:
         signal.signal(signal.SIGINT, old)
     if isinstance(result, Failed):
+        rank = int(os.environ.get("RANK", "0"))
+        if rank:  # under torchrun: say which process failed
+            result.message = f"process {rank}: {result.message}"
         if result.kind == "bug":
             sys.stderr.write(result.detail)
             print(f"error: {result.message} (a bug: please report it)", file=sys.stderr)
@@ -232,6 +246,37 @@ def cmd_train(a) -> int:
             print(f"error: {result.message}", file=sys.stderr)
         return result.exit_code
     return 130 if result.stopped else 0
+
+
+def launch(a) -> int:
+    """`train --nproc N …`: the same command under torchrun on this machine, N processes."""
+    import subprocess
+
+    from lora_studio.engine.distributed import launched
+
+    if a.nproc < 1:
+        raise UserError(f"--nproc must be at least 1, got {a.nproc}")
+    if launched():
+        raise UserError("--nproc starts torchrun itself: under torchrun leave it out")
+    argv, skip = [], False
+    for arg in a.argv:  # the same arguments without --nproc
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(a.nproc),
+           "-m", "lora_studio", *argv]
+    print("starting: " + " ".join(cmd[1:]), file=sys.stderr)
+    interrupted = []
+    # Ctrl-C reaches torchrun and its processes too: they stop and save; this one waits for them
+    old = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(1))
+    try:
+        rc = subprocess.call(cmd)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    return 130 if interrupted else rc
 
 
 def _cmd_sweep(a) -> int:

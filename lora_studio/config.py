@@ -17,6 +17,7 @@ from lora_studio.engine.layers import check_lora, parse_layers
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DISTRIBUTED = ("auto", "ddp", "fsdp")
 SCHEDULES = ("linear", "cosine", "constant")
 FORMATS = ("auto", "text", "prompt-completion", "messages", "classification")
 INITS = ("kaiming", "gaussian", "pissa", "olora")
@@ -121,6 +122,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
     optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw (the last two from bitsandbytes)
     loraplus_ratio: float = 1.0  # LoRA+: B's learning rate = ratio x A's (1 = plain LoRA; the paper uses 16)
+    distributed: str = "auto"  # under torchrun: auto | ddp | fsdp (auto: DDP when the model fits one device)
 
     def validate(self):
         for name in ("batch_size", "grad_accum", "log_every"):
@@ -140,6 +142,8 @@ class TrainConfig:
             raise UserError(f"device {self.device!r} unknown: use one of {', '.join(DEVICES)}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"optimizer {self.optimizer!r} unknown: use one of {', '.join(OPTIMIZERS)}")
+        if self.distributed not in DISTRIBUTED:
+            raise UserError(f"distributed mode {self.distributed!r} unknown: use one of {', '.join(DISTRIBUTED)}")
         if self.eval_every < 0 or self.save_every < 0 or self.save_minutes < 0:
             raise UserError("eval-every, save-every and save-minutes must be >= 0")
         if self.warmup_steps < 0 or not 0 <= self.warmup_ratio < 1:

@@ -12,6 +12,7 @@ The loop waits for the GPU only on steps it logs, evaluates or checkpoints (as n
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections import deque
@@ -69,9 +70,11 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
     readable checkpoint (`config` is the run's own, possibly with more steps). A new run refuses a
     folder that already holds files unless `overwrite`. Every outcome is an event; the return value
     is the last one."""
+    from lora_studio.engine.distributed import Dist
     from lora_studio.engine.tblog import with_tensorboard
 
-    user_emit = with_tensorboard(on_event or (lambda e: None), config)  # rank 0 only
+    dist = Dist.from_env(config.train.device)  # [dist] one process: every call below is a no-op
+    user_emit = with_tensorboard(on_event or (lambda e: None), config) if dist.main else (lambda e: None)
     control = control or Control()
     s = None
     reached = {"step": 0, "total": 0}  # the last step reported, for a failure's "at step N"
@@ -97,12 +100,13 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
         else:
             config = with_absolute_paths(config)
             fresh = not Path(config.out).expanduser().exists()
-            run_dir = prepare_new_run(config.out, overwrite)
+            run_dir = prepare_new_run(config.out, overwrite) if dist.main else Path(config.out)
             ckpt, state, notes = None, None, []
-        config.save(run_dir / RUN_FILE)
-        write_run_state(run_dir, "running", state["step"] if state else 0, 0, "loading")
+        if dist.main:  # [dist] rank 0 alone writes the run folder
+            config.save(run_dir / RUN_FILE)
+            write_run_state(run_dir, "running", state["step"] if state else 0, 0, "loading")
         s = setup(config, emit, label_names=read_labels(run_dir) if resume else None, control=control)
-        return _loop(s, run_dir, emit, control, state, ckpt, spectra_every, notes)
+        return _loop(s, run_dir, emit, control, state, ckpt, spectra_every, notes, dist)
     except Stopped:
         ev = Finished(reached["step"], str(run_dir), True)
     except NonFiniteLoss as e:
@@ -114,7 +118,10 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
     finally:
         control.drop_calls("the run has ended")
         release(s)
-    if fresh and isinstance(ev, Failure) and ev.kind == "user" and reached["step"] == 0 and run_dir.is_dir():
+        dist.close()
+    if not dist.main:  # [dist] rank 0 alone writes the run folder
+        pass
+    elif fresh and isinstance(ev, Failure) and ev.kind == "user" and reached["step"] == 0 and run_dir.is_dir():
         discard_new_run(run_dir)
     elif run_dir is not None and run_dir.is_dir():
         try:
@@ -159,19 +166,38 @@ def _nonfinite(step: int, value: float, what: str, lr: float, ckpt) -> NonFinite
 
 
 def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, ckpt: Path | None,
-          spectra_every: int, notes: list[str]) -> Finished:
+          spectra_every: int, notes: list[str], dist=None) -> Finished:
     from lora_studio.engine.adapters import load_adapter
     from lora_studio.engine.data import collate
     from lora_studio.engine.lora import trainable_parameters
     from lora_studio.engine.loss import training_loss
 
+    from lora_studio.engine.distributed import Dist
+
+    dist = dist or Dist()
     cfg, t = s.config, s.config.train
     model, device = s.model, s.device
     train_ex = s.data.train
     n, bs, accum = len(train_ex), t.batch_size, t.grad_accum
-    batches_per_epoch = math.ceil(n / bs)
+    gbs = bs * dist.world  # [dist] a micro-batch's examples over all processes
+    kept_gbs = (state or {}).get("global_batch", gbs)
+    if kept_gbs != gbs:  # [dist] resumed on another number of processes: keep the run's global batch
+        if kept_gbs % dist.world:
+            from lora_studio.engine.errors import UserError
+
+            raise UserError(f"this run's micro-batch holds {kept_gbs} examples over all processes, which "
+                            f"{dist.world} processes cannot share evenly: resume with a number of processes "
+                            f"that divides {kept_gbs}")
+        notes.append(f"the run's micro-batch of {kept_gbs} examples is kept: batch size {kept_gbs // dist.world} "
+                     f"per process (was {bs}) on {dist.world} process{'es' if dist.many else ''}")
+        bs, gbs = kept_gbs // dist.world, kept_gbs
+    batches_per_epoch = math.ceil(n / gbs)
     total = t.max_steps or max(1, math.ceil(t.epochs * batches_per_epoch / accum))
     warmup = t.warmup_steps or int(t.warmup_ratio * total)
+    if state is not None:
+        load_adapter(model, ckpt)  # before wrapping: FSDP2 shards what was loaded
+    if dist.many:
+        emit(Status(dist.wrap(model, t.distributed, device)))
     params = trainable_parameters(model)
     from lora_studio.engine.quantize import make_optimizer
     from lora_studio.engine.variants import optimizer_groups
@@ -181,8 +207,7 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
     scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
     step, epoch, pos, elapsed_before = 0, 0, 0, 0.0
     if state is not None:
-        load_adapter(model, ckpt)
-        optimizer.load_state_dict(state["optimizer"])
+        dist.load_optimizer(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler.is_enabled() and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -197,17 +222,19 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
         kept = [m for m in read_metrics(run_dir) if m.get("step", 0) <= step]
         from lora_studio.engine.atomic import atomic_write_bytes
 
-        atomic_write_bytes(run_dir / METRICS_FILE, "".join(metrics_line(m) for m in kept).encode())
-    else:
+        if dist.main:
+            atomic_write_bytes(run_dir / METRICS_FILE, "".join(metrics_line(m) for m in kept).encode())
+    elif dist.main:
         (run_dir / METRICS_FILE).write_text("")
-    write_run_files(s, run_dir, adapter=False)
-    write_run_state(run_dir, "running", step, total)
+    if dist.main:
+        write_run_files(s, run_dir, adapter=False)
+        write_run_state(run_dir, "running", step, total)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     emit(Started(str(run_dir), total, step, device.type, device_name(device), s.precision,
                  sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()), n,
                  len(s.data.validation), cfg.model.task, s.data.label_names, elapsed_before, notes or None))
-    metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")
+    metrics = open(run_dir / METRICS_FILE if dist.main else os.devnull, "a", encoding="utf-8")
     pad = s.tokenizer.pad_token_id
     order = epoch_order(n, t.seed, epoch)
 
@@ -226,7 +253,8 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
     def run_eval() -> tuple[float, float | None]:
         nonlocal eval_seconds
         t0 = time.perf_counter()
-        result = evaluate(s, bs, step, emit, control)
+        with dist.full_root():  # [dist] every rank evaluates the whole validation set
+            result = evaluate(s, bs, step, emit, control)
         eval_seconds = time.perf_counter() - t0
         emit(Eval(step, *result))
         log({"step": step, "eval_loss": result[0], **({"accuracy": result[1]} if result[1] is not None else {}),
@@ -236,10 +264,15 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
     last_ckpt = {"path": ckpt, "time": time.monotonic()}
 
     def checkpoint() -> Path:
-        st = {"step": step, "epoch": epoch, "pos": pos, "optimizer": optimizer.state_dict(),
+        adapter, opt = dist.gather(model, optimizer)  # [dist] collective: the full state, on CPU
+        st = {"step": step, "epoch": epoch, "pos": pos, "global_batch": gbs,
+              "optimizer": opt or optimizer.state_dict(),
               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
               "elapsed": elapsed_before + time.perf_counter() - t_start}
-        path = save_checkpoint(model, s.model_ref, run_dir, st, t.keep_checkpoints)
+        if not dist.main:
+            return run_dir
+        with dist.full_params(model, adapter):
+            path = save_checkpoint(model, s.model_ref, run_dir, st, t.keep_checkpoints)
         last_ckpt.update(path=path, time=time.monotonic())
         emit(Checkpoint(step, str(path)))
         return path
@@ -252,29 +285,36 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
             emit(Status(note))
     elif s.data.validation and t.eval_every > 0:
         last_eval = run_eval()
+    dist.seed(t.seed, step)
     model.train()
     t_start = time.perf_counter()  # the baseline evaluation is not training time
     start_step = step
     recent = deque(maxlen=50)  # seconds per step, the last 50: the estimate forgets a slow start
     loss_value = float("nan")
+    stopping = False
     try:
         while step < total:
-            if control.stop_requested:
+            if stopping if dist.many else control.stop_requested:
                 break
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             tokens = torch.zeros((), dtype=torch.long, device=device)
-            for _ in range(accum):
+            for k in range(accum):
                 if pos >= batches_per_epoch:
                     epoch, pos = epoch + 1, 0
                     order = epoch_order(n, t.seed, epoch)
-                idx = order[pos * bs:(pos + 1) * bs]
+                idx, real = dist.shard(order[pos * gbs:(pos + 1) * gbs], bs)
                 pos += 1
                 batch = to_device(collate([train_ex[i] for i in idx], pad), device)
-                tokens += batch["attention_mask"].sum()
-                with autocast(s):
-                    loss = training_loss(model, batch) / accum
-                scaler.scale(loss).backward()
+                tokens += batch["attention_mask"].sum() if real else 0
+                with dist.sync(last=k == accum - 1):  # [dist] no gradient reduction before the last
+                    with dist.autocast(s):
+                        if dist.many:  # [dist] token-weighted: the ranks' average is the global mean
+                            loss = dist.loss(model, batch) * dist.weight(_count(batch) if real else
+                                                                         torch.zeros((), device=device)) / accum
+                        else:
+                            loss = training_loss(model, batch) / accum
+                    scaler.scale(loss).backward()
                 loss_sum += loss.detach().float()
             scaler.unscale_(optimizer)
             norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
@@ -287,13 +327,16 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
             optimizer.zero_grad(set_to_none=True)
             step += 1
             now = time.monotonic()
+            timed = t.save_minutes and now - last_ckpt["time"] >= 60 * t.save_minutes
+            # [dist] every rank takes the same branches below (they hold collectives); one process: as is
+            stopping, timed = dist.agree(control.stop_requested, timed)
             eval_due = bool(s.data.validation) and ((t.eval_every and step % t.eval_every == 0) or step == total)
             save_due = step < total and ((t.save_every and step % t.save_every == 0) or
-                                         (t.save_minutes and now - last_ckpt["time"] >= 60 * t.save_minutes))
+                                         timed)
             log_due = step % t.log_every == 0 or step == total
-            if log_due or eval_due or save_due or control.stop_requested or control.paused:
-                loss_value = float(loss_sum)  # sync point: the GPU finishes the step here
-                grad_norm = float(norm)
+            if log_due or eval_due or save_due or stopping or control.paused:
+                loss_value = float(dist.reduce_sum(loss_sum)) / dist.world  # sync point: the GPU finishes the step
+                grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
                 if not math.isfinite(loss_value):
                     raise _nonfinite(step, loss_value, "loss", lr, last_ckpt["path"])
                 if not math.isfinite(grad_norm) and not scaler.is_enabled():
@@ -305,7 +348,7 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
                     eta = sum(recent) / len(recent) * (total - step) + eval_seconds * evals_left(step)
                     alloc, peak = memory(device)
                     ev = Step(step, total, epoch + pos / batches_per_epoch, loss_value, lr, grad_norm,
-                              float(tokens) / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak)
+                              float(dist.reduce_sum(tokens)) / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak)
                     log({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": ev.tokens_per_s,
                          "time": time.time(), "epoch": ev.epoch, "grad_norm": grad_norm,
                          "mem_allocated": alloc, "mem_peak": peak})
@@ -316,7 +359,7 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
                 emit_spectra(model, step, emit)
             if save_due:
                 checkpoint()
-            if control.paused and not control.stop_requested:
+            if control.paused and not control.stop_requested and not dist.many:  # [dist] no pause
                 emit(Paused(step))
                 control.wait_while_paused(s)
                 model.train()
@@ -330,17 +373,27 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
     stopped = step < total
     if step > start_step or state is None:
         checkpoint()
-    write_run_files(s, run_dir)
-    write_run_state(run_dir, "stopped" if stopped else "finished", step, total)
-    from lora_studio.engine.fit import record_peak
+    if dist.main:
+        with dist.full_params(model, dist.gather(model, optimizer)[0]):
+            write_run_files(s, run_dir)
+        write_run_state(run_dir, "stopped" if stopped else "finished", step, total)
+        from lora_studio.engine.fit import record_peak
 
-    record_peak(run_dir, s.model_ref, cfg, model.lora_studio_spec, s.precision, device.type, memory(device)[1],
-                s.data.label_names)  # memory.json: the planner's estimate and the measured peak
+        record_peak(run_dir, s.model_ref, cfg, model.lora_studio_spec, s.precision, device.type, memory(device)[1],
+                    s.data.label_names)  # memory.json: the planner's estimate and the measured peak
+    else:
+        dist.gather(model, optimizer)  # [dist] collective: rank 0 gathers the final adapter
     if spectra_every and not stopped:
         emit_spectra(model, step, emit)
     ev = Finished(step, str(run_dir), stopped, *last_eval, mem_peak=memory(device)[1])
     emit(ev)
     return ev
+
+
+def _count(batch: dict) -> torch.Tensor:
+    """What a micro-batch's mean loss is over: target tokens (causal LM), or examples."""
+    labels = batch["labels"]
+    return (labels[:, 1:] != -100).sum() if labels.dim() == 2 else torch.tensor(labels.shape[0], device=labels.device)
 
 
 def emit_spectra(model, step: int, emit):

@@ -1,0 +1,303 @@
+"""Many processes under torchrun: process group, DDP / FSDP2 wrapping, data shards, full checkpoints.
+
+The training loop (engine/train.py `_loop`) is the same in one process and in many; it asks a
+`Dist` for what differs. `Dist()` is one process and every method is then a no-op, so a
+single-process run computes exactly what it did before.
+
+Data: with per-process batch b and N processes, micro-batch k of the run takes the same N·b
+indices of the epoch's order as one process with batch N·b, and rank r takes the r-th slice of
+b. Loss: each rank's mean is rescaled by (its target count / the global count) · N, so that the
+gradient DDP/FSDP2 average over ranks equals the single-process mean over the global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as td
+import torch.nn as nn
+
+from lora_studio.engine.errors import UserError
+
+MODES = ("auto", "ddp", "fsdp")
+TIMEOUT_S = float(os.environ.get("LORA_STUDIO_DIST_TIMEOUT", "300"))  # a stuck collective fails after this
+
+
+class LossModule(nn.Module):
+    """The model's training loss as one module's forward, so DDP's and FSDP2's root hooks run
+    (the fused loss reads the head's weight without calling the head)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        from lora_studio.engine.loss import training_loss
+
+        return training_loss(self.model, batch)
+
+
+def launched() -> bool:
+    """True under torchrun (or any launcher that sets WORLD_SIZE > 1), or in an initialised group."""
+    return (td.is_available() and td.is_initialized()) or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_env(device: str = "auto") -> None:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT):
+    nccl with this process's GPU cuda:LOCAL_RANK, gloo on CPUs."""
+    if td.is_initialized():
+        return
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if cuda:
+        if local >= torch.cuda.device_count():
+            raise UserError(f"process {local} on this machine has no GPU of its own ({torch.cuda.device_count()} "
+                            f"visible): use --nproc-per-node {torch.cuda.device_count()} or fewer")
+        torch.cuda.set_device(local)
+    td.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=TIMEOUT_S),
+                          **({"device_id": torch.device("cuda", local)} if cuda else {}))
+
+
+class Dist:
+    """One process (the defaults) or one rank of a process group."""
+
+    def __init__(self, rank: int = 0, world: int = 1, mode: str = "single"):
+        self.rank, self.world, self.mode = rank, world, mode
+        self.runner = None  # the wrapped LossModule (DDP or the FSDP2 root); None in one process
+        self.device = torch.device("cpu")
+
+    @classmethod
+    def from_env(cls, device: str = "auto") -> "Dist":
+        if not launched():
+            return cls()
+        init_from_env(device)
+        return cls(td.get_rank(), td.get_world_size(), "pending")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def many(self) -> bool:
+        return self.world > 1
+
+    # -- wrapping -------------------------------------------------------------------------------
+    def choose(self, mode: str, model: nn.Module, device: torch.device) -> tuple[str, str]:
+        """(mode, why) for `auto`: DDP when the whole model fits one device with room for activations."""
+        if mode not in MODES:
+            raise UserError(f"distributed mode {mode!r} unknown: use one of {', '.join(MODES)}")
+        if mode != "auto":
+            return mode, f"--distributed {mode}"
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        if device.type != "cuda":
+            return "ddp", f"on {device.type.upper()} every process holds the model ({size / 2**30:.2f} GiB) in host memory"
+        free = torch.cuda.get_device_properties(device).total_memory
+        if size < 0.6 * free:
+            return "ddp", f"the model ({size / 2**30:.1f} GiB) fits one GPU ({free / 2**30:.0f} GiB) with room to train"
+        return "fsdp", f"the model ({size / 2**30:.1f} GiB) needs over 60% of one GPU ({free / 2**30:.0f} GiB): " \
+                       f"sharded over {self.world} GPUs"
+
+    def wrap(self, model: nn.Module, mode: str, device: torch.device) -> str:
+        """Wrap for `mode` (ddp | fsdp | auto); returns the sentence that says what was chosen and why."""
+        if not self.many:
+            return ""
+        self.mode, why = self.choose(mode, model, device)
+        self.device = device
+        runner = LossModule(model)
+        if self.mode == "ddp":
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.runner = DDP(runner, device_ids=[device] if device.type == "cuda" else None)
+        else:
+            self.runner = _fully_shard(runner, model)
+        what = "DDP (the model on every process)" if self.mode == "ddp" else "FSDP2 (the frozen base sharded)"
+        return f"{self.world} processes, {what}: {why}"
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        from lora_studio.engine.loss import training_loss
+
+        return training_loss(model, batch) if self.runner is None else self.runner(batch)
+
+    def autocast(self, s):
+        from lora_studio.engine.setup import autocast
+
+        return contextlib.nullcontext() if self.mode == "fsdp" else autocast(s)  # FSDP2: MixedPrecisionPolicy
+
+    def sync(self, last: bool):
+        """Gradients are reduced across ranks only on the last micro-batch of a step."""
+        if self.runner is None or last:
+            return contextlib.nullcontext()
+        if self.mode == "ddp":
+            return self.runner.no_sync()
+        return _fsdp_no_sync(self.runner)
+
+    # -- data -------------------------------------------------------------------------------------
+    def shard(self, idx: list[int], bs: int) -> tuple[list[int], bool]:
+        """This rank's part of a global micro-batch, and whether it is real (an empty part, at an
+        epoch's short tail, computes on one example with weight 0 so every rank joins the reduction)."""
+        if not self.many:
+            return idx, True
+        part = idx[self.rank * bs:(self.rank + 1) * bs]
+        return (part, True) if part else (idx[:1], False)
+
+    def weight(self, local: torch.Tensor) -> torch.Tensor:
+        """Factor for this rank's mean loss: local count / global count · N (count: target tokens
+        for a causal LM, examples for classification; 0 for a padding part)."""
+        total = local.clone().float()
+        td.all_reduce(total)
+        return local.float() * self.world / total.clamp_min(1)
+
+    def reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
+        if self.many:
+            x = x.clone()
+            td.all_reduce(x)
+        return x
+
+    def agree(self, *flags) -> list:
+        """The flags as one process sees them; with many, each is true if it is on any rank (a stop
+        seen by one rank stops all at the same step)."""
+        if not self.many:
+            return list(flags)
+        t = torch.tensor([float(bool(f)) for f in flags], device=self.device)
+        td.all_reduce(t, op=td.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    def seed(self, seed: int, step: int):
+        """Per-rank dropout streams (one process keeps the checkpoint's RNG state as it is)."""
+        if self.many:
+            torch.manual_seed((seed * 1009 + self.rank) * 100_003 + step)
+
+    def barrier(self):
+        if self.many:
+            td.barrier()
+
+    def full_root(self):
+        """Evaluation calls the inner model directly: unshard the FSDP2 root's own parameters."""
+        if self.mode != "fsdp":
+            return contextlib.nullcontext()
+        return _unsharded(self.runner)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def gather(self, model: nn.Module, optimizer) -> tuple[dict | None, dict | None]:
+        """(full adapter tensors by parameter name, optimizer state in one process's layout), on CPU;
+        collective on every rank. One process, and ranks other than 0: (None, None); one process
+        reads the model itself."""
+        if self.runner is None:
+            return None, None
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        names = _trainable_names(self.runner)
+        msd = get_model_state_dict(self.runner, options=opts)
+        osd = get_optimizer_state_dict(self.runner, optimizer, options=opts)
+        if not self.main:  # with cpu_offload the full state lands on rank 0 only
+            return None, None
+        # keep the trained tensors only: ignore_frozen_params would still let a tied lm_head.weight in
+        adapter = {n: msd[n] for n in names}
+        index = {n: i for i, n in enumerate(_optimizer_names(self.runner, optimizer))}
+        state = {index[n]: v for n, v in osd["state"].items() if n in index}
+        groups = [{**g, "params": [index[n] for n in g["params"]]} for g in osd["param_groups"]]
+        return adapter, {"state": state, "param_groups": groups}
+
+    @contextlib.contextmanager
+    def full_params(self, model: nn.Module, adapter: dict | None):
+        """The model's trained parameters replaced by the gathered full tensors while saving (rank 0)."""
+        if adapter is None:
+            yield
+            return
+        saved = []
+        for name, t in adapter.items():
+            mod_name, _, pname = name.removeprefix("model.").rpartition(".")
+            mod = model.get_submodule(mod_name)
+            saved.append((mod, pname, mod._parameters[pname]))
+            mod._parameters[pname] = nn.Parameter(t, requires_grad=False)
+        try:
+            yield
+        finally:
+            for mod, pname, p in saved:
+                mod._parameters[pname] = p
+
+    def load_optimizer(self, optimizer, state: dict):
+        """A checkpoint's optimizer state (one process's layout) into this run, on every rank."""
+        if self.runner is None:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        names = _optimizer_names(self.runner, optimizer)
+        fqn = {"state": {names[i]: v for i, v in state["state"].items()},
+               "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+        set_optimizer_state_dict(self.runner, optimizer, fqn, options=StateDictOptions(full_state_dict=True))
+
+    def close(self):
+        if self.many and td.is_initialized():
+            td.destroy_process_group()
+
+
+def _trainable_names(runner: nn.Module) -> list[str]:
+    """Trained parameter names as get_model_state_dict spells them (no DDP `module.` prefix), in
+    the order of the optimizer's parameters."""
+    inner = runner.module if hasattr(runner, "no_sync") and hasattr(runner, "module") else runner
+    return [n for n, p in inner.named_parameters() if p.requires_grad]
+
+
+def _optimizer_names(runner: nn.Module, optimizer) -> list[str]:
+    """The names of the optimizer's parameters in the order one process's state_dict() numbers
+    them (group after group: LoRA+ puts A and B in different groups)."""
+    inner = runner.module if hasattr(runner, "no_sync") and hasattr(runner, "module") else runner
+    name = {id(p): n for n, p in inner.named_parameters()}
+    return [name[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+
+def decoder_blocks(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks: the ModuleList holding the most parameters."""
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        return []
+    best = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    return list(best)
+
+
+def _fully_shard(runner: LossModule, model: nn.Module) -> nn.Module:
+    """FSDP2: each decoder block, then the root. Within one unit every trainable parameter must
+    share a dtype with the frozen ones it is flattened with: when the adapters compute in fp32
+    over a half-precision base, each LoRA layer's base and its adapter become units of their own."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from lora_studio.engine.lora import lora_layers
+
+    keep = MixedPrecisionPolicy(cast_forward_inputs=False)
+    for block in decoder_blocks(model):
+        dtypes = {p.dtype for p in block.parameters()}
+        if len(dtypes) > 1:
+            for layer in lora_layers(block).values():
+                fully_shard(layer.base_layer)
+                fully_shard(layer, mp_policy=keep)
+        fully_shard(block)
+    fully_shard(runner)
+    return runner
+
+
+def _fsdp_no_sync(runner):
+    @contextlib.contextmanager
+    def ctx():
+        runner.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            runner.set_requires_gradient_sync(True)
+
+    return ctx()
+
+
+@contextlib.contextmanager
+def _unsharded(runner):
+    runner.unshard()
+    try:
+        yield
+    finally:
+        runner.reshard()
