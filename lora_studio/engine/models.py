@@ -197,11 +197,24 @@ def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | Non
     except OSError as e:
         raise UserError(f"cannot load model {ref}: {str(e).splitlines()[0]}") from None
     except Exception as e:  # corrupt safetensors, truncated shards …
-        if type(e).__name__ in ("SafetensorError", "HeaderTooLarge", "RuntimeError"):
+        if _unreadable(e):
             raise UserError(f"the weights of {ref} are unreadable ({type(e).__name__}: "
                             f"{str(e).splitlines()[0]}); re-download or re-export the model") from None
         raise
     return model if quantization_config is not None else model.to(device)
+
+
+_UNREADABLE = ("safetensor", "header", "deserializ", "size mismatch", "error(s) in loading state_dict",
+               "incomplete", "unexpected end", "invalid load key", "corrupt", "truncated")
+
+
+def _unreadable(e: Exception) -> bool:
+    """A file that cannot be read as weights — not any RuntimeError (a CUDA error or an
+    out-of-memory is not a damaged file, and must not be reported as one)."""
+    if type(e).__name__ in ("SafetensorError", "HeaderTooLarge"):
+        return True
+    text = str(e).lower()
+    return type(e).__name__ == "RuntimeError" and "out of memory" not in text and any(k in text for k in _UNREADABLE)
 
 
 def load_tokenizer(ref: str, trust_remote_code: bool = False):

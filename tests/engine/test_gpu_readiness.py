@@ -351,3 +351,14 @@ def test_setup_failure_after_loading_releases_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", real)
     assert ev.kind == "user" and "rank 512" in ev.message
     assert calls, "empty_cache was not called after the failed setup"
+
+
+def test_only_damaged_weights_are_reported_as_unreadable():
+    """models.load_model used to call every RuntimeError "weights unreadable" (issue 11)."""
+    from lora_studio.engine.models import _unreadable
+
+    assert _unreadable(RuntimeError("Error while deserializing header: HeaderTooSmall"))
+    assert _unreadable(RuntimeError("Error(s) in loading state_dict for BertModel: size mismatch for x"))
+    assert not _unreadable(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not _unreadable(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (header)"))
+    assert not _unreadable(ValueError("safetensors"))
