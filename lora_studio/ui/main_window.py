@@ -32,7 +32,7 @@ from lora_studio.ui.training.settings import TrainingSettings
 from lora_studio.ui.training.view import TrainingView
 from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.tryit import TryItView
-from lora_studio.ui.widgets import Section, app_icon, label
+from lora_studio.ui.widgets import Section, app_icon, commit_edits, label
 
 STATES = {"idle": ("Ready", ""), "starting": ("Starting …", "running"), "running": ("Training", "running"),
           "paused": ("Paused", "paused"), "stopping": ("Stopping …", "paused")}
@@ -282,6 +282,7 @@ class MainWindow(RunFiles, QMainWindow):
 
         if self.controller.running:
             return
+        commit_edits()
         try:
             config = self.session.build()
             out = config.out or str(self._new_run_dir())

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from lora_studio.engine import runfolder
 from lora_studio.ui import probes
+from lora_studio.ui.widgets import commit_edits
 
 TOML_FILTER = "Run configuration (*.toml);;All files (*)"
 
@@ -81,6 +82,7 @@ class RunFiles:
     def save_config(self, path: str | None = None):
         from lora_studio.engine.errors import UserError
 
+        commit_edits()
         try:
             config = self.session.build()
         except UserError as e:

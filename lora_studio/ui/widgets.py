@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from PySide6.QtCore import QByteArray, QSize, Qt
-from PySide6.QtGui import QIcon, QPainter, QPixmap
+from PySide6.QtGui import QIcon, QPainter, QPixmap, QValidator
 from PySide6.QtSvg import QSvgRenderer
-from PySide6.QtWidgets import (QFormLayout, QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout,
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit,
+                               QSizePolicy, QVBoxLayout,
                                QWidget)
 
 # 24x24 outline icons (stroke = the colour passed to `icon`)
@@ -155,6 +158,41 @@ class Card(QFrame):
     def set(self, value: str, sub: str = ""):
         self.value.setText(value)
         self.sub.setText(sub)
+
+
+def parse_number(text: str) -> float | None:
+    """A number as typed, in any locale: "0,0003", "0.0003", "3e-4", "1.000,5" and "1,000.5" are all
+    read; None when it is not a number (a comma is never silently dropped)."""
+    t = str(text).strip().replace(" ", "").replace("\u00a0", "")
+    if "," in t and "." in t:  # the later one is the decimal separator, the other groups digits
+        group = "," if t.rfind(",") < t.rfind(".") else "."
+        t = t.replace(group, "")
+    t = t.replace(",", ".")
+    try:
+        return float(t)
+    except ValueError:
+        return None
+
+
+class NumberValidator(QValidator):
+    """Accepts what `parse_number` reads (and its intermediate states while typing)."""
+
+    def validate(self, text, pos):
+        if re.fullmatch(r"[0-9.,eE+\- \u00a0]*", text) is None:
+            return QValidator.Invalid, text, pos
+        return (QValidator.Acceptable if parse_number(text) is not None else QValidator.Intermediate), text, pos
+
+
+def commit_edits():
+    """Commit the field being typed in, as leaving it would: a shortcut (Ctrl+Enter, Ctrl+S) must
+    use what is on screen."""
+    focus = QApplication.focusWidget()
+    if isinstance(focus, QLineEdit) and isinstance(focus.parent(), QAbstractSpinBox):
+        focus = focus.parent()
+    if isinstance(focus, QAbstractSpinBox):
+        focus.interpretText()
+    elif isinstance(focus, QLineEdit):
+        focus.editingFinished.emit()
 
 
 def hline() -> QFrame:
