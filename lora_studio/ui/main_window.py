@@ -70,6 +70,7 @@ class MainWindow(RunFiles, QMainWindow):
         self.data_view = DataView(self.session)
         self.training = TrainingView(self.controller)
         self.tryit = TryItView()
+        self.tryit.call_paused = self.controller.call_paused
         self._layout()
         self._actions()
         self._wire()
