@@ -29,10 +29,10 @@ from lora_studio.engine import runfolder
 from lora_studio.engine.errors import Failure
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.training.settings import TrainingSettings
-from lora_studio.ui.training.view import TrainingView
+from lora_studio.ui.training.view import TrainingView, evaluating_text
 from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.tryit import TryItView
-from lora_studio.ui.widgets import Section, app_icon, commit_edits, label
+from lora_studio.ui.widgets import Section, app_icon, commit_edits, icon, label
 
 STATES = {"idle": ("Ready", ""), "starting": ("Starting …", "running"), "running": ("Training", "running"),
           "paused": ("Paused", "paused"), "stopping": ("Stopping …", "paused")}
@@ -55,6 +55,7 @@ class MainWindow(RunFiles, QMainWindow):
         self.run_dir = ""  # the run shown (trained here or opened)
         self.run_task = "classification"
         self._closing = False
+        self._loading = False  # a model is being inspected: nothing to start yet
         self._config_path = config_path
         self.spectra = None
         self._pending_spectra = None
@@ -205,6 +206,7 @@ class MainWindow(RunFiles, QMainWindow):
         c.status.connect(lambda ev: self.statusBar().showMessage(ev.message, 5000))
         c.started.connect(self._started)
         c.stepped.connect(self._stepped)
+        c.evaluating.connect(self._evaluating)
         c.checkpointed.connect(lambda ev: self.statusBar().showMessage(f"checkpoint saved: {ev.path}", 4000))
         c.spectra.connect(self._spectra_event)
         self.tabs.currentChanged.connect(lambda _: self.tabs.currentWidget() is self.spectra_tab and self._show_spectra())
@@ -214,6 +216,8 @@ class MainWindow(RunFiles, QMainWindow):
         self.training.sig_try.connect(lambda: self.tabs.setCurrentWidget(self.tryit.parentWidget()))
         self.model_panel.sig_failed.connect(self._model_failed)
         s.model_ready.connect(self._model_ready)
+        s.model_loading.connect(lambda ref: self._set_loading(True))
+        s.model_failed.connect(lambda f, ref: self._set_loading(False))
         s.data_failed.connect(lambda f: self.statusBar().showMessage(f"data: {f.message}", 8000))
 
     def _first_load(self):
@@ -272,7 +276,14 @@ class MainWindow(RunFiles, QMainWindow):
     def _model_failed(self, failure, ref):
         self.error("Cannot use this model", failure)
 
+    def _set_loading(self, loading: bool):
+        was, self._loading = self._loading, loading
+        self._state_changed(self.controller.state)
+        if was and not loading and self.controller.state == "idle" and self.run_dir:
+            self.header.set_state("Ready", "")
+
     def _model_ready(self, info):
+        self._set_loading(False)
         self.header.model.setText(f"{info.name} · {info.arch.get('model_type', '?')} · {info.task}")
         self.header.model.setToolTip(info.resolved)
         self._ensure_spectra()
@@ -342,6 +353,10 @@ class MainWindow(RunFiles, QMainWindow):
             self.training.plots.set_total(ev.total_steps)
         self.statusBar().showMessage(f"training on {ev.device_name}, run folder {ev.out}", 8000)
 
+    def _evaluating(self, ev):
+        if self.controller.state in ("starting", "running"):
+            self.header.state.setText(evaluating_text(ev))
+
     def _stepped(self, ev):
         if self.controller.state == "running":
             self.header.state.setText(f"Training · {ev.step}/{ev.total_steps}")
@@ -367,14 +382,17 @@ class MainWindow(RunFiles, QMainWindow):
 
     def _state_changed(self, state: str):
         text, kind = STATES[state]
-        if state != "idle" or not self.run_dir:
+        if state == "idle" and self._loading:
+            text, kind = "Loading model …", "running"
+        if state != "idle" or not self.run_dir or self._loading:
             self.header.set_state(text, kind)
         running = state != "idle"
-        self.header.start.setEnabled(not running)
-        self.act_start.setEnabled(not running)
+        self.header.start.setEnabled(not running and not self._loading)
+        self.act_start.setEnabled(not running and not self._loading)
         self.header.pause.setEnabled(state in ("running", "paused", "starting"))
         self.act_pause.setEnabled(state in ("running", "paused", "starting"))
         self.header.pause.setText("Resume" if state == "paused" else "Pause")
+        self.header.pause.setIcon(icon("play" if state == "paused" else "pause", "#6a7385"))
         self.header.stop.setEnabled(state in ("running", "paused", "starting"))
         self.act_stop.setEnabled(state in ("running", "paused", "starting"))
         for w in (self.model_panel, self.adapter_panel, self.data_panel, self.train_settings, self.grid):

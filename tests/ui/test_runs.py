@@ -22,7 +22,8 @@ def test_open_run_shows_its_curves_and_settings(window, qtbot, finished_run, mon
     assert window.session.draft.train.max_steps == 8 and window.session.draft.train.save_every == 4
     assert window.session.draft.out == ""  # Start makes a new run; the opened one is not overwritten
     assert window.run_dir == str(finished_run)
-    assert window.training.banner.first.isHidden()  # finished: nothing to continue
+    captions = [b.text() for b in (window.training.banner.first, window.training.banner.second) if not b.isHidden()]
+    assert captions == ["Export…"]  # finished: nothing to continue
     assert window.tryit.run.isEnabled()
 
 
