@@ -32,7 +32,7 @@ def test_save_and_load_configuration(window, qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(path), "")))
     qtbot.mouseClick(window.grid.columns["o"], Qt.LeftButton)
     window.adapter_panel.rank.setValue(4)
-    window.save_config()
+    window.files.save_config()
     saved = RunConfig.load(path)
     assert saved.lora.targets == ["q", "v", "o"] and saved.lora.rank == 4
     assert saved.model.path == window.session.draft.model.path
@@ -40,7 +40,7 @@ def test_save_and_load_configuration(window, qtbot, tmp_path, monkeypatch):
     qtbot.mouseClick(window.grid.presets["All attention"], Qt.LeftButton)
     window.adapter_panel.rank.setValue(16)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
-    window.load_config()
+    window.files.load_config()
     qtbot.waitUntil(lambda: window.session.draft.lora.rank == 4, timeout=20_000)
     assert window.adapter_panel.rank.value() == 4
     assert {c for c, b in window.grid.cells.items() if b.isChecked()} == {(t, l) for t in "qvo" for l in (0, 1)}
@@ -72,7 +72,7 @@ def test_merge_and_export_shows_the_verification(window, qtbot, finished_run, tm
     assert r.ok and (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
     assert f"max |Δ logits| = {r.max_abs_diff:.3g}" in dialog.outcome.text()
     assert dialog.progress.value() == 1000
-    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "labels.json",
                                                         "lora_studio.json"]
     dialog.close()
 

@@ -141,7 +141,7 @@ def test_spectra_reach_the_spectra_tab(qtbot, tiny_model, tiny_data, tmp_path):
             qtbot.mouseClick(w.header.start, Qt.LeftButton)
         assert got, "spectra_every=2 over 4 steps sends spectra events"
         calls = []
-        view = w._ensure_spectra()
+        view = w.spectra_tab.ensure()
         original = view.set_spectra
         view.set_spectra = lambda step, modules, live=True: (calls.append(step), original(step, modules, live))
         assert calls == []  # hidden: nothing drawn yet
@@ -155,7 +155,7 @@ def fail_with(monkeypatch, failed):
     """engine.train.train replaced by one that fails at once, as the real one reports failures."""
     import lora_studio.engine.train as engine_train
 
-    def fake(config, on_event=None, control=None, resume=None, spectra_every=0):
+    def fake(config, on_event=None, control=None, resume=None, spectra_every=0, overwrite=False):
         on_event(failed)
         return failed
 
