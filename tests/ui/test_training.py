@@ -177,9 +177,9 @@ def test_out_of_memory_shows_the_tips(window, qtbot, dialogs, monkeypatch):
 def test_disk_full_is_not_called_a_bug(window, qtbot, dialogs, monkeypatch):
     import errno
 
-    from lora_studio.engine.train import disk_failure
+    from lora_studio.engine.errors import failure_of
 
-    failed = disk_failure(OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints"), "/runs/x", 7)
+    failed = failure_of(OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints"), 7, "/runs/x")
     assert failed.kind == "disk"
     fail_with(monkeypatch, failed)
     with qtbot.waitSignal(window.controller.finished, timeout=10_000):
