@@ -156,6 +156,13 @@ def test_load_run_analyses_in_a_worker(view, qtbot, tmp_path):
     run = adapter_dir(tmp_path / "run")
     adapter_dir(run / "checkpoints" / "step-5", seed=3)
     adapter_dir(run / "checkpoints" / "step-10", seed=4)
+    import os
+    import time
+
+    later = time.time() + 60  # the run's final adapter is written after its checkpoints: the newest
+    for f in run.iterdir():
+        if f.is_file():
+            os.utime(f, (later, later))
     with qtbot.waitSignal(view.loaded, timeout=30_000) as sig:
         view.load_run(str(run))
     assert sig.args == [str(run)]
