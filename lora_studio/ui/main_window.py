@@ -99,7 +99,7 @@ class MainWindow(QMainWindow):
         self.sidebar.setObjectName("Sidebar")
         self.sidebar.setWidgetResizable(True)
         self.sidebar.setWidget(side_body)
-        self.sidebar.setMinimumWidth(372)
+        self.sidebar.setMinimumWidth(330)
         self.sidebar.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
 
         targets = QWidget()
@@ -109,11 +109,10 @@ class MainWindow(QMainWindow):
         grid_section = Section("Which projections to adapt")
         grid_section.body.addWidget(self.grid)
         tl.addWidget(grid_section, 5)
-        details = QScrollArea()
+        details = QScrollArea()  # numbers are never cut: a narrow window scrolls instead
         details.setWidgetResizable(True)
         details.setWidget(self.details)
-        details.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        tl.addWidget(details, 6)
+        tl.addWidget(details, 7)
 
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -134,7 +133,7 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(main)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([392, 1048])
+        self.splitter.setSizes([360, 1080])
         self.splitter.setChildrenCollapsible(False)
 
         central = QWidget()

@@ -29,18 +29,18 @@ class TargetsGrid(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(10)
 
-        presets = QHBoxLayout()
+        presets = QGridLayout()  # two rows: the column stays narrow enough for a 1280 px window
         presets.setSpacing(6)
         self.presets: dict[str, QPushButton] = {}
-        for text, targets in PRESETS:
+        for i, (text, targets) in enumerate(PRESETS):
             b = QPushButton(text)
             b.clicked.connect(lambda _=False, t=targets: self.preset(t))
-            presets.addWidget(b)
+            presets.addWidget(b, i // 2, i % 2)
             self.presets[text] = b
         self.clear = QPushButton("Clear")
         self.clear.clicked.connect(lambda: session.set_cells(set()))
-        presets.addWidget(self.clear)
-        presets.addStretch(1)
+        presets.addWidget(self.clear, len(PRESETS) // 2, len(PRESETS) % 2)
+        presets.setColumnStretch(2, 1)
         lay.addLayout(presets)
 
         self.summary = label("", "Hint", wrap=True)

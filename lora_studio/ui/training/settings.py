@@ -25,7 +25,7 @@ def spin(lo: int, hi: int, tip: str, step: int = 1, suffix: str = "") -> QSpinBo
 
 class TrainingSettings(Section):
     def __init__(self, session: Session, parent=None):
-        super().__init__("Training", parent)
+        super().__init__("Training", parent, collapsible=True)
         self.session = session
         self.length_kind = QComboBox()
         self.length_kind.addItem("Steps", "steps")
