@@ -23,6 +23,7 @@ from lora_studio.ui.data_view import DataView
 from lora_studio.ui.header import Header
 from lora_studio.ui.model_panel import ModelPanel
 from lora_studio.ui.runs import RunFiles, runs_root
+from lora_studio.ui.runs_panel import RunsPanel
 from lora_studio.ui.spectra.tab import SpectraTab
 from lora_studio.ui.session import Draft, Session
 from lora_studio.ui.targets_grid import TargetsGrid
@@ -33,7 +34,7 @@ from lora_studio.ui.training.settings import TrainingSettings
 from lora_studio.ui.training.view import TrainingView, evaluating_text
 from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.tryit import TryItView
-from lora_studio.ui.widgets import Section, app_icon, commit_edits, icon, label
+from lora_studio.ui.widgets import Section, app_icon, commit_edits, icon, label, padded
 
 STATES = {"idle": ("Ready", ""), "starting": ("Starting …", "running"), "running": ("Training", "running"),
           "paused": ("Paused", "paused"), "stopping": ("Stopping …", "paused")}
@@ -72,6 +73,7 @@ class MainWindow(QMainWindow):
         self.training = TrainingView(self.controller)
         self.tryit = TryItView()
         self.tryit.call_paused = self.controller.call_paused
+        self.runs = RunsPanel(runs_root())
         self._layout()
         self._actions()
         self._wire()
@@ -117,11 +119,12 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(targets, "Targets")
-        self.tabs.addTab(self._padded(self.data_view), "Data")
-        self.tabs.addTab(self._padded(self.training), "Training")
+        self.tabs.addTab(padded(self.data_view), "Data")
+        self.tabs.addTab(padded(self.training), "Training")
         self.spectra_tab = SpectraTab()
         self.tabs.addTab(self.spectra_tab, "Spectra")
-        self.tabs.addTab(self._padded(self.tryit), "Try it")
+        self.tabs.addTab(padded(self.tryit), "Try it")
+        self.tabs.addTab(padded(self.runs), "Runs")
 
         main = QWidget()
         ml = QVBoxLayout(main)
@@ -144,14 +147,6 @@ class MainWindow(QMainWindow):
         cl.addWidget(self.splitter, 1)
         self.setCentralWidget(central)
         self.statusBar().addPermanentWidget(label("Ctrl+Enter start · Space pause · Ctrl+. stop", "Hint"))
-
-    @staticmethod
-    def _padded(w: QWidget) -> QWidget:
-        box = QWidget()
-        lay = QVBoxLayout(box)
-        lay.setContentsMargins(0, 12, 0, 0)
-        lay.addWidget(w)
-        return box
 
     def _actions(self):
         def act(text, slot, shortcut=None, menu=None):
@@ -200,6 +195,11 @@ class MainWindow(QMainWindow):
         h.export.clicked.connect(self.export)
         h.open_run.clicked.connect(self.files.open_run_dialog)
         self.files.run_read.connect(self._show_run)
+        self.runs.open_requested.connect(self.open_run)
+        self.runs.continue_requested.connect(self.continue_run)
+        self.runs.export_requested.connect(self.export)
+        c.started.connect(lambda ev: self.runs.set_root(runs_root()))  # the root may be new
+        c.finished.connect(lambda ev: self.runs.refresh())
         self.files.message.connect(lambda text: self.statusBar().showMessage(text, 4000))
         c.state_changed.connect(self._state_changed)
         c.status.connect(lambda ev: self.statusBar().showMessage(ev.message, 5000))
@@ -416,10 +416,10 @@ class MainWindow(QMainWindow):
         if folder:
             self.continue_run(folder)
 
-    def export(self):
+    def export(self, run_dir: str | None = None):
         from lora_studio.ui.export_dialog import ExportDialog
 
-        self.export_dialog = ExportDialog(self.run_dir, self)
+        self.export_dialog = ExportDialog(run_dir or self.run_dir, self)
         self.export_dialog.open()
 
     def _show_run(self, opened):

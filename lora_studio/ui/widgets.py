@@ -219,6 +219,15 @@ def commit_edits():
         focus.editingFinished.emit()
 
 
+def padded(w: QWidget, top: int = 12) -> QWidget:
+    """`w` in a box with a margin above it (a tab's page)."""
+    box = QWidget()
+    lay = QVBoxLayout(box)
+    lay.setContentsMargins(0, top, 0, 0)
+    lay.addWidget(w)
+    return box
+
+
 def hline() -> QFrame:
     f = QFrame()
     f.setFrameShape(QFrame.HLine)
