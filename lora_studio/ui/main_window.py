@@ -259,6 +259,7 @@ class MainWindow(QMainWindow):
         name = style.apply(QApplication.instance(), theme)
         self.training.plots.apply_theme(name)
         self.spectra_tab.apply_theme(name)
+        self.runs.apply_theme(name)
 
     # -- messages ------------------------------------------------------------------------
     def error(self, title: str, failure):

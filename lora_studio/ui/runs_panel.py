@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMes
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from lora_studio.engine import runfolder
+from lora_studio.ui import style
 from lora_studio.ui.widgets import label
 
 COLUMNS = ("Run", "Status", "Model", "Targets", "Rank", "Step", "Loss", "Eval loss", "Accuracy", "Date")
@@ -116,7 +117,9 @@ class RunsPanel(QWidget):
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", "loss (nats / token)")
         self.plot.showGrid(x=True, y=True, alpha=0.15)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.apply_theme(style.current())
         split = QSplitter(Qt.Vertical)
         split.addWidget(self.table)
         split.addWidget(self.plot)
@@ -136,6 +139,15 @@ class RunsPanel(QWidget):
         self.timer.timeout.connect(self._poll)
         self.timer.start()
         self.set_root(self.root)
+
+    def apply_theme(self, theme: str):
+        c = style.colors(theme)
+        self.plot.setBackground(c["surface"])
+        for axis in ("left", "bottom"):
+            ax = self.plot.getAxis(axis)
+            ax.setPen(pg.mkPen(c["border"]))
+            ax.setTextPen(pg.mkPen(c["muted"]))
+        self.legend.setLabelTextColor(c["muted"])
 
     def set_root(self, root):
         self.root = Path(root)
