@@ -58,7 +58,7 @@ class MainWindow(QMainWindow):
         self.run_dir = ""  # the run shown (trained here or opened)
         self.run_task = "classification"
         self._closing = False
-        self._loading = False  # a model is being inspected: nothing to start yet
+        self._blocked: dict[str, str] = {}  # why Start must wait: {"model": "Loading model …", ...}
         self._config_path = config_path
 
         self.header = Header()
@@ -217,9 +217,12 @@ class MainWindow(QMainWindow):
         self.training.sig_try.connect(lambda: self.tabs.setCurrentWidget(self.tryit.parentWidget()))
         self.model_panel.sig_failed.connect(self._model_failed)
         s.model_ready.connect(self._model_ready)
-        s.model_loading.connect(lambda ref: self._set_loading(True))
-        s.model_failed.connect(lambda f, ref: self._set_loading(False))
-        s.data_failed.connect(lambda f: self.statusBar().showMessage(f"data: {f.message}", 8000))
+        s.model_loading.connect(lambda ref: self._block("model", "Loading model …"))
+        s.model_failed.connect(lambda f, ref: self._block("model"))
+        s.data_loading.connect(lambda path: self._block("data"))
+        s.data_stats.connect(lambda stats: self._block("data"))
+        s.data_failed.connect(lambda f: (self._block("data", "Data not usable"),
+                                         self.statusBar().showMessage(f"data: {f.message}", 8000)))
 
     def _first_load(self):
         self.session.load_model()
@@ -277,14 +280,18 @@ class MainWindow(QMainWindow):
     def _model_failed(self, failure, ref):
         self.error("Cannot use this model", failure)
 
-    def _set_loading(self, loading: bool):
-        was, self._loading = self._loading, loading
+    def _block(self, what: str, why: str = ""):
+        """Start waits while `what` (model | data) is not usable; `why` empty: it is again."""
+        was = bool(self._blocked)
+        self._blocked.pop(what, None)
+        if why:
+            self._blocked[what] = why
         self._state_changed(self.controller.state)
-        if was and not loading and self.controller.state == "idle" and self.run_dir:
+        if was and not self._blocked and self.controller.state == "idle" and self.run_dir:
             self.header.set_state("Ready", "")
 
     def _model_ready(self, info):
-        self._set_loading(False)
+        self._block("model")
         self.header.model.setText(f"{info.name} · {info.arch.get('model_type', '?')} · {info.task}")
         self.header.model.setToolTip(info.resolved)
         self.spectra_tab.ensure()
@@ -382,13 +389,13 @@ class MainWindow(QMainWindow):
 
     def _state_changed(self, state: str):
         text, kind = STATES[state]
-        if state == "idle" and self._loading:
-            text, kind = "Loading model …", "running"
-        if state != "idle" or not self.run_dir or self._loading:
+        if state == "idle" and self._blocked:
+            text, kind = next(iter(self._blocked.values())), "running" if "model" in self._blocked else "failed"
+        if state != "idle" or not self.run_dir or self._blocked:
             self.header.set_state(text, kind)
         running = state != "idle"
-        self.header.start.setEnabled(not running and not self._loading)
-        self.act_start.setEnabled(not running and not self._loading)
+        self.header.start.setEnabled(not running and not self._blocked)
+        self.act_start.setEnabled(not running and not self._blocked)
         self.header.pause.setEnabled(state in ("running", "paused", "starting"))
         self.act_pause.setEnabled(state in ("running", "paused", "starting"))
         self.header.pause.setText("Resume" if state == "paused" else "Pause")
@@ -463,11 +470,6 @@ class MainWindow(QMainWindow):
         else:
             self.session.set_data(path=path)
             self.tabs.setCurrentWidget(self.data_view.parentWidget())
-
-    @property
-    def spectra(self):
-        """The spectra view, once built (None before, False when unavailable)."""
-        return self.spectra_tab.view
 
     def about(self):
         import lora_studio

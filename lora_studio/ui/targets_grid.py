@@ -5,7 +5,7 @@ LoraConfig.targets / layers and the budget follows."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCheckBox, QFrame, QGridLayout, QHBoxLayout, QPushButton, QScrollArea,
+from PySide6.QtWidgets import (QCheckBox, QFrame, QGridLayout, QPushButton, QScrollArea,
                                QToolButton, QVBoxLayout, QWidget)
 
 from lora_studio.ui.session import Session
@@ -156,7 +156,7 @@ class TargetsGrid(QWidget):
             self.summary.setText(self.session.cells_problem)
         elif chosen:
             exact = any(t not in NAMES for t in lc.targets)
-            what = "single cells (exact module names)" if exact else \
+            what = "chosen layers and projections (by module name)" if exact else \
                 f"{' + '.join(lc.targets)} in {'every layer' if lc.layers == 'all' else 'layers ' + lc.layers}"
             self.summary.setText(f"{what} · {n_modules} matrices adapted")
         else:

@@ -60,3 +60,17 @@ def test_evaluating_text():
 
     assert evaluating_text(Evaluating(0, 120, 200)) == "Evaluating the base model… 120/200"
     assert evaluating_text(Evaluating(30, 1200, 2000)) == "Evaluating step 30… 1,200/2,000"
+
+
+def test_missing_data_file_clears_the_rows_and_blocks_start(qtbot, window, tmp_path, tiny_data):
+    view = window.data_view
+    assert view.model.rowCount() > 0
+    headers = [view.model.headerData(i, Qt.Horizontal) for i in range(view.model.columnCount())]
+    assert headers == ["text", "label"]  # not "text · text"
+    with qtbot.waitSignal(window.session.data_failed, timeout=30_000):
+        window.session.set_data(path=str(tmp_path / "missing.jsonl"))
+    assert view.model.rowCount() == 0 and "Could not read" in view.source.text()
+    assert not window.header.start.isEnabled()
+    with qtbot.waitSignal(window.session.data_stats, timeout=60_000):
+        window.session.set_data(path=str(tiny_data))
+    assert view.model.rowCount() > 0 and window.header.start.isEnabled()
