@@ -221,7 +221,7 @@ class MainWindow(QMainWindow):
         s.model_failed.connect(lambda f, ref: self._block("model"))
         s.data_loading.connect(lambda path: self._block("data"))
         s.data_stats.connect(lambda stats: self._block("data"))
-        s.data_failed.connect(lambda f: (self._block("data", "Data not usable"),
+        s.data_failed.connect(lambda f: (self._block("data", "Data not usable: see the Data tab"),
                                          self.statusBar().showMessage(f"data: {f.message}", 8000)))
 
     def _first_load(self):

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMes
 
 from lora_studio.engine import runfolder
 from lora_studio.ui import style
-from lora_studio.ui.widgets import label
+from lora_studio.ui.widgets import ElidedLabel
 
 COLUMNS = ("Run", "Status", "Model", "Targets", "Rank", "Step", "Loss", "Eval loss", "Accuracy", "Date")
 
@@ -95,7 +95,7 @@ class RunsPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         bar = QHBoxLayout()
-        self.where = label("", "Hint")
+        self.where = ElidedLabel("", "Hint", min_chars=10)  # a long runs path must not widen the window
         self.refresh_button = QPushButton("Refresh")
         self.open_button = QPushButton("Open")
         self.continue_button = QPushButton("Continue")

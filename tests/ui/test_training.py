@@ -116,18 +116,17 @@ def test_closing_during_training_asks_then_stops_with_a_checkpoint(qtbot, tiny_m
     assert w.controller.thread is None  # the thread was joined
 
 
-def test_bad_data_gives_a_dialog_that_says_what_to_do(qtbot, tiny_model, tmp_path, dialogs):
+def test_bad_data_says_what_to_do_and_blocks_start(qtbot, tiny_model, tmp_path, dialogs):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"foo": "x", "bar": 1}\n' * 10)
     w = open_window(qtbot, make_draft(tiny_model, bad, tmp_path / "run"),
                     ready=lambda s: s.info is not None and s.preview is not None)
     try:
         assert "no usable columns" in w.data_view.problem.text()
-        with qtbot.waitSignal(w.controller.finished, timeout=60_000):
-            qtbot.mouseClick(w.header.start, Qt.LeftButton)
-        assert dialogs.kinds() == ["warning"]
-        assert "columns" in dialogs.shown[0].text
-        assert w.header.start.isEnabled()  # the app keeps running
+        qtbot.waitUntil(lambda: not w.header.start.isEnabled(), timeout=10_000)  # no run that fails afterwards
+        assert "Data not usable" in w.header.state.text()
+        qtbot.keyClick(w, Qt.Key_Return, Qt.ControlModifier)
+        assert not w.controller.running and dialogs.kinds() == []
     finally:
         shut(w)
 
