@@ -88,7 +88,7 @@ def test_run_to_the_end_with_eval(window, qtbot, dialogs):
     assert [e.step for e in evals] == [0, 3, 6] and all(isinstance(e, Eval) for e in evals)
     qtbot.waitUntil(lambda: window.training.plots.eval_curve.xData is not None
                     and list(window.training.plots.eval_curve.xData) == [0, 3, 6], timeout=5_000)
-    assert list(window.training.plots.side_curve.yData) == [e.accuracy for e in evals]
+    assert list(window.training.plots.side_curve.yData) == [100 * e.accuracy for e in evals]  # %
     # the card shows the last eval (step 6), which arrives after the last step
     assert window.training.loss.sub.text().startswith(f"eval {evals[-1].eval_loss:.4f}")
     assert window.training.eta.value.text() == "–"
