@@ -13,7 +13,7 @@ RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 class AdapterPanel(Section):
     def __init__(self, session: Session, parent=None):
-        super().__init__("Adapter", parent)
+        super().__init__("Adapter", parent, collapsible=True)
         self.session = session
         self.rank = QSpinBox()
         self.rank.setRange(1, 4096)

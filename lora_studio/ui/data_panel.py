@@ -23,7 +23,7 @@ class DataPanel(Section):
     """Signals: none; writes to session.draft.data through Session.set_data."""
 
     def __init__(self, session: Session, parent=None):
-        super().__init__("Data", parent)
+        super().__init__("Data", parent, collapsible=True)
         self.session = session
         self.path = self._file_row("Training data", "demo dataset of the task (leave empty)",
                                    lambda text: session.set_data(path=text))

@@ -44,7 +44,7 @@ class DataView(QWidget):
         session.data_loading.connect(self._loading)
         session.data_ready.connect(self.show_preview)
         session.data_stats.connect(self.show_stats)
-        session.data_failed.connect(lambda f: self._problem(f.message))
+        session.data_failed.connect(self._failed)
         self._problem("")
 
     def _problem(self, text: str):
@@ -53,9 +53,18 @@ class DataView(QWidget):
 
     def _loading(self, path: str):
         self._problem("")
-        self.source.setText(f"Reading {path or 'the demo dataset'} …")
+        self._reading = path or "the demo dataset"
+        self.source.setText(f"Reading {self._reading} …")
+
+    def _failed(self, failure):
+        self._problem(failure.message)
+        if getattr(self, "_reading", None):  # the file itself could not be read: no old rows under its name
+            self.source.setText(f"Could not read {self._reading}")
+            self.model.clear()
+            self._reading = None
 
     def show_preview(self, p):
+        self._reading = None
         self._problem(p.problem)
         roles = ", ".join(f"{role} ← {col}" for role, col in p.roles.items())
         demo = "" if self.session.draft.data.path else "demo dataset · "
@@ -63,7 +72,7 @@ class DataView(QWidget):
                             + (f" · {roles}" if roles else ""))
         self.model.clear()
         by_column = {col: role for role, col in p.roles.items()}
-        self.model.setHorizontalHeaderLabels([f"{c}  ·  {by_column[c]}" if c in by_column else c for c in p.columns])
+        self.model.setHorizontalHeaderLabels([c if by_column.get(c, c) == c else f"{c} (as {by_column[c]})" for c in p.columns])
         for row in p.rows:
             items = []
             for c in p.columns:

@@ -24,10 +24,10 @@ class Header(QFrame):
         names.addWidget(label("LoRA Studio", "AppName"))
         names.addWidget(ElidedLabel("low-rank adaptation workbench", "AppTagline", min_chars=0))
         lay.addLayout(names)
-        lay.addSpacing(14)
-        self.model = ElidedLabel("", "ModelChip", min_chars=10, tooltip_full=False)  # tooltip: the path
-        self.state = label("Ready", "StateChip")
-        self.state.setMinimumWidth(140)  # "Training · 120/1000" changes every step: no jitter
+        lay.addSpacing(8)
+        self.model = ElidedLabel("", "ModelChip", min_chars=6, tooltip_full=False)  # tooltip: the path
+        self.state = ElidedLabel("Ready", "StateChip", min_chars=8)  # shortened only in a narrow window
+        self.state.setMinimumWidth(120)  # "Training · 120/1000" changes every step: no jitter
         self.state.setAlignment(Qt.AlignCenter)
         lay.addWidget(self.model)
         lay.addWidget(self.state)

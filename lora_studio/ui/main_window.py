@@ -23,22 +23,24 @@ from lora_studio.ui.data_view import DataView
 from lora_studio.ui.header import Header
 from lora_studio.ui.model_panel import ModelPanel
 from lora_studio.ui.runs import RunFiles, runs_root
+from lora_studio.ui.runs_panel import RunsPanel
+from lora_studio.ui.spectra.tab import SpectraTab
 from lora_studio.ui.session import Draft, Session
 from lora_studio.ui.targets_grid import TargetsGrid
 from lora_studio.engine import runfolder
 from lora_studio.engine.errors import Failure
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.training.settings import TrainingSettings
-from lora_studio.ui.training.view import TrainingView
+from lora_studio.ui.training.view import TrainingView, evaluating_text
 from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.tryit import TryItView
-from lora_studio.ui.widgets import Section, app_icon, label
+from lora_studio.ui.widgets import Section, app_icon, commit_edits, icon, label, padded
 
 STATES = {"idle": ("Ready", ""), "starting": ("Starting …", "running"), "running": ("Training", "running"),
           "paused": ("Paused", "paused"), "stopping": ("Stopping …", "paused")}
 
 
-class MainWindow(RunFiles, QMainWindow):
+class MainWindow(QMainWindow):
     """Signals:
         run_opened(str): a run folder was opened and is shown (its curves, settings, spectra)
     """
@@ -52,12 +54,12 @@ class MainWindow(RunFiles, QMainWindow):
         self.setAcceptDrops(True)
         self.session = Session(draft, self)
         self.controller = TrainingController(self, spectra_every=spectra_every)
+        self.files = RunFiles(self.session, self.error, self)
         self.run_dir = ""  # the run shown (trained here or opened)
         self.run_task = "classification"
         self._closing = False
+        self._blocked: dict[str, str] = {}  # why Start must wait: {"model": "Loading model …", ...}
         self._config_path = config_path
-        self.spectra = None
-        self._pending_spectra = None
 
         self.header = Header()
         self.model_panel = ModelPanel(self.session)
@@ -70,6 +72,8 @@ class MainWindow(RunFiles, QMainWindow):
         self.data_view = DataView(self.session)
         self.training = TrainingView(self.controller)
         self.tryit = TryItView()
+        self.tryit.call_paused = self.controller.call_paused
+        self.runs = RunsPanel(runs_root())
         self._layout()
         self._actions()
         self._wire()
@@ -97,7 +101,7 @@ class MainWindow(RunFiles, QMainWindow):
         self.sidebar.setObjectName("Sidebar")
         self.sidebar.setWidgetResizable(True)
         self.sidebar.setWidget(side_body)
-        self.sidebar.setMinimumWidth(372)
+        self.sidebar.setMinimumWidth(330)
         self.sidebar.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
 
         targets = QWidget()
@@ -107,22 +111,20 @@ class MainWindow(RunFiles, QMainWindow):
         grid_section = Section("Which projections to adapt")
         grid_section.body.addWidget(self.grid)
         tl.addWidget(grid_section, 5)
-        details = QScrollArea()
+        details = QScrollArea()  # numbers are never cut: a narrow window scrolls instead
         details.setWidgetResizable(True)
         details.setWidget(self.details)
-        details.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        tl.addWidget(details, 6)
+        tl.addWidget(details, 7)
 
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(targets, "Targets")
-        self.tabs.addTab(self._padded(self.data_view), "Data")
-        self.tabs.addTab(self._padded(self.training), "Training")
-        self.spectra_tab = QWidget()
-        QVBoxLayout(self.spectra_tab).setContentsMargins(0, 12, 0, 0)
-        self.spectra_tab.layout().addWidget(label("The spectra of ΔW appear here once a run has trained.", "Hint"))
+        self.tabs.addTab(padded(self.data_view), "Data")
+        self.tabs.addTab(padded(self.training), "Training")
+        self.spectra_tab = SpectraTab()
         self.tabs.addTab(self.spectra_tab, "Spectra")
-        self.tabs.addTab(self._padded(self.tryit), "Try it")
+        self.tabs.addTab(padded(self.tryit), "Try it")
+        self.tabs.addTab(padded(self.runs), "Runs")
 
         main = QWidget()
         ml = QVBoxLayout(main)
@@ -134,7 +136,7 @@ class MainWindow(RunFiles, QMainWindow):
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(main)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([392, 1048])
+        self.splitter.setSizes([360, 1080])
         self.splitter.setChildrenCollapsible(False)
 
         central = QWidget()
@@ -145,14 +147,6 @@ class MainWindow(RunFiles, QMainWindow):
         cl.addWidget(self.splitter, 1)
         self.setCentralWidget(central)
         self.statusBar().addPermanentWidget(label("Ctrl+Enter start · Space pause · Ctrl+. stop", "Hint"))
-
-    @staticmethod
-    def _padded(w: QWidget) -> QWidget:
-        box = QWidget()
-        lay = QVBoxLayout(box)
-        lay.setContentsMargins(0, 12, 0, 0)
-        lay.addWidget(w)
-        return box
 
     def _actions(self):
         def act(text, slot, shortcut=None, menu=None):
@@ -169,10 +163,10 @@ class MainWindow(RunFiles, QMainWindow):
         f = mb.addMenu("&File")
         act("Open model folder…", self.model_panel._browse, None, f)
         f.addSeparator()
-        act("Load configuration…", self.load_config, "Ctrl+L", f)
-        act("Save configuration…", self.save_config, "Ctrl+S", f)
+        act("Load configuration…", lambda: self.files.load_config(), "Ctrl+L", f)
+        act("Save configuration…", lambda: self.files.save_config(), "Ctrl+S", f)
         f.addSeparator()
-        self.act_open_run = act("Open run folder…", self.open_run_dialog, "Ctrl+O", f)
+        self.act_open_run = act("Open run folder…", self.files.open_run_dialog, "Ctrl+O", f)
         self.act_export = act("Merge && export…", self.export, "Ctrl+E", f)
         f.addSeparator()
         act("Quit", self.close, "Ctrl+Q", f)
@@ -199,27 +193,42 @@ class MainWindow(RunFiles, QMainWindow):
         h.pause.clicked.connect(c.toggle_pause)
         h.stop.clicked.connect(c.stop)
         h.export.clicked.connect(self.export)
-        h.open_run.clicked.connect(self.open_run_dialog)
+        h.open_run.clicked.connect(self.files.open_run_dialog)
+        self.files.run_read.connect(self._show_run)
+        self.runs.open_requested.connect(self.open_run)
+        self.runs.continue_requested.connect(self.continue_run)
+        self.runs.export_requested.connect(self.export)
+        c.started.connect(lambda ev: self.runs.set_root(runs_root()))  # the root may be new
+        c.finished.connect(lambda ev: self.runs.refresh())
+        self.files.message.connect(lambda text: self.statusBar().showMessage(text, 4000))
         c.state_changed.connect(self._state_changed)
         c.status.connect(lambda ev: self.statusBar().showMessage(ev.message, 5000))
         c.started.connect(self._started)
         c.stepped.connect(self._stepped)
+        c.evaluating.connect(self._evaluating)
         c.checkpointed.connect(lambda ev: self.statusBar().showMessage(f"checkpoint saved: {ev.path}", 4000))
-        c.spectra.connect(self._spectra_event)
-        self.tabs.currentChanged.connect(lambda _: self.tabs.currentWidget() is self.spectra_tab and self._show_spectra())
+        c.spectra.connect(lambda ev: self.spectra_tab.event_arrived(ev, self.tabs.currentWidget() is self.spectra_tab,
+                                                                    self.controller.running))
+        self.tabs.currentChanged.connect(lambda _: self.tabs.currentWidget() is self.spectra_tab
+                                         and self.spectra_tab.show_pending(self.controller.running))
         c.finished.connect(self._finished)
         self.training.sig_continue.connect(lambda: self.continue_run(self.run_dir))
         self.training.sig_export.connect(self.export)
         self.training.sig_try.connect(lambda: self.tabs.setCurrentWidget(self.tryit.parentWidget()))
         self.model_panel.sig_failed.connect(self._model_failed)
         s.model_ready.connect(self._model_ready)
-        s.data_failed.connect(lambda f: self.statusBar().showMessage(f"data: {f.message}", 8000))
+        s.model_loading.connect(lambda ref: self._block("model", "Loading model …"))
+        s.model_failed.connect(lambda f, ref: self._block("model"))
+        s.data_loading.connect(lambda path: self._block("data"))
+        s.data_stats.connect(lambda stats: self._block("data"))
+        s.data_failed.connect(lambda f: (self._block("data", "Data not usable: see the Data tab"),
+                                         self.statusBar().showMessage(f"data: {f.message}", 8000)))
 
     def _first_load(self):
         self.session.load_model()
         self.session.refresh_data()
         if self._config_path:
-            self.load_config(self._config_path)
+            self.files.load_config(self._config_path)
 
     # -- settings ------------------------------------------------------------------------
     def _restore(self):
@@ -252,8 +261,8 @@ class MainWindow(RunFiles, QMainWindow):
     def apply_theme(self, theme: str):
         name = style.apply(QApplication.instance(), theme)
         self.training.plots.apply_theme(name)
-        if self.spectra is not None and hasattr(self.spectra, "apply_theme"):
-            self.spectra.apply_theme(name)
+        self.spectra_tab.apply_theme(name)
+        self.runs.apply_theme(name)
 
     # -- messages ------------------------------------------------------------------------
     def error(self, title: str, failure):
@@ -271,10 +280,21 @@ class MainWindow(RunFiles, QMainWindow):
     def _model_failed(self, failure, ref):
         self.error("Cannot use this model", failure)
 
+    def _block(self, what: str, why: str = ""):
+        """Start waits while `what` (model | data) is not usable; `why` empty: it is again."""
+        was = bool(self._blocked)
+        self._blocked.pop(what, None)
+        if why:
+            self._blocked[what] = why
+        self._state_changed(self.controller.state)
+        if was and not self._blocked and self.controller.state == "idle" and self.run_dir:
+            self.header.set_state("Ready", "")
+
     def _model_ready(self, info):
+        self._block("model")
         self.header.model.setText(f"{info.name} · {info.arch.get('model_type', '?')} · {info.task}")
         self.header.model.setToolTip(info.resolved)
-        self._ensure_spectra()
+        self.spectra_tab.ensure()
 
     # -- the run -------------------------------------------------------------------------
     def start(self):
@@ -282,6 +302,7 @@ class MainWindow(RunFiles, QMainWindow):
 
         if self.controller.running:
             return
+        commit_edits()
         try:
             config = self.session.build()
             out = config.out or str(self._new_run_dir())
@@ -311,7 +332,7 @@ class MainWindow(RunFiles, QMainWindow):
         from lora_studio.engine import tryit
 
         tryit.forget()
-        self._pending_spectra = None
+        self.spectra_tab.forget_pending()
         self.training.reset()
         self.training.plots.clear()
         self.run_dir, self.run_task = str(resume or config.out), config.model.task
@@ -334,11 +355,15 @@ class MainWindow(RunFiles, QMainWindow):
 
     def _started(self, ev):
         self.run_dir = ev.out
-        self._spectra_run(ev.out)
+        self.spectra_tab.set_run_dir(ev.out)
         if ev.start_step > 0:
             self.training.plots.load_metrics(runfolder.read_metrics(ev.out))
             self.training.plots.set_total(ev.total_steps)
         self.statusBar().showMessage(f"training on {ev.device_name}, run folder {ev.out}", 8000)
+
+    def _evaluating(self, ev):
+        if self.controller.state in ("starting", "running"):
+            self.header.state.setText(evaluating_text(ev))
 
     def _stepped(self, ev):
         if self.controller.state == "running":
@@ -346,9 +371,8 @@ class MainWindow(RunFiles, QMainWindow):
 
     def _finished(self, ev):
         self.tryit.set_run(self.run_dir, self.run_task)
-        self._spectra_run(self.run_dir)  # its checkpoints, for Compare and Resize
-        if self.spectra:  # None: not built yet; False: unavailable
-            self.spectra.training_ended()
+        self.spectra_tab.set_run_dir(self.run_dir)  # its checkpoints, for Compare and Resize
+        self.spectra_tab.training_ended()
         if isinstance(ev, Failure):
             self.header.set_state("Failed", "failed")
             if ev.kind == "disk":
@@ -365,14 +389,17 @@ class MainWindow(RunFiles, QMainWindow):
 
     def _state_changed(self, state: str):
         text, kind = STATES[state]
-        if state != "idle" or not self.run_dir:
+        if state == "idle" and self._blocked:
+            text, kind = next(iter(self._blocked.values())), "running" if "model" in self._blocked else "failed"
+        if state != "idle" or not self.run_dir or self._blocked:
             self.header.set_state(text, kind)
         running = state != "idle"
-        self.header.start.setEnabled(not running)
-        self.act_start.setEnabled(not running)
+        self.header.start.setEnabled(not running and not self._blocked)
+        self.act_start.setEnabled(not running and not self._blocked)
         self.header.pause.setEnabled(state in ("running", "paused", "starting"))
         self.act_pause.setEnabled(state in ("running", "paused", "starting"))
         self.header.pause.setText("Resume" if state == "paused" else "Pause")
+        self.header.pause.setIcon(icon("play" if state == "paused" else "pause", "#6a7385"))
         self.header.stop.setEnabled(state in ("running", "paused", "starting"))
         self.act_stop.setEnabled(state in ("running", "paused", "starting"))
         for w in (self.model_panel, self.adapter_panel, self.data_panel, self.train_settings, self.grid):
@@ -386,45 +413,63 @@ class MainWindow(RunFiles, QMainWindow):
         self.tryit.paused_at = self.controller.last_step if state == "paused" else None
         self.tryit.set_available(ok, "" if ok or not self.run_dir else "Pause or stop training to try the adapter.")
 
-    # -- spectra -------------------------------------------------------------------------
-    def _ensure_spectra(self):
-        """Create the spectra view once torch is loaded (its module may import it)."""
-        if self.spectra is not None:
-            return self.spectra
-        try:
-            from lora_studio.ui.spectra.view import SpectraView
+    # -- run folders and configurations (read and written by self.files) -------------------
+    def open_run(self, run_dir: str):
+        """Show a finished or stopped run: its settings, curves and spectra; offer to continue it.
+        The folder is read in a worker; `run_opened` is emitted once it is shown."""
+        self.files.open_run(run_dir)
 
-            self.spectra = SpectraView()
-        except Exception as e:  # noqa: BLE001 - the tab is optional; the rest works without it
-            self.spectra = False
-            self.spectra_tab.layout().itemAt(0).widget().setText(f"The spectra view is not available ({e}).")
-            return None
-        scroll = QScrollArea()  # the view is wide; on a small screen it scrolls, the window fits
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.spectra)
-        lay = self.spectra_tab.layout()
-        old = lay.itemAt(0).widget()
-        lay.replaceWidget(old, scroll)
-        old.deleteLater()
-        return self.spectra
+    def continue_dialog(self):
+        folder = self.files.pick_run_to_continue()
+        if folder:
+            self.continue_run(folder)
 
-    def _spectra_run(self, run_dir: str):
-        view = self._ensure_spectra()
-        if view and hasattr(view, "set_run_dir"):
-            view.set_run_dir(run_dir)
+    def export(self, run_dir: str | None = None):
+        from lora_studio.ui.export_dialog import ExportDialog
 
-    def _spectra_event(self, ev):
-        """Spectra are drawn when their tab is shown: redrawing a hidden view would cost the GUI
-        thread tens of milliseconds per event while the user watches the curves."""
-        self._pending_spectra = ev
-        if self.tabs.currentWidget() is self.spectra_tab:
-            self._show_spectra()
+        self.export_dialog = ExportDialog(run_dir or self.run_dir, self)
+        self.export_dialog.open()
 
-    def _show_spectra(self):
-        ev, self._pending_spectra = self._pending_spectra, None
-        view = self._ensure_spectra() if ev is not None else None
-        if view:
-            view.set_spectra(ev.step, ev.modules, live=self.controller.running)
+    def _show_run(self, opened):
+        config, run, records, step = opened.config, Path(opened.path), opened.metrics, opened.checkpoint_step
+        self.session.apply_config(config)
+        self.session.set_out("")  # a new Start makes a new run; Continue resumes this one
+        self.run_dir, self.run_task = str(run), config.model.task
+        if step is not None and config.train.max_steps and step >= config.train.max_steps:
+            step = None  # finished: nothing to continue
+        self.training.show_history(records, str(run), step)
+        self.training.plots.set_task(config.model.task)
+        self.tryit.set_run(self.run_dir, self.run_task)
+        self._state_changed(self.controller.state)
+        problem = self.spectra_tab.load_run(str(run))
+        if problem:
+            self.statusBar().showMessage(f"spectra: {problem}", 8000)
+        self.header.set_state("Run opened", "")
+        self.tabs.setCurrentWidget(self.training.parentWidget())
+        self.run_opened.emit(str(run))
+
+    def dragEnterEvent(self, event):
+        if event.mimeData().hasUrls() and not self.controller.running:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event):
+        """A model folder, a run folder, a data file or a run.toml dropped on the window."""
+        urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            self.open_path(urls[0])
+            event.acceptProposedAction()
+
+    def open_path(self, path: str):
+        kind = self.files.kind_of(path)
+        if kind == "run":
+            self.files.open_run(path)
+        elif kind == "model":
+            self.model_panel.load(path)
+        elif kind == "config":
+            self.files.load_config(path)
+        else:
+            self.session.set_data(path=path)
+            self.tabs.setCurrentWidget(self.data_view.parentWidget())
 
     def about(self):
         import lora_studio

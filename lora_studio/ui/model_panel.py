@@ -22,7 +22,7 @@ class ModelPanel(Section):
     sig_failed = Signal(object, str)
 
     def __init__(self, session: Session, parent=None):
-        super().__init__("Model", parent)
+        super().__init__("Model", parent, collapsible=True)
         self.session = session
         self.browse = QPushButton(icon("folder", "#6a7385"), "")
         self.browse.setToolTip("Choose a local model folder (with config.json and safetensors)")

@@ -1,16 +1,17 @@
-"""Runs and configurations, the part of the main window that deals with files: open a run folder
-(its settings, curves and spectra), continue it, load/save a RunConfig TOML, merge & export,
-and whatever is dropped on the window."""
+"""Runs and configurations on disk, for the main window: pick and read a run folder (in a
+worker), load/save a RunConfig TOML, and where new runs go. The window holds one `RunFiles` and
+shows what it reads; nothing here touches the window's views."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtCore import QObject, QSettings, QStandardPaths, Signal
 from PySide6.QtWidgets import QFileDialog
 
 from lora_studio.engine import runfolder
 from lora_studio.ui import probes
+from lora_studio.ui.widgets import commit_edits
 
 TOML_FILTER = "Run configuration (*.toml);;All files (*)"
 
@@ -21,53 +22,43 @@ def runs_root() -> Path:
     return Path(QSettings().value("folders/runs_root", str(Path(docs) / "LoRA Studio" / "runs")))
 
 
-class RunFiles:
-    """Mixed into MainWindow (uses its session, controller, views, `error` and `continue_run`)."""
+class RunFiles(QObject):
+    """Signals:
+        run_read(object): a run folder was read (probes.OpenedRun), to be shown
+        config_loaded(object): a RunConfig was loaded from a TOML file (already applied to the session)
+        message(str): a short note for the status bar
+    """
+
+    run_read = Signal(object)
+    config_loaded = Signal(object)
+    message = Signal(str)
+
+    def __init__(self, session, error, parent=None):
+        """`error(title, failure)`: shows a failure to the user; `parent` is the dialogs' parent widget."""
+        super().__init__(parent)
+        self.session, self.error, self.widget = session, error, parent
 
     def open_run_dialog(self):
         st = QSettings()
-        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", st.value("folders/runs", str(runs_root())))
+        folder = QFileDialog.getExistingDirectory(self.widget, "Open a run folder",
+                                                  st.value("folders/runs", str(runs_root())))
         if folder:
             st.setValue("folders/runs", str(Path(folder).parent))
             self.open_run(folder)
 
     def open_run(self, run_dir: str):
-        """Show a finished or stopped run: its settings, curves and spectra; offer to continue it.
-        The folder is read in a worker; `run_opened` is emitted once it is shown."""
-        self.session.tasks.start(probes.read_run, str(run_dir), on_done=self._run_read,
+        """Read a run folder in a worker: its settings, curves and checkpoints; `run_read` follows."""
+        self.session.tasks.start(probes.read_run, str(run_dir), on_done=self.run_read.emit,
                                  on_failed=lambda f: self.error("Cannot open this run", f))
 
-    def _run_read(self, opened):
-        config, run, records, step = opened.config, Path(opened.path), opened.metrics, opened.checkpoint_step
-        self.session.apply_config(config)
-        self.session.set_out("")  # a new Start makes a new run; Continue resumes this one
-        self.run_dir, self.run_task = str(run), config.model.task
-        if step is not None and config.train.max_steps and step >= config.train.max_steps:
-            step = None  # finished: nothing to continue
-        self.training.show_history(records, str(run), step)
-        self.training.plots.set_task(config.model.task)
-        self.tryit.set_run(self.run_dir, self.run_task)
-        self._state_changed(self.controller.state)
-        view = self._ensure_spectra()
-        if view and hasattr(view, "load_run"):
-            try:
-                view.load_run(str(run))
-            except Exception as e:  # noqa: BLE001
-                self.statusBar().showMessage(f"spectra: {e}", 8000)
-        self.header.set_state("Run opened", "")
-        self.tabs.setCurrentWidget(self.training.parentWidget())
-        self.run_opened.emit(str(run))
-
-    def continue_dialog(self):
-        folder = QFileDialog.getExistingDirectory(self, "Continue which run?", str(runs_root()))
-        if folder:
-            self.continue_run(folder)
+    def pick_run_to_continue(self) -> str:
+        return QFileDialog.getExistingDirectory(self.widget, "Continue which run?", str(runs_root()))
 
     def load_config(self, path: str | None = None):
         if not path:
             st = QSettings()
-            path, _ = QFileDialog.getOpenFileName(self, "Load a run configuration", st.value("folders/config", ""),
-                                                  TOML_FILTER)
+            path, _ = QFileDialog.getOpenFileName(self.widget, "Load a run configuration",
+                                                  st.value("folders/config", ""), TOML_FILTER)
             if not path:
                 return
             st.setValue("folders/config", str(Path(path).parent))
@@ -76,11 +67,13 @@ class RunFiles:
 
     def _config_loaded(self, config):
         self.session.apply_config(config)
-        self.statusBar().showMessage("configuration loaded", 4000)
+        self.message.emit("configuration loaded")
+        self.config_loaded.emit(config)
 
     def save_config(self, path: str | None = None):
         from lora_studio.engine.errors import UserError
 
+        commit_edits()
         try:
             config = self.session.build()
         except UserError as e:
@@ -88,8 +81,9 @@ class RunFiles:
             return
         if not path:
             st = QSettings()
-            path, _ = QFileDialog.getSaveFileName(self, "Save the run configuration",
-                                                  str(Path(st.value("folders/config", "")) / runfolder.RUN_FILE), TOML_FILTER)
+            path, _ = QFileDialog.getSaveFileName(self.widget, "Save the run configuration",
+                                                  str(Path(st.value("folders/config", "")) / runfolder.RUN_FILE),
+                                                  TOML_FILTER)
             if not path:
                 return
             st.setValue("folders/config", str(Path(path).parent))
@@ -98,36 +92,13 @@ class RunFiles:
         except OSError as e:
             self.error("Cannot save the configuration", f"{path}: {e.strerror or e}")
             return
-        self.statusBar().showMessage(f"saved {path}", 4000)
+        self.message.emit(f"saved {path}")
 
-    def export(self):
-        from lora_studio.ui.export_dialog import ExportDialog
-
-        dialog = ExportDialog(self.run_dir, self)
-        self.export_dialog = dialog
-        dialog.open()
-
-    # -- drag and drop -------------------------------------------------------------------
-    def dragEnterEvent(self, event):
-        if event.mimeData().hasUrls() and not self.controller.running:
-            event.acceptProposedAction()
-
-    def dropEvent(self, event):
-        """A model folder, a run folder, a data file or a run.toml dropped on the window."""
-        urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        if not urls:
-            return
-        self.open_path(urls[0])
-        event.acceptProposedAction()
-
-    def open_path(self, path: str):
+    def kind_of(self, path: str) -> str:
+        """What a dropped or given path is: run | model | config | data."""
         p = Path(path)
         if p.is_dir() and (p / runfolder.RUN_FILE).is_file():
-            self.open_run(str(p))
-        elif p.is_dir():
-            self.model_panel.load(str(p))
-        elif p.suffix == ".toml":
-            self.load_config(str(p))
-        else:
-            self.session.set_data(path=str(p))
-            self.tabs.setCurrentWidget(self.data_view.parentWidget())
+            return "run"
+        if p.is_dir():
+            return "model"
+        return "config" if p.suffix == ".toml" else "data"

@@ -5,7 +5,7 @@ LoraConfig.targets / layers and the budget follows."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCheckBox, QFrame, QGridLayout, QHBoxLayout, QPushButton, QScrollArea,
+from PySide6.QtWidgets import (QCheckBox, QFrame, QGridLayout, QPushButton, QScrollArea,
                                QToolButton, QVBoxLayout, QWidget)
 
 from lora_studio.ui.session import Session
@@ -29,18 +29,18 @@ class TargetsGrid(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(10)
 
-        presets = QHBoxLayout()
+        presets = QGridLayout()  # two rows: the column stays narrow enough for a 1280 px window
         presets.setSpacing(6)
         self.presets: dict[str, QPushButton] = {}
-        for text, targets in PRESETS:
+        for i, (text, targets) in enumerate(PRESETS):
             b = QPushButton(text)
             b.clicked.connect(lambda _=False, t=targets: self.preset(t))
-            presets.addWidget(b)
+            presets.addWidget(b, i // 2, i % 2)
             self.presets[text] = b
         self.clear = QPushButton("Clear")
         self.clear.clicked.connect(lambda: session.set_cells(set()))
-        presets.addWidget(self.clear)
-        presets.addStretch(1)
+        presets.addWidget(self.clear, len(PRESETS) // 2, len(PRESETS) % 2)
+        presets.setColumnStretch(2, 1)
         lay.addLayout(presets)
 
         self.summary = label("", "Hint", wrap=True)
@@ -156,7 +156,7 @@ class TargetsGrid(QWidget):
             self.summary.setText(self.session.cells_problem)
         elif chosen:
             exact = any(t not in NAMES for t in lc.targets)
-            what = "single cells (exact module names)" if exact else \
+            what = "chosen layers and projections (by module name)" if exact else \
                 f"{' + '.join(lc.targets)} in {'every layer' if lc.layers == 'all' else 'layers ' + lc.layers}"
             self.summary.setText(f"{what} · {n_modules} matrices adapted")
         else:

@@ -12,6 +12,7 @@ from lora_studio.engine import tryit as compare
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Card, icon, label
 
+EMPTY_HINT = "Train a run (or open one) to try its adapter here."
 EXAMPLES = {"classification": "I was charged twice for my subscription this month.",
             "causal-lm": "Low-rank adaptation is"}
 
@@ -62,11 +63,13 @@ class TryItView(QWidget):
         self.run_dir = ""
         self.task = "classification"
         self.paused_at: int | None = None  # the step a running run is paused at
+        # while paused: fn(setup) -> Future, run in the training thread on the live model
+        self.call_paused = None
         self.tasks = TaskRunner(self)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(12)
-        self.source = label("Train a run (or open one) to try its adapter here.", "Hint", wrap=True)
+        self.source = label(EMPTY_HINT, "Hint", wrap=True)
         lay.addWidget(self.source)
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Type a prompt or a sentence to classify")
@@ -95,7 +98,9 @@ class TryItView(QWidget):
         lay.addLayout(cards)
         lay.addStretch(1)
         self.run.clicked.connect(self.go)
-        self.set_available(False, "Train a run (or open one) to try its adapter here.")
+        self.max_new.hide()  # no generation options until a causal LM is tried
+        self.chat.hide()
+        self.set_available(False)
 
     def set_run(self, run_dir: str, task: str):
         if run_dir != self.run_dir:
@@ -113,24 +118,35 @@ class TryItView(QWidget):
 
     def set_available(self, ok: bool, why: str = ""):
         self.run.setEnabled(ok and bool(self.run_dir))
-        self.source.setText(why or (f"Run: {self.run_dir}" if self.run_dir else ""))
+        self.source.setText(why or (f"Run: {self.run_dir}" if self.run_dir else EMPTY_HINT))
 
     def go(self):
         text = self.prompt.toPlainText().strip()
-        if not text or not self.run_dir:
+        if not self.run_dir:
+            return
+        if not text:
+            self.state.setText("Type a text to try first.")
+            self.prompt.setFocus()
             return
         self.run.setEnabled(False)
+        max_new, chat = self.max_new.value(), self.chat.isChecked()
+        if self.paused_at is not None and self.call_paused is not None:
+            self.state.setText("Running on the live model …")
+            try:
+                future = self.call_paused(lambda setup: compare.compare_live(setup, text, max_new, chat))
+            except RuntimeError:  # resumed or stopped in the meantime
+                self.run.setEnabled(True)
+                self.state.setText("Pause or stop training to try the adapter.")
+                return
+            self.tasks.start(future.result, on_done=self._done, on_failed=self._failed)
+            return
         self.state.setText("Loading the model and running …")
-        self.tasks.start(compare.compare, self.run_dir, text, self.max_new.value(), self.chat.isChecked(),
-                         on_done=self._done, on_failed=self._failed)
+        self.tasks.start(compare.compare, self.run_dir, text, max_new, chat, on_done=self._done, on_failed=self._failed)
 
     def _done(self, result):
         self.run.setEnabled(True)
         self.state.setText("")
-        note = ""
-        if self.paused_at is not None and "checkpoint" not in result.source:
-            note = (f" (paused at step {self.paused_at}, but no checkpoint saved yet: this is the untrained "
-                    "adapter; lower 'Save every' to try a run mid-way)")
+        note = f" (paused at step {self.paused_at})" if self.paused_at is not None and "live" in result.source else ""
         self.source.setText(f"Adapter: {result.source}{note}")
         self.base.show_output(result.base, result.task)
         self.adapted.show_output(result.adapted, result.task)

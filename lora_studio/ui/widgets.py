@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QSize, Qt
-from PySide6.QtGui import QIcon, QPainter, QPixmap
+import re
+
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
+from PySide6.QtGui import QIcon, QPainter, QPixmap, QValidator
 from PySide6.QtSvg import QSvgRenderer
-from PySide6.QtWidgets import (QFormLayout, QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout,
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit,
+                               QSizePolicy, QToolButton, QVBoxLayout,
                                QWidget)
 
 # 24x24 outline icons (stroke = the colour passed to `icon`)
@@ -94,24 +97,48 @@ class ElidedLabel(QLabel):
 
 
 class Section(QFrame):
-    """A rounded panel with a small uppercase title; `body` is a QVBoxLayout, `form` a QFormLayout."""
+    """A rounded panel with a small uppercase title; `body` is a QVBoxLayout, `form` a QFormLayout.
+    `collapsible`: a click on the title folds the panel to its title (remembered per title)."""
 
-    def __init__(self, title: str, parent=None, right: QWidget | None = None):
+    def __init__(self, title: str, parent=None, right: QWidget | None = None, collapsible: bool = False):
         super().__init__(parent)
         self.setObjectName("Section")
         outer = QVBoxLayout(self)
         outer.setContentsMargins(14, 12, 14, 14)
         outer.setSpacing(8)
         head = QHBoxLayout()
-        head.addWidget(label(title.upper(), "SectionTitle"))
+        self._title = title
+        if collapsible:
+            self.toggle = QToolButton()
+            self.toggle.setObjectName("SectionTitle")
+            self.toggle.setStyleSheet("QToolButton { border: none; background: transparent; padding: 0; }")
+            self.toggle.setCursor(Qt.PointingHandCursor)
+            self.toggle.setToolTip("Click to fold or unfold this section")
+            self.toggle.clicked.connect(lambda: self.set_collapsed(not self.collapsed))
+            head.addWidget(self.toggle)
+        else:
+            self.toggle = None
+            head.addWidget(label(title.upper(), "SectionTitle"))
         head.addStretch(1)
         if right is not None:
             head.addWidget(right)
         outer.addLayout(head)
-        self.body = QVBoxLayout()
+        self.content = QWidget()
+        self.body = QVBoxLayout(self.content)
+        self.body.setContentsMargins(0, 0, 0, 0)
         self.body.setSpacing(8)
-        outer.addLayout(self.body)
+        outer.addWidget(self.content)
         self._form = None
+        self.collapsed = False
+        if collapsible:
+            self.set_collapsed(QSettings().value(f"sections/{title}/collapsed", False, type=bool))
+
+    def set_collapsed(self, collapsed: bool):
+        self.collapsed = bool(collapsed)
+        self.content.setVisible(not self.collapsed)
+        if self.toggle is not None:
+            self.toggle.setText(("▸ " if self.collapsed else "▾ ") + self._title.upper())
+            QSettings().setValue(f"sections/{self._title}/collapsed", self.collapsed)
 
     @property
     def form(self) -> QFormLayout:
@@ -137,7 +164,7 @@ class Card(QFrame):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(16, 12, 16, 12)
         lay.setSpacing(2)
-        self.title = label(title, "CardTitle")
+        self.title = label(title, "CardTitle", wrap=not steady)  # wraps rather than widen the window
         self.value = label("–", "CardValueSmall" if small else "CardValue", selectable=True)
         self.sub = ElidedLabel("", "CardSub") if steady else label("", "CardSub", wrap=True)
         if steady:
@@ -155,6 +182,50 @@ class Card(QFrame):
     def set(self, value: str, sub: str = ""):
         self.value.setText(value)
         self.sub.setText(sub)
+
+
+def parse_number(text: str) -> float | None:
+    """A number as typed, in any locale: "0,0003", "0.0003", "3e-4", "1.000,5" and "1,000.5" are all
+    read; None when it is not a number (a comma is never silently dropped)."""
+    t = str(text).strip().replace(" ", "").replace("\u00a0", "")
+    if "," in t and "." in t:  # the later one is the decimal separator, the other groups digits
+        group = "," if t.rfind(",") < t.rfind(".") else "."
+        t = t.replace(group, "")
+    t = t.replace(",", ".")
+    try:
+        return float(t)
+    except ValueError:
+        return None
+
+
+class NumberValidator(QValidator):
+    """Accepts what `parse_number` reads (and its intermediate states while typing)."""
+
+    def validate(self, text, pos):
+        if re.fullmatch(r"[0-9.,eE+\- \u00a0]*", text) is None:
+            return QValidator.Invalid, text, pos
+        return (QValidator.Acceptable if parse_number(text) is not None else QValidator.Intermediate), text, pos
+
+
+def commit_edits():
+    """Commit the field being typed in, as leaving it would: a shortcut (Ctrl+Enter, Ctrl+S) must
+    use what is on screen."""
+    focus = QApplication.focusWidget()
+    if isinstance(focus, QLineEdit) and isinstance(focus.parent(), QAbstractSpinBox):
+        focus = focus.parent()
+    if isinstance(focus, QAbstractSpinBox):
+        focus.interpretText()
+    elif isinstance(focus, QLineEdit):
+        focus.editingFinished.emit()
+
+
+def padded(w: QWidget, top: int = 12) -> QWidget:
+    """`w` in a box with a margin above it (a tab's page)."""
+    box = QWidget()
+    lay = QVBoxLayout(box)
+    lay.setContentsMargins(0, top, 0, 0)
+    lay.addWidget(w)
+    return box
 
 
 def hline() -> QFrame:

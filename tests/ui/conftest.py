@@ -82,3 +82,7 @@ def finished_run(tiny_model, tiny_data, tmp_path_factory) -> Path:
     config = make_draft(tiny_model, tiny_data, out, max_steps=8, eval_every=4, save_every=4).build()
     assert isinstance(train(config), Finished)
     return out
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than 10 s (deselect with -m 'not slow')")

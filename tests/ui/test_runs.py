@@ -22,7 +22,8 @@ def test_open_run_shows_its_curves_and_settings(window, qtbot, finished_run, mon
     assert window.session.draft.train.max_steps == 8 and window.session.draft.train.save_every == 4
     assert window.session.draft.out == ""  # Start makes a new run; the opened one is not overwritten
     assert window.run_dir == str(finished_run)
-    assert window.training.banner.first.isHidden()  # finished: nothing to continue
+    captions = [b.text() for b in (window.training.banner.first, window.training.banner.second) if not b.isHidden()]
+    assert captions == ["Export…"]  # finished: nothing to continue
     assert window.tryit.run.isEnabled()
 
 
@@ -31,7 +32,7 @@ def test_save_and_load_configuration(window, qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(path), "")))
     qtbot.mouseClick(window.grid.columns["o"], Qt.LeftButton)
     window.adapter_panel.rank.setValue(4)
-    window.save_config()
+    window.files.save_config()
     saved = RunConfig.load(path)
     assert saved.lora.targets == ["q", "v", "o"] and saved.lora.rank == 4
     assert saved.model.path == window.session.draft.model.path
@@ -39,7 +40,7 @@ def test_save_and_load_configuration(window, qtbot, tmp_path, monkeypatch):
     qtbot.mouseClick(window.grid.presets["All attention"], Qt.LeftButton)
     window.adapter_panel.rank.setValue(16)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
-    window.load_config()
+    window.files.load_config()
     qtbot.waitUntil(lambda: window.session.draft.lora.rank == 4, timeout=20_000)
     assert window.adapter_panel.rank.value() == 4
     assert {c for c, b in window.grid.cells.items() if b.isChecked()} == {(t, l) for t in "qvo" for l in (0, 1)}
@@ -71,8 +72,9 @@ def test_merge_and_export_shows_the_verification(window, qtbot, finished_run, tm
     assert r.ok and (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
     assert f"max |Δ logits| = {r.max_abs_diff:.3g}" in dialog.outcome.text()
     assert dialog.progress.value() == 1000
-    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
-                                                        "lora_studio.json"]
+    written = sorted(p.name for p in adapter.iterdir())  # the model card (README.md, loss.png) may come too
+    assert {"adapter_config.json", "adapter_model.safetensors", "labels.json", "lora_studio.json"} <= set(written)
+    assert not any(p.endswith((".pt", ".jsonl", ".toml")) for p in written)  # no run files in an export
     dialog.close()
 
 

@@ -156,6 +156,13 @@ def test_load_run_analyses_in_a_worker(view, qtbot, tmp_path):
     run = adapter_dir(tmp_path / "run")
     adapter_dir(run / "checkpoints" / "step-5", seed=3)
     adapter_dir(run / "checkpoints" / "step-10", seed=4)
+    import os
+    import time
+
+    later = time.time() + 60  # the run's final adapter is written after its checkpoints: the newest
+    for f in run.iterdir():
+        if f.is_file():
+            os.utime(f, (later, later))
     with qtbot.waitSignal(view.loaded, timeout=30_000) as sig:
         view.load_run(str(run))
     assert sig.args == [str(run)]
@@ -319,8 +326,8 @@ def test_training_feeds_the_tab_live(qtbot, tiny_model, tiny_data, tmp_path):
         with qtbot.waitSignal(w.controller.finished, timeout=60_000):
             qtbot.mouseClick(w.header.start, Qt.LeftButton)
         w.tabs.setCurrentWidget(w.spectra_tab)  # the window draws spectra when their tab is shown
-        qtbot.waitUntil(lambda: w.spectra and w.spectra.step == 4, timeout=10_000)
-        view = w.spectra
+        qtbot.waitUntil(lambda: w.spectra_tab.view and w.spectra_tab.view.step == 4, timeout=10_000)
+        view = w.spectra_tab.view
         # shown after the run finished: the final state, no longer marked live
         assert steps[:2] == [2, 4] and view.step_chip.text() == "step 4"
         assert view.step_chip.property("state") == ""

@@ -88,7 +88,7 @@ def test_run_to_the_end_with_eval(window, qtbot, dialogs):
     assert [e.step for e in evals] == [0, 3, 6] and all(isinstance(e, Eval) for e in evals)
     qtbot.waitUntil(lambda: window.training.plots.eval_curve.xData is not None
                     and list(window.training.plots.eval_curve.xData) == [0, 3, 6], timeout=5_000)
-    assert list(window.training.plots.side_curve.yData) == [e.accuracy for e in evals]
+    assert list(window.training.plots.side_curve.yData) == [100 * e.accuracy for e in evals]  # %
     # the card shows the last eval (step 6), which arrives after the last step
     assert window.training.loss.sub.text().startswith(f"eval {evals[-1].eval_loss:.4f}")
     assert window.training.eta.value.text() == "–"
@@ -116,18 +116,17 @@ def test_closing_during_training_asks_then_stops_with_a_checkpoint(qtbot, tiny_m
     assert w.controller.thread is None  # the thread was joined
 
 
-def test_bad_data_gives_a_dialog_that_says_what_to_do(qtbot, tiny_model, tmp_path, dialogs):
+def test_bad_data_says_what_to_do_and_blocks_start(qtbot, tiny_model, tmp_path, dialogs):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"foo": "x", "bar": 1}\n' * 10)
     w = open_window(qtbot, make_draft(tiny_model, bad, tmp_path / "run"),
                     ready=lambda s: s.info is not None and s.preview is not None)
     try:
         assert "no usable columns" in w.data_view.problem.text()
-        with qtbot.waitSignal(w.controller.finished, timeout=60_000):
-            qtbot.mouseClick(w.header.start, Qt.LeftButton)
-        assert dialogs.kinds() == ["warning"]
-        assert "columns" in dialogs.shown[0].text
-        assert w.header.start.isEnabled()  # the app keeps running
+        qtbot.waitUntil(lambda: not w.header.start.isEnabled(), timeout=10_000)  # no run that fails afterwards
+        assert "Data not usable" in w.header.state.text()
+        qtbot.keyClick(w, Qt.Key_Return, Qt.ControlModifier)
+        assert not w.controller.running and dialogs.kinds() == []
     finally:
         shut(w)
 
@@ -141,7 +140,7 @@ def test_spectra_reach_the_spectra_tab(qtbot, tiny_model, tiny_data, tmp_path):
             qtbot.mouseClick(w.header.start, Qt.LeftButton)
         assert got, "spectra_every=2 over 4 steps sends spectra events"
         calls = []
-        view = w._ensure_spectra()
+        view = w.spectra_tab.ensure()
         original = view.set_spectra
         view.set_spectra = lambda step, modules, live=True: (calls.append(step), original(step, modules, live))
         assert calls == []  # hidden: nothing drawn yet
@@ -155,7 +154,7 @@ def fail_with(monkeypatch, failed):
     """engine.train.train replaced by one that fails at once, as the real one reports failures."""
     import lora_studio.engine.train as engine_train
 
-    def fake(config, on_event=None, control=None, resume=None, spectra_every=0):
+    def fake(config, on_event=None, control=None, resume=None, spectra_every=0, overwrite=False):
         on_event(failed)
         return failed
 
@@ -177,9 +176,9 @@ def test_out_of_memory_shows_the_tips(window, qtbot, dialogs, monkeypatch):
 def test_disk_full_is_not_called_a_bug(window, qtbot, dialogs, monkeypatch):
     import errno
 
-    from lora_studio.engine.train import disk_failure
+    from lora_studio.engine.errors import failure_of
 
-    failed = disk_failure(OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints"), "/runs/x", 7)
+    failed = failure_of(OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints"), 7, "/runs/x")
     assert failed.kind == "disk"
     fail_with(monkeypatch, failed)
     with qtbot.waitSignal(window.controller.finished, timeout=10_000):

@@ -14,24 +14,15 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QEvent, QSettings, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QMessageBox,
-                               QPushButton, QSplitter, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QComboBox, QFileDialog, QMessageBox, QStackedWidget, QVBoxLayout, QWidget
 
 from lora_studio.ui import style
-from lora_studio.ui.spectra import jobs
-from lora_studio.ui.spectra.plots import EnergyPlot, Heatmap, SigmaPlot, series_color
+from lora_studio.ui.spectra import jobs, panels
+from lora_studio.ui.spectra.plots import series_color
 from lora_studio.ui.spectra.report import ResizeReport
-from lora_studio.ui.spectra.table import SummaryTable
-from lora_studio.ui.spectra.tree import ModuleTree
 from lora_studio.engine.errors import Failure
 from lora_studio.ui.tasks import TaskRunner
-from lora_studio.ui.widgets import ElidedLabel, Section, icon, label
-
-EMPTY = ("Spectra appear as training runs, or open a run folder.",
-         "For every adapted matrix ΔW = s·B·A: its singular values, how much of its energy the first k "
-         "directions hold, its effective rank across layers and projections, and how the subspaces of "
-         "two checkpoints or adapters overlap (the analysis of the LoRA paper, §7).")
-
+from lora_studio.ui.widgets import icon
 
 def _engine():
     """engine.spectra, or None while it is unavailable (the tab still opens)."""
@@ -50,15 +41,6 @@ def _cumulative_energy(sigma) -> np.ndarray:
 def _find(combo: QComboBox, value) -> int:
     """Index of the item whose data equals `value` (findData cannot compare Python tuples)."""
     return next((i for i in range(combo.count()) if combo.itemData(i) == value), -1)
-
-
-def _link(text: str, tip: str = "") -> QToolButton:
-    b = QToolButton()
-    b.setObjectName("Link")
-    b.setText(text)
-    b.setToolTip(tip)
-    b.setCursor(Qt.PointingHandCursor)
-    return b
 
 
 class SpectraView(QWidget):
@@ -95,180 +77,16 @@ class SpectraView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(10)
-        lay.addWidget(self._header())
+        lay.addWidget(panels.build_header(self))
         self.stack = QStackedWidget()
-        self.stack.addWidget(self._empty_page())
-        self.stack.addWidget(self._content())
+        self.stack.addWidget(panels.build_empty_page(self))
+        self.stack.addWidget(panels.build_content(self))
         lay.addWidget(self.stack, 1)
         self.apply_theme(self.theme)
         self.clear()
         app = QCoreApplication.instance()
         if app is not None:  # no worker thread may outlive the app
             app.aboutToQuit.connect(self.shutdown)
-
-    # -- building ------------------------------------------------------------------------
-    def _header(self) -> QWidget:
-        box = QFrame()
-        box.setObjectName("Section")
-        h = QHBoxLayout(box)
-        h.setContentsMargins(14, 8, 10, 8)
-        h.setSpacing(10)
-        self.step_chip = label("", "StateChip")
-        self.title = label("Rank spectra", "Value")
-        self.status = label("", "Hint")
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        h.addWidget(self.step_chip)
-        h.addWidget(self.title)
-        h.addWidget(self.status, 1)
-        h.addWidget(label("Energy kept", "CardTitle"))
-        self.energy = QDoubleSpinBox()
-        self.energy.setRange(0.50, 1.00)
-        self.energy.setSingleStep(0.01)
-        self.energy.setDecimals(2)
-        self.energy.setValue(0.90)
-        self.energy.setToolTip("Fraction of each module's energy Σσ² the suggested rank keeps")
-        h.addWidget(self.energy)
-        h.addSpacing(4)
-        h.addWidget(label("Suggested rank", "CardTitle"))
-        self.suggested = label("–", "CardValueSmall")
-        self.suggested.setToolTip("The smallest rank that keeps this fraction of the energy in every module")
-        self.suggested.setMinimumWidth(28)
-        h.addWidget(self.suggested)
-        h.addSpacing(6)
-        self.resize_button = QPushButton("Resize adapter…")
-        self.resize_button.setToolTip("Write a copy of the adapter truncated by SVD to the ranks that keep "
-                                      "this energy (per module)")
-        self.resize_button.clicked.connect(lambda: self.resize_adapter())
-        self.open_button = QPushButton(icon("folder", style.colors(self.theme)["muted"]), "Open…")
-        self.open_button.setToolTip("Show the spectra of a run folder or any PEFT LoRA adapter folder")
-        self.open_button.clicked.connect(self.open_dialog)
-        h.addWidget(self.resize_button)
-        h.addWidget(self.open_button)
-        self.energy.valueChanged.connect(self._energy_changed)
-        return box
-
-    def _empty_page(self) -> QWidget:
-        page = QFrame()
-        page.setObjectName("Section")
-        v = QVBoxLayout(page)
-        v.addStretch(2)
-        self.empty_title = label(EMPTY[0], "CardValueSmall", wrap=True)
-        self.empty_title.setAlignment(Qt.AlignCenter)
-        text = label(EMPTY[1], "Hint", wrap=True)
-        text.setAlignment(Qt.AlignCenter)
-        text.setMaximumWidth(560)
-        button = QPushButton("Open a run folder…")
-        button.setObjectName("Primary")
-        button.clicked.connect(self.open_dialog)
-        v.addWidget(self.empty_title)
-        row = QHBoxLayout()
-        row.addStretch(1)
-        row.addWidget(text)
-        row.addStretch(1)
-        v.addLayout(row)
-        v.addSpacing(10)
-        v.addWidget(button, 0, Qt.AlignCenter)
-        v.addStretch(3)
-        return page
-
-    def _content(self) -> QWidget:
-        # left: the modules to plot
-        mods = Section("Modules")
-        quick = QHBoxLayout()
-        quick.setSpacing(0)
-        self.quick = quick
-        for text, tip, fn in (("All", "Plot every module", lambda: self.set_selected(list(self.modules))),
-                              ("None", "Clear the selection", lambda: self.set_selected([]))):
-            b = _link(text, tip)
-            b.clicked.connect(fn)
-            quick.addWidget(b)
-        self.proj_links = QHBoxLayout()
-        self.proj_links.setSpacing(0)
-        quick.addLayout(self.proj_links)
-        quick.addStretch(1)
-        mods.body.addLayout(quick)
-        self.tree = ModuleTree()
-        self.tree.toggled.connect(self._tree_toggled)
-        self.tree.focused.connect(self._focus_phi)
-        mods.body.addWidget(self.tree, 1)
-        mods.setMinimumWidth(180)
-
-        # right: plots, heatmaps and the table
-        self.sigma = SigmaPlot()
-        self.cumulative = EnergyPlot()
-        self.eff = Heatmap("projection", "layer", "effective rank")
-        self.eff.hovered.connect(self._eff_hovered)
-        self.eff.clicked.connect(self._eff_clicked)
-        self.phi = Heatmap("j  (other adapter)", "i  (this adapter)", "φ(i, j)", origin=1)
-        self.phi.hovered.connect(self._phi_hovered)
-        self.table = SummaryTable()
-        self.table.doubleClicked.connect(self._table_activated)
-
-        s_sigma = Section("Singular values of ΔW", right=ElidedLabel("log scale", "Hint", min_chars=0))
-        s_sigma.body.addWidget(self.sigma)
-        s_energy = Section("Cumulative energy", right=ElidedLabel("share of Σσ² in the top k", "Hint", min_chars=0))
-        s_energy.body.addWidget(self.cumulative)
-        self.eff_readout = ElidedLabel("", "Hint", min_chars=2)
-        s_eff = Section("Effective rank", right=self.eff_readout)
-        s_eff.body.addWidget(self.eff)
-        self.phi_readout = ElidedLabel("", "Hint", min_chars=2)
-        s_phi = Section("Subspace similarity", right=self.phi_readout)
-        row = QHBoxLayout()
-        row.setSpacing(6)
-        self.compare_combo = QComboBox()
-        self.compare_combo.setToolTip("A checkpoint of this run, or another adapter, to compare with (Eq. 4)")
-        self.compare_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.compare_combo.setMinimumContentsLength(8)
-        self.compare_combo.activated.connect(self._compare_chosen)
-        self.compare_button = QPushButton("Compare with…")
-        self.compare_button.setToolTip("Choose another run or adapter folder (same base model)")
-        self.compare_button.clicked.connect(lambda: self.compare_with())
-        self.phi_module = QComboBox()
-        self.phi_module.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.phi_module.setMinimumContentsLength(6)
-        self.phi_module.setToolTip("The module whose φ is shown")
-        self.phi_module.currentIndexChanged.connect(self._draw_phi)
-        row.addWidget(label("vs", "Hint"))
-        row.addWidget(self.compare_combo, 3)
-        row.addWidget(self.compare_button)
-        row2 = QHBoxLayout()
-        row2.setSpacing(6)
-        row2.addWidget(label("module", "Hint"))
-        row2.addWidget(self.phi_module, 1)
-        s_phi.body.addLayout(row)
-        s_phi.body.addLayout(row2)
-        s_phi.body.addWidget(self.phi, 1)
-        self.amp_link = _link("Amplification…", "Load the base model (on the CPU) to compute the paper's "
-                                                "amplification factor ‖ΔW‖_F / ‖Uᵀ W0 V‖_F per module")
-        self.amp_link.clicked.connect(self.compute_amplification)
-        s_table = Section("Summary", right=self.amp_link)
-        s_table.body.addWidget(self.table)
-
-        top = QSplitter(Qt.Horizontal)
-        for w, stretch in ((s_sigma, 5), (s_energy, 5), (s_eff, 4)):
-            top.addWidget(w)
-            top.setStretchFactor(top.count() - 1, stretch)
-        bottom = QSplitter(Qt.Horizontal)
-        bottom.addWidget(s_phi)
-        bottom.addWidget(s_table)
-        bottom.setStretchFactor(0, 5)
-        bottom.setStretchFactor(1, 7)
-        bottom.setSizes([440, 760])
-        right = QSplitter(Qt.Vertical)
-        right.addWidget(top)
-        right.addWidget(bottom)
-        right.setStretchFactor(0, 5)
-        right.setStretchFactor(1, 4)
-        outer = QSplitter(Qt.Horizontal)
-        outer.addWidget(mods)
-        outer.addWidget(right)
-        outer.setStretchFactor(1, 1)
-        outer.setSizes([230, 1000])
-        for sp in (top, bottom, right, outer):
-            sp.setChildrenCollapsible(False)
-            sp.setHandleWidth(10)
-        self.splitters = (top, bottom, right, outer)
-        return outer
 
     # -- public API ----------------------------------------------------------------------
     def set_spectra(self, step: int | None, modules: list, live: bool = True) -> None:
@@ -504,7 +322,7 @@ class SpectraView(QWidget):
         while self.proj_links.count():  # one link per projection: tick all its modules at once
             self.proj_links.takeAt(0).widget().deleteLater()
         for proj in jobs.projection_order({p for _, p in self.names.values()}):
-            b = _link(proj, f"Plot every {proj} module")
+            b = panels.link(proj, f"Plot every {proj} module")
             b.clicked.connect(lambda _=False, p=proj: self.set_selected([k for k, n in self.names.items() if n[1] == p]))
             self.proj_links.addWidget(b)
 

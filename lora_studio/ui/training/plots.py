@@ -78,7 +78,7 @@ class TrainingPlots(QWidget):
             p.getAxis("left").setWidth(54)  # tick labels changing width must not re-layout (a 2nd paint)
             p.setDownsampling(auto=True, mode="peak")
             p.setClipToView(True)
-            p.setMenuEnabled(False)
+            p.setMenuEnabled(True)  # right click: log scale, and Export… (PNG, SVG, CSV)
             p.getViewBox().setMouseMode(pg.ViewBox.RectMode)
         self.raw, self.ema, self.eval, self.acc, self.norm, self.rate = (Series() for _ in range(6))
         self._ema_state = (0.0, 0)
@@ -106,6 +106,9 @@ class TrainingPlots(QWidget):
         self.task = task
         classify = task == "classification"
         self.side.setTitle("Eval accuracy" if classify else "Gradient norm", size="10pt")
+        self.side.setLabel("left", "%" if classify else "‖g‖₂", color=style.colors(style.current())["muted"])
+        if classify:
+            self.side.setYRange(0, 100, padding=0.02)
         self.side_curve.setSymbol("o" if classify else None)
         self._dirty = True
 
@@ -132,7 +135,7 @@ class TrainingPlots(QWidget):
         if eval_loss is not None and math.isfinite(eval_loss):
             self.eval.append(step, eval_loss)
         if accuracy is not None:
-            self.acc.append(step, accuracy)
+            self.acc.append(step, 100.0 * accuracy)  # in %, as the cards say
         self._dirty = True
 
     def load_metrics(self, records: list[dict]):
@@ -144,8 +147,8 @@ class TrainingPlots(QWidget):
             if "eval_loss" in r:
                 self.add_eval(r["step"], r["eval_loss"], r.get("accuracy"))
         self.flush()
-        for p in (self.loss, self.side, self.lr):
-            p.enableAutoRange(axis="y")
+        for p in (self.loss, self.lr) if self.task == "classification" else (self.loss, self.side, self.lr):
+            p.enableAutoRange(axis="y")  # accuracy keeps its 0-100 % frame
         last = max((r["step"] for r in records), default=0)
         if last:
             self.set_total(last)
@@ -176,6 +179,8 @@ class TrainingPlots(QWidget):
             if title:
                 plot.setTitle(title, size="10pt", color=c["text"])
             plot.setLabel("bottom", "step", color=c["muted"])
+        self.loss.setLabel("left", "nats / token", color=c["muted"])
+        self.lr.setLabel("left", "lr", color=c["muted"])
         for grid in self.grids:
             grid.setPen(pg.mkPen(c["border"], width=1))
         self.side.setTitle(self.side.titleLabel.text or "", size="10pt", color=c["text"])

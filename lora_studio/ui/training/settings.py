@@ -4,12 +4,11 @@ precision, device (GPUs by name and memory), evaluation/checkpoint cadence, run 
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings
-from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit,
                                QPushButton, QSpinBox, QStackedWidget)
 
 from lora_studio.ui.session import Session
-from lora_studio.ui.widgets import Section, icon, label
+from lora_studio.ui.widgets import NumberValidator, Section, icon, label, parse_number
 
 PRECISIONS = (("auto", "Auto (bf16 on GPUs, fp32 on CPU)"), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"))
 SCHEDULES = ("linear", "cosine", "constant")
@@ -26,7 +25,7 @@ def spin(lo: int, hi: int, tip: str, step: int = 1, suffix: str = "") -> QSpinBo
 
 class TrainingSettings(Section):
     def __init__(self, session: Session, parent=None):
-        super().__init__("Training", parent)
+        super().__init__("Training", parent, collapsible=True)
         self.session = session
         self.length_kind = QComboBox()
         self.length_kind.addItem("Steps", "steps")
@@ -46,7 +45,7 @@ class TrainingSettings(Section):
         self.form.addRow("Length", row)
 
         self.lr = QLineEdit()
-        self.lr.setValidator(QDoubleValidator(1e-12, 10.0, 12))
+        self.lr.setValidator(NumberValidator(self.lr))
         self.lr.setToolTip("Peak learning rate (AdamW); LoRA usually takes 1e-4 to 2e-3")
         self.schedule = QComboBox()
         for s in SCHEDULES:
@@ -120,12 +119,10 @@ class TrainingSettings(Section):
             self.session.set_train(max_steps=0, epochs=max(0.01, self.epochs.value()))
 
     def _lr(self):
-        try:
-            value = float(self.lr.text())
-        except ValueError:
+        value = parse_number(self.lr.text())
+        if value is None or not 0 < value <= 10:
             return self._sync()
-        if value > 0:
-            self.session.set_train(lr=value)
+        self.session.set_train(lr=value)
 
     def _browse(self):
         settings = QSettings()

@@ -14,6 +14,12 @@ from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.widgets import Card, duration, label, size
 
 
+def evaluating_text(ev) -> str:
+    """What an evaluation pass in progress says (engine.events.Evaluating)."""
+    what = "the base model" if ev.step == 0 else f"step {ev.step}"
+    return f"Evaluating {what}… {ev.done:,}/{ev.total:,}"
+
+
 class Banner(QFrame):
     """One line about the run with up to two actions."""
 
@@ -30,11 +36,19 @@ class Banner(QFrame):
         lay.addWidget(self.second)
         self.hide()
 
-    def show_message(self, text: str, kind: str = "info", first: str = "", second: str = ""):
+        self._slots = [None, None]
+        self.first.clicked.connect(lambda: self._slots[0] and self._slots[0]())
+        self.second.clicked.connect(lambda: self._slots[1] and self._slots[1]())
+
+    def show_message(self, text: str, kind: str = "info", *actions):
+        """`actions`: up to two (caption, slot) pairs, shown as buttons in that order."""
         self.setProperty("kind", kind)
         repolish(self)
         self.text.setText(text)
-        for button, caption in ((self.first, first), (self.second, second)):
+        actions = [a for a in actions if a] + [None, None]
+        for i, button in enumerate((self.first, self.second)):
+            caption, slot = actions[i] or ("", None)
+            self._slots[i] = slot
             button.setText(caption)
             button.setVisible(bool(caption))
         self.show()
@@ -92,12 +106,12 @@ class TrainingView(QWidget):
         c.started.connect(self._started)
         c.stepped.connect(self._stepped)
         c.evaluated.connect(self._evaluated)
+        c.evaluating.connect(self._evaluating)
         c.paused.connect(lambda ev: self.banner.show_message(
-            f"Paused after step {ev.step}. Try the adapter in the Try it tab, or resume (Space).", "info", "Try it"))
+            f"Paused after step {ev.step}. Try the adapter as it is now in the Try it tab, or resume (Space).",
+            "info", self._try))
         c.resumed.connect(lambda ev: self.banner.hide())
         c.finished.connect(self._finished)
-        self.banner.first.clicked.connect(self._first_action)
-        self.banner.second.clicked.connect(self.sig_export.emit)
 
     def reset(self):
         self.step.set("–", "ready: press Start (Ctrl+Enter)")
@@ -109,14 +123,17 @@ class TrainingView(QWidget):
         self.banner.hide()
         self._last, self._eval = None, None
 
-    def _first_action(self):
-        text = self.banner.first.text()
-        if text.startswith("Continue"):
-            self.sig_continue.emit()
-        elif text == "Try it":
-            self.sig_try.emit()
-        elif text == "Export…":
-            self.sig_export.emit()
+    @property
+    def _try(self):
+        return ("Try it", self.sig_try.emit)
+
+    @property
+    def _continue(self):
+        return ("Continue run", self.sig_continue.emit)
+
+    @property
+    def _export(self):
+        return ("Export…", self.sig_export.emit)
 
     # -- events --------------------------------------------------------------------------
     def _started(self, ev):
@@ -127,10 +144,14 @@ class TrainingView(QWidget):
         self.plots.set_total(ev.total_steps)
         self.step.set(f"{ev.start_step} / {ev.total_steps}",
                       f"{ev.train_examples:,} train · {ev.validation_examples:,} validation examples")
+        self.eta.set("–", f"elapsed {duration(ev.elapsed_before)}" if ev.elapsed_before else "")
         self.memory.set("–", "")
         self.memory.setToolTip("GPU memory held by tensors" if ev.device == "cuda" else "resident memory of the process")
         self.speed.set("–", f"{ev.precision} · {ev.device_name}")
         self.speed.setToolTip(f"{ev.device_name}, {ev.precision}, {ev.trainable_params:,} trainable parameters")
+
+    def _evaluating(self, ev):
+        self.step.sub.setText(evaluating_text(ev))
 
     def _stepped(self, ev):
         self._last = ev
@@ -165,22 +186,27 @@ class TrainingView(QWidget):
         self.memory.sub.setText(f"peak {size(ev.mem_peak)}")
 
     def _finished(self, ev):
+        from lora_studio.engine.events import Failed
+
         self._refresh()
         self.eta.value.setText("–")  # nothing is left to run; "elapsed" stays
-        name = type(ev).__name__
-        if name == "Failed":
+        if isinstance(ev, Failed):
             self.banner.show_message(f"Training failed at step {ev.step}: {ev.message}", "bad")
             return
         result = ""
-        if ev.eval_loss is not None and math.isfinite(ev.eval_loss):
+        evl = self._eval  # the result is an evaluation of the trained weights, never the step-0 baseline
+        fresh = ev.step > 0 and (not ev.stopped or (evl is not None and evl.step == ev.step))
+        if fresh and ev.eval_loss is not None and math.isfinite(ev.eval_loss):
             result = f" Eval loss {ev.eval_loss:.4f}" + (f", accuracy {ev.accuracy:.1%}." if ev.accuracy is not None else ".")
+        elif evl is not None and evl.step > 0 and evl.eval_loss is not None and math.isfinite(evl.eval_loss):
+            result = f" Last eval (step {evl.step}): loss {evl.eval_loss:.4f}."
         if ev.stopped:
             self.banner.show_message(f"Stopped at step {ev.step}; a checkpoint is saved in {ev.out}.{result}",
-                                     "info", "Continue run", "Export…")
+                                     "info", self._continue, self._export)
         else:
             self.progress.setValue(self.progress.maximum())
             self.banner.show_message(f"Done: {ev.step} steps, adapter saved in {ev.out}.{result}", "info",
-                                     "Try it", "Export…")
+                                     self._try, self._export)
 
     def show_history(self, records: list[dict], run_dir: str, resumable_step: int | None):
         """A reopened run folder: its curves, and how to continue it."""
@@ -196,6 +222,6 @@ class TrainingView(QWidget):
             self.loss.set(f"{e['eval_loss']:.4f}", "eval loss" + (f" · accuracy {e['accuracy']:.1%}" if "accuracy" in e else ""))
         if resumable_step is not None:
             self.banner.show_message(f"Run opened: {run_dir} (checkpoint at step {resumable_step}).", "info",
-                                     "Continue run", "Export…")
+                                     self._continue, self._export)
         else:
-            self.banner.show_message(f"Run opened: {run_dir}.", "info", "", "Export…")
+            self.banner.show_message(f"Run opened: {run_dir}.", "info", self._export)

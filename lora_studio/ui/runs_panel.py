@@ -1,0 +1,258 @@
+"""The Runs tab: every run under the runs folder with its state, model, targets, rank, last loss
+and eval and date; open, continue (only a resumable run), export, move to the trash; the loss and
+eval curves of the selected runs overlaid. Runs written by another process (the CLI) are followed
+live: their metrics.jsonl is polled while they are selected."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import QFile, QFileSystemWatcher, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMessageBox, QPushButton, QSplitter,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from lora_studio.engine import runfolder
+from lora_studio.ui import style
+from lora_studio.ui.widgets import ElidedLabel
+
+COLUMNS = ("Run", "Status", "Model", "Targets", "Rank", "Step", "Loss", "Eval loss", "Accuracy", "Date")
+
+
+@dataclass
+class RunRow:
+    path: str
+    name: str
+    state: str  # running | finished | stopped | failed | killed | unknown
+    resumable: bool
+    step: int
+    total_steps: int
+    model: str
+    targets: str
+    rank: int
+    loss: float | None
+    eval_loss: float | None
+    accuracy: float | None
+    date: float  # seconds since the epoch: the newest of run.toml and metrics.jsonl
+
+
+def read_row(run: Path) -> RunRow:
+    """One run folder's line (Qt-free; a damaged run still gets a line, with what it has)."""
+    from lora_studio.config import RunConfig
+
+    st = runfolder.run_state(run)
+    try:
+        cfg = RunConfig.load(run / runfolder.RUN_FILE)
+        model = Path(cfg.model.path).name if cfg.model.path else "demo"
+        targets, rank = "+".join(cfg.lora.targets), cfg.lora.rank
+    except Exception:  # noqa: BLE001 - an unreadable run.toml must not hide the other runs
+        model, targets, rank = "?", "?", 0
+    records = runfolder.read_metrics(run) if (run / runfolder.METRICS_FILE).is_file() else []
+    losses = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    step = max([r["step"] for r in records if "step" in r] or [st.get("step", 0)])
+    files = [run / runfolder.RUN_FILE, run / runfolder.METRICS_FILE]
+    date = max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+    return RunRow(str(run), run.name, st.get("state", "unknown"), bool(st.get("resumable")), step,
+                  int(st.get("total_steps") or 0), model, targets, rank,
+                  losses[-1]["loss"] if losses else None, evals[-1]["eval_loss"] if evals else None,
+                  evals[-1].get("accuracy") if evals else None, date)
+
+
+def scan(root) -> list[RunRow]:
+    """Every run folder directly under `root`, newest first."""
+    root = Path(root)
+    runs = [p for p in root.iterdir() if runfolder.is_run(p)] if root.is_dir() else []
+    return sorted((read_row(p) for p in runs), key=lambda r: r.date, reverse=True)
+
+
+def _trashed(result) -> bool:  # PySide6 returns a bool, or (bool, path in the trash)
+    return bool(result[0] if isinstance(result, tuple) else result)
+
+
+def _fmt(v, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+class RunsPanel(QWidget):
+    """Signals:
+        open_requested(str): show this run in the window
+        continue_requested(str): continue this (resumable) run
+        export_requested(str): export this run's adapter
+    """
+
+    open_requested = Signal(str)
+    continue_requested = Signal(str)
+    export_requested = Signal(str)
+
+    def __init__(self, root, parent=None, poll_ms: int = 1000):
+        super().__init__(parent)
+        self.root = Path(root)
+        self.rows: list[RunRow] = []
+        self._seen: dict[str, tuple] = {}  # run -> (size, mtime) of its metrics.jsonl when last drawn
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        bar = QHBoxLayout()
+        self.where = ElidedLabel("", "Hint", min_chars=10)  # a long runs path must not widen the window
+        self.refresh_button = QPushButton("Refresh")
+        self.open_button = QPushButton("Open")
+        self.continue_button = QPushButton("Continue")
+        self.export_button = QPushButton("Export…")
+        self.trash_button = QPushButton("Move to trash")
+        bar.addWidget(self.where, 1)
+        for b in (self.refresh_button, self.open_button, self.continue_button, self.export_button, self.trash_button):
+            bar.addWidget(b)
+        lay.addLayout(bar)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().hide()
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.plot = pg.PlotWidget()
+        self.plot.setLabel("bottom", "step")
+        self.plot.setLabel("left", "loss (nats / token)")
+        self.plot.showGrid(x=True, y=True, alpha=0.15)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
+        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.apply_theme(style.current())
+        split = QSplitter(Qt.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.plot)
+        split.setSizes([300, 300])
+        lay.addWidget(split, 1)
+
+        self.refresh_button.clicked.connect(self.refresh)
+        self.open_button.clicked.connect(lambda: self._one(self.open_requested))
+        self.continue_button.clicked.connect(lambda: self._one(self.continue_requested))
+        self.export_button.clicked.connect(lambda: self._one(self.export_requested))
+        self.trash_button.clicked.connect(self.trash_selected)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table.itemDoubleClicked.connect(lambda _: self._one(self.open_requested))
+        self.watcher = QFileSystemWatcher(self)  # new or removed run folders
+        self.watcher.directoryChanged.connect(lambda _: self.refresh())
+        self.timer = QTimer(self, interval=poll_ms)  # metrics.jsonl of the selected runs, and their state
+        self.timer.timeout.connect(self._poll)
+        self.timer.start()
+        self.set_root(self.root)
+
+    def apply_theme(self, theme: str):
+        c = style.colors(theme)
+        self.plot.setBackground(c["surface"])
+        for axis in ("left", "bottom"):
+            ax = self.plot.getAxis(axis)
+            ax.setPen(pg.mkPen(c["border"]))
+            ax.setTextPen(pg.mkPen(c["muted"]))
+        self.legend.setLabelTextColor(c["muted"])
+
+    def set_root(self, root):
+        self.root = Path(root)
+        if self.watcher.directories():
+            self.watcher.removePaths(self.watcher.directories())
+        if self.root.is_dir():
+            self.watcher.addPath(str(self.root))
+        self.where.setText(f"Runs in {self.root}")
+        self.refresh()
+
+    def refresh(self):
+        selected = set(self.selected())
+        self.rows = scan(self.root)
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(self.rows))
+        for r, row in enumerate(self.rows):
+            status = row.state + (" · resumable" if row.resumable and row.state != "running" else "")
+            step = f"{row.step:,}" + (f" / {row.total_steps:,}" if row.total_steps else "")
+            texts = (row.name, status, row.model, row.targets, str(row.rank or "–"), step, _fmt(row.loss, ".4f"),
+                     _fmt(row.eval_loss, ".4f"), _fmt(row.accuracy, ".1%"),
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(row.date)) if row.date else "–")
+            for c, text in enumerate(texts):
+                item = QTableWidgetItem(text)
+                if c in (4, 5, 6, 7, 8):
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                item.setToolTip(row.path)
+                self.table.setItem(r, c, item)
+        self.select(selected)
+        self.table.blockSignals(False)
+        self._selection_changed()
+
+    def selected(self) -> list[str]:
+        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        return [self.rows[r].path for r in rows if r < len(self.rows)]
+
+    def select(self, paths):
+        """Select these runs (others are deselected)."""
+        self.table.clearSelection()
+        mode, wanted = self.table.selectionMode(), set(map(str, paths))
+        self.table.setSelectionMode(QAbstractItemView.MultiSelection)
+        for r, row in enumerate(self.rows):
+            if row.path in wanted:
+                self.table.selectRow(r)
+        self.table.setSelectionMode(mode)
+
+    def _row(self, path: str) -> RunRow | None:
+        return next((r for r in self.rows if r.path == path), None)
+
+    def _one(self, signal):
+        paths = self.selected()
+        if len(paths) == 1:
+            signal.emit(paths[0])
+
+    def _selection_changed(self):
+        paths = self.selected()
+        one = self._row(paths[0]) if len(paths) == 1 else None
+        self.open_button.setEnabled(one is not None)
+        self.export_button.setEnabled(one is not None)
+        self.continue_button.setEnabled(one is not None and one.resumable and one.state != "running")
+        self.trash_button.setEnabled(bool(paths) and all(self._row(p).state != "running" for p in paths))
+        self.draw()
+
+    def draw(self):
+        """The selected runs' train loss (lines) and eval loss (dots), one colour per run."""
+        self.plot.clear()
+        self.legend.clear()
+        paths = self.selected()
+        self._seen = {}
+        for i, path in enumerate(paths):
+            records = runfolder.read_metrics(path) if (Path(path) / runfolder.METRICS_FILE).is_file() else []
+            color = pg.intColor(i, hues=max(len(paths), 3))
+            name = Path(path).name
+            loss = [(r["step"], r["loss"]) for r in records if "loss" in r]
+            evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+            if loss:
+                self.plot.plot(*zip(*loss), pen=pg.mkPen(color, width=1.6), name=f"{name} · train")
+            if evals:
+                self.plot.plot(*zip(*evals), pen=pg.mkPen(color, width=1, style=Qt.DashLine), symbol="o",
+                               symbolSize=6, symbolBrush=color, symbolPen=color, name=f"{name} · eval")
+            self._seen[path] = self._stamp(path)
+
+    @staticmethod
+    def _stamp(path: str) -> tuple:
+        f = Path(path) / runfolder.METRICS_FILE
+        try:
+            s = f.stat()
+        except OSError:
+            return (0, 0)
+        return (s.st_size, s.st_mtime_ns)
+
+    def _poll(self):
+        if any(self._stamp(p) != seen for p, seen in self._seen.items()):
+            self.refresh()  # a selected run grew (another process trains it): its line and curves
+
+    def trash_selected(self):
+        paths = self.selected()
+        if not paths:
+            return
+        names = ", ".join(Path(p).name for p in paths)
+        answer = QMessageBox.question(self, "Move to the trash?",
+                                      f"Move {names} to the trash? It can be restored from there.")
+        if answer != QMessageBox.Yes:
+            return
+        failed = [p for p in paths if not _trashed(QFile.moveToTrash(p))]
+        if failed:
+            QMessageBox.warning(self, "Cannot move to the trash",
+                                f"The trash cannot take {', '.join(failed)}: delete it with your file manager.")
+        self.refresh()

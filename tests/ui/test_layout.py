@@ -1,0 +1,47 @@
+"""The window at laptop sizes (issue 13 items 3, 5): nothing that carries a number is cut off, the
+window can be narrower than 1024 px, and the sidebar's sections fold."""
+
+import pytest
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtWidgets import QLabel
+
+
+def fully_visible(w) -> bool:
+    """The widget is shown, whole, inside every scroll viewport and the window."""
+    if not w.isVisible():
+        return False
+    return w.visibleRegion().boundingRect() == QRect(0, 0, w.width(), w.height())
+
+
+def not_elided(lab: QLabel) -> bool:
+    return lab.wordWrap() or lab.fontMetrics().horizontalAdvance(lab.text()) <= lab.contentsRect().width()
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1366, 768)])
+def test_numbers_are_fully_visible_at_laptop_sizes(qtbot, window, size):
+    window.resize(*size)
+    window.tabs.setCurrentIndex(0)
+    qtbot.waitUntil(lambda: window.width() == size[0], timeout=2_000)
+    qtbot.wait(50)
+    d = window.details
+    numbers = [lab for lab in d.findChildren(QLabel) if any(ch.isdigit() for ch in lab.text()) and lab.isVisible()]
+    assert numbers, "the budget shows numbers"
+    for lab in numbers:  # per-projection counts, the memory table's both columns
+        assert fully_visible(lab) and not_elided(lab), lab.text()
+    for card in (window.cards.trainable, window.cards.share, window.cards.file, window.cards.memory):
+        assert fully_visible(card.value) and not_elided(card.value), card.value.text()
+    table = d.modules  # the module names are not cut
+    for c in range(table.columnCount()):
+        assert table.columnViewportPosition(c) + table.columnWidth(c) <= table.viewport().width()
+
+
+def test_minimum_width_and_folding_sections(qtbot, window):
+    assert window.minimumSizeHint().width() <= 1024
+    window.resize(1280, 800)
+    s = window.train_settings
+    for section in (window.model_panel, window.adapter_panel, window.data_panel):
+        qtbot.mouseClick(section.toggle, Qt.LeftButton)
+        assert section.collapsed and not section.content.isVisible()
+    qtbot.waitUntil(lambda: fully_visible(s.lr), timeout=2_000)  # Training fields reachable without scrolling
+    qtbot.mouseClick(window.model_panel.toggle, Qt.LeftButton)
+    assert window.model_panel.content.isVisible()
