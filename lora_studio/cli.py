@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gradient-checkpointing", action="store_true")
     b.add_argument("--gpu-memory", type=float, metavar="GB",
                    help="GPU memory in GiB (default: the CUDA GPU's, when there is one): prints the will-it-fit table")
+    b.add_argument("--gpus", type=int, default=1, help="processes (GPUs) of a torchrun run: per-GPU memory "
+                   "for DDP and FSDP2 (default 1)")
     b.add_argument("--json", action="store_true")
 
     m = sub.add_parser("merge", help="merge an adapter into its base model and export a model folder")
@@ -114,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_budget(a) -> int:
     from lora_studio.engine.budget import estimate, human_bytes, human_count
     from lora_studio.config import LoraConfig
-    from lora_studio.engine.fit import format_table, gpu_memory_bytes, will_it_fit
+    from dataclasses import asdict
+
+    from lora_studio.engine.fit import format_table, gpu_memory_bytes, per_device, will_it_fit
     from lora_studio.engine.models import demo_model_path, infer_task, skeleton
 
     if a.batch_size < 1 or a.max_length < 1:
@@ -130,6 +134,10 @@ def cmd_budget(a) -> int:
     b = estimate(model, spec, a.precision, a.batch_size, a.max_length, a.gradient_checkpointing,
                  a.quantize, a.optimizer)
     fit = None
+    if a.gpus < 1:
+        raise UserError(f"--gpus must be at least 1, got {a.gpus}")
+    per_gpu = per_device(model, b.memory_lora, a.gpus, a.precision if a.precision != "fp32" else "bf16") \
+        if a.gpus > 1 else []
     if a.gpu_memory is not None and not a.gpu_memory > 0:
         raise UserError(f"--gpu-memory must be > 0 GiB, got {a.gpu_memory}")
     gpu = gpu_memory_bytes(a.gpu_memory)
@@ -138,7 +146,8 @@ def cmd_budget(a) -> int:
         fit = will_it_fit(model, spec, gpu, a.batch_size, a.max_length, half, a.optimizer)
     if a.json:
         print(json.dumps({**b.to_json(), "quantize": a.quantize, "optimizer": a.optimizer,
-                          "fit": fit.to_json() if fit else None}, indent=2))
+                          "fit": fit.to_json() if fit else None,
+                          "per_gpu": [asdict(d) for d in per_gpu] or None}, indent=2))
         return 0
     print(f"{ref} ({model.config.model_type}, {task})")
     print(f"trainable {b.trainable_params:,} of {b.total_params:,} parameters ({b.trainable_percent:.3f}%); "
@@ -157,6 +166,10 @@ def cmd_budget(a) -> int:
     if a.quantize != "none" or a.optimizer != "adamw":
         print(f"  with a {a.quantize} base and {a.optimizer}: weights {human_bytes(ml.weights)}, "
               f"optimizer state {human_bytes(ml.optimizer)}")
+    for d in per_gpu:
+        print(f"  per GPU with {d.mode.upper()} on {d.gpus} GPUs: {human_bytes(d.total)} (weights "
+              f"{human_bytes(d.weights)}, gradients {human_bytes(d.gradients)}, optimizer {human_bytes(d.optimizer)}, "
+              f"activations {human_bytes(d.activations)})")
     if fit is not None:
         print(format_table(fit))
     return 0

@@ -114,3 +114,42 @@ def record_peak(run_dir, model_ref: str, config, spec: LoraSpec, precision: str,
 def read_peak(run_dir) -> dict | None:
     path = Path(run_dir) / MEMORY_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class PerDevice:
+    """Per-GPU training memory of one run spread over `gpus` processes (bytes)."""
+
+    mode: str  # ddp | fsdp
+    gpus: int
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int  # per process: its own micro-batch
+    total: int
+
+
+def _largest_block_params(model: nn.Module) -> int:
+    """Parameters of the largest decoder block (FSDP2 gathers one unit at a time, plus the next)."""
+    best = 0
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 1:
+            best = max(best, max(sum(p.numel() for p in m.parameters()) for m in module))
+    return best
+
+
+def per_device(model: nn.Module, mem, gpus: int, precision: str = "bf16") -> list[PerDevice]:
+    """DDP replicates the base on every GPU (and keeps a gradient bucket as large as the trainable
+    gradients); FSDP2 shards base, adapters, gradients and optimizer state over the GPUs and holds
+    two decoder blocks unsharded at a time (the one computing, the one prefetched). Activations are
+    each process's own micro-batch in both."""
+    from lora_studio.engine.budget import BYTES
+
+    n = max(1, int(gpus))
+    ddp = PerDevice("ddp", n, mem.weights, 2 * mem.gradients, mem.optimizer, mem.activations, 0)
+    gathered = 2 * _largest_block_params(model) * BYTES.get(precision, 2) if n > 1 else 0
+    fsdp = PerDevice("fsdp", n, -(-mem.weights // n) + gathered, -(-mem.gradients // n),
+                     -(-mem.optimizer // n), mem.activations, 0)
+    for d in (ddp, fsdp):
+        d.total = d.weights + d.gradients + d.optimizer + d.activations
+    return [ddp, fsdp]

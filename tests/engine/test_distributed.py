@@ -250,3 +250,21 @@ def test_ctrl_c_to_nproc_stops_every_rank_saves_once_and_exits_130(tmp_path, fol
     steps = [m["step"] for m in read_metrics(out) if "loss" in m]
     assert [p.name for p in (out / "checkpoints").iterdir()] == [f"step-{steps[-1]}"]  # saved once, at the stop
     assert "exiting without saving" not in err
+
+
+def test_budget_per_gpu_for_ddp_and_fsdp2(tmp_path):
+    """DDP holds the whole base on each GPU; FSDP2 a 1/N shard plus two gathered decoder blocks."""
+    from lora_studio.config import LoraConfig
+    from lora_studio.engine.budget import estimate
+    from lora_studio.engine.fit import per_device
+    from lora_studio.engine.models import skeleton
+
+    folder = tiny.model_folder(tmp_path / "llama", "llama")
+    model = skeleton(str(folder), "causal-lm")
+    mem = estimate(model, LoraConfig(targets=["q", "v"], rank=4).to_spec(), "bf16", 2, 64).memory_lora
+    ddp, fsdp = per_device(model, mem, 4, "bf16")
+    block = sum(p.numel() for p in model.model.layers[0].parameters())
+    assert ddp.weights == mem.weights and ddp.gradients == 2 * mem.gradients and ddp.activations == mem.activations
+    assert fsdp.weights == -(-mem.weights // 4) + 2 * block * 2
+    assert fsdp.optimizer == -(-mem.optimizer // 4) and fsdp.activations == mem.activations
+    assert fsdp.total == fsdp.weights + fsdp.gradients + fsdp.optimizer + fsdp.activations
