@@ -61,10 +61,14 @@ def check_trained(adapter_dir: Path):
 
 
 def _merged_weight(layer, am) -> torch.Tensor:
-    """W0 + s B A in fp32 from the adapter file's A and B, in the base module's layout."""
+    """W0 + s B A in fp32 from the adapter file's A and B, in the base module's layout; for DoRA
+    m · (W0 + s B A) / ‖W0 + s B A‖ per output row (the file's magnitude vector m)."""
     w = layer.base_layer.weight.detach().float()
-    delta = (am.B.float() @ am.A.float()) * am.scaling  # (out, in)
-    return w + (delta.T if layer.conv1d else delta)
+    w0 = w.T if layer.conv1d else w  # (out, in)
+    merged = w0 + (am.B.float() @ am.A.float()) * am.scaling
+    if getattr(am, "magnitude", None) is not None:
+        merged = (am.magnitude.float() / merged.norm(dim=1))[:, None] * merged
+    return merged.T if layer.conv1d else merged
 
 
 def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "float32",

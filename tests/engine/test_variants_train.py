@@ -65,3 +65,22 @@ def test_principal_run_folder_loads_in_peft_on_the_original_base(init, tmp_path,
         a, b, base = trained(**x).logits, theirs(**x).logits, load()(**x).logits
     torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
     assert (a - base).abs().max() > 1e-4  # training changed something
+
+
+def test_a_dora_run_merges_verified_and_refuses_an_adapter_gguf(tmp_path, bert_folder):
+    """The export's weight check knows DoRA's formula (m · (W0 + sBA) / row norm); llama.cpp's LoRA
+    GGUF has no magnitude vector, so adapter-only GGUF is refused with the merged file offered."""
+    from lora_studio.engine.errors import UserError
+    from lora_studio.engine.export import merge_and_export
+
+    data = _classification_data(tmp_path / "d.jsonl", 64)
+    cfg = _config(tmp_path / "dora", bert_folder, data, {"dora": True, "dropout": 0.0}, {"max_steps": 4})
+    assert isinstance(T.train(cfg), T.Finished)
+    for dtype in ("float32", "bfloat16"):
+        r = merge_and_export(cfg.out, tmp_path / f"merged-{dtype}", dtype=dtype)
+        assert r.ok and r.max_abs_diff <= r.tolerance
+    pytest.importorskip("gguf")
+    from lora_studio.engine.gguf import write_adapter_gguf
+
+    with pytest.raises(UserError, match="DoRA adapter cannot be written"):
+        write_adapter_gguf(cfg.out, tmp_path / "a.gguf")
