@@ -131,8 +131,8 @@ def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False,
     from lora_studio.engine.export import check_trained
     from lora_studio.engine.modelcard import newest_adapter
 
-    adapter = newest_adapter(Path(run_dir))
-    if any(m.magnitude is not None for m in check_trained(adapter).modules.values()):
+    adapter = check_trained(newest_adapter(Path(run_dir)))  # the AdapterFile, read once
+    if any(m.magnitude is not None for m in adapter.modules.values()):
         raise UserError("a DoRA adapter cannot be written as a llama.cpp LoRA GGUF (llama.cpp has no magnitude "
                         f"vector): export the merged model instead (lora-studio gguf {run_dir} --out FILE.gguf)")
     base_ref, task, _ = run_info(Path(run_dir))
