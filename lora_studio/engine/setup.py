@@ -273,9 +273,11 @@ def release(s: Setup | None):
     the allocator still reserves for it is given back all the same."""
     if s is not None:
         s.model = None
-    import gc
-
-    gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
+        import gc
+
+        # only where there is GPU memory to give back: a collection from a GUI worker thread may
+        # also reach Qt objects, which must die in the GUI thread (ui.app collects there)
+        gc.collect()
         torch.cuda.empty_cache()
 

@@ -34,7 +34,39 @@ def create_app(argv=None):
         app.setDesktopFileName(DESKTOP_ID)
     app.setWindowIcon(app_icon())
     style.apply(app, QSettings().value("appearance/theme", "system"))
+    collect_in_gui_thread(app)
     return app
+
+
+def collect_in_gui_thread(app):
+    """Python's cyclic garbage collector runs in whichever thread happens to allocate when its
+    threshold trips; if that is a worker thread (a model skeleton, a training step) and the garbage
+    holds Qt objects, Qt crashes (seen: a segfault in the Will-it-fit worker). So automatic
+    collection is off while the app runs, and the GUI thread collects on a timer instead (as
+    pyqtgraph's GarbageCollector does)."""
+    if getattr(app, "_lora_studio_gc", None) is not None:
+        return
+    import gc
+
+    from PySide6.QtCore import QTimer
+
+    gc.disable()
+    timer = QTimer(app)
+    timer.setInterval(500)
+
+    def collect():
+        t0, t1, t2 = gc.get_threshold()
+        n0, n1, n2 = gc.get_count()
+        if n2 > t2:
+            gc.collect(2)
+        elif n1 > t1:
+            gc.collect(1)
+        elif n0 > t0:
+            gc.collect(0)
+
+    timer.timeout.connect(collect)
+    timer.start()
+    app._lora_studio_gc = timer
 
 
 def create_window(config_path: str | None = None):

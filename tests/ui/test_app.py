@@ -87,3 +87,16 @@ def test_window_fits_a_1280_pixel_screen_and_long_names_elide(window, qtbot):
 
     shown = QLabel.text(chip)
     assert shown.endswith("…") and len(shown) < len(chip.text())
+
+
+def test_garbage_is_collected_in_the_gui_thread_only(qapp):
+    """Automatic collection is off (a worker thread could otherwise free Qt objects) and the GUI
+    thread's timer collects instead."""
+    import gc
+
+    from lora_studio.ui import app
+
+    app.create_app()
+    assert not gc.isenabled()
+    timer = qapp._lora_studio_gc
+    assert timer.isActive() and timer.thread() is qapp.thread()
