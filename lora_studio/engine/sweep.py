@@ -106,9 +106,11 @@ def _record(config: RunConfig, p: Point, run_dir: Path, model) -> dict:
     rows = read_metrics(run_dir)
     losses = [m["loss"] for m in rows if m.get("loss") is not None]
     evals = [m["eval_loss"] for m in rows if m.get("eval_loss") is not None]
+    accs = [m["accuracy"] for m in rows if m.get("accuracy") is not None]  # classification only
     return {"name": p.name, "targets": p.targets, "rank": p.rank, "seed": p.seed, "budget_rank": p.budget_rank,
             "run_dir": str(run_dir.resolve()), "trainable_params": trainable(config, p.targets, p.rank, model),
-            "final_loss": losses[-1] if losses else None, "eval_loss": evals[-1] if evals else None}
+            "final_loss": losses[-1] if losses else None, "eval_loss": evals[-1] if evals else None,
+            "accuracy": accs[-1] if accs else None}
 
 
 def run_sweep(config: RunConfig, out, ranks: list[int], seeds: int = 1, targets_sets=None,
@@ -249,11 +251,11 @@ def report(doc: dict) -> str:
              f"{' ; '.join(','.join(t) for t in doc['targets_sets'])}"
              + (", fixed parameter budget (LoRA paper Table 5 protocol)" if doc["fixed_budget"] else "") + ".", "",
              "## Loss vs rank (Table 6)", "",
-             "| targets | rank | seed | trainable params | final train loss | eval loss |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| targets | rank | seed | trainable params | final train loss | eval loss | eval accuracy |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in doc["runs"]:
         lines.append(f"| {','.join(r['targets'])} | {r['rank']} | {r['seed']} | {r['trainable_params']:,} | "
-                     f"{_num(r['final_loss'])} | {_num(r['eval_loss'])} |")
+                     f"{_num(r['final_loss'])} | {_num(r['eval_loss'])} | {_num(r.get('accuracy'), '.1%')} |")
     if doc["fixed_budget"]:
         lines += ["", "## Equal trainable parameters (Table 5)", "",
                   "| budget (first set at rank) | targets | rank | trainable params | eval loss (mean over seeds) |",

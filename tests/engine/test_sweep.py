@@ -56,7 +56,7 @@ def test_sweep_runs_continues_and_summarises(tmp_path, bert_folder):
     on_disk = json.loads((out / "sweep.json").read_text())
     assert on_disk["complete"] and [r["name"] for r in on_disk["runs"]] == names
     for r in on_disk["runs"]:
-        assert {"rank", "run_dir", "trainable_params", "final_loss", "eval_loss"} <= set(r)
+        assert {"rank", "run_dir", "trainable_params", "final_loss", "eval_loss", "accuracy"} <= set(r)
         assert Path(r["run_dir"]).is_dir() and r["final_loss"] is not None and r["eval_loss"] is not None
     # per rank: 2 layers x (q, v) x r·(32 + 32) adapter parameters, plus the classifier head
     head = on_disk["runs"][0]["trainable_params"] - 4 * 64
@@ -97,3 +97,19 @@ def test_refuses_a_folder_that_is_not_a_sweep(tmp_path, bert_folder):
         S.run_sweep(_config(bert_folder, tmp_path / "d.jsonl"), tmp_path / "x", [1, 2])
     with pytest.raises(UserError, match="ranks"):
         S.parse_ranks("1,x")
+
+
+def test_record_and_report_carry_the_last_eval_accuracy(tmp_path, bert_folder):
+    cfg = _config(bert_folder, tmp_path / "d.jsonl")
+    run = tmp_path / "q-v_r2_s3"
+    run.mkdir()
+    rows = [{"step": 0, "eval_loss": 1.4, "accuracy": 0.25}, {"step": 1, "loss": 1.2}, {"step": 2, "loss": 0.9},
+            {"step": 2, "eval_loss": 0.8, "accuracy": 0.625}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rec = S._record(cfg, S.Point(["q", "v"], 2, 3), run, None)
+    assert (rec["final_loss"], rec["eval_loss"], rec["accuracy"]) == (0.9, 0.8, 0.625)
+    doc = {"base_config": cfg.to_dict(), "ranks": [2], "seeds": 1, "targets_sets": [["q", "v"]],
+           "fixed_budget": False, "runs": [rec]}
+    assert "| 0.9000 | 0.8000 | 62.5% |" in S.report(doc)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")  # causal LM: no accuracy
+    assert S._record(cfg, S.Point(["q", "v"], 2, 3), run, None)["accuracy"] is None
