@@ -62,11 +62,12 @@ def _spec(config: RunConfig, targets, rank):
     return config.lora.to_spec(config.model.task, targets=list(targets), rank=rank)
 
 
-def _skeleton(config: RunConfig):
+def _skeleton(config: RunConfig, num_labels: int = 2):
     from lora_studio.engine.models import skeleton
     from lora_studio.engine.runfolder import model_ref
 
-    return skeleton(model_ref(config), config.model.task, trust_remote_code=config.model.trust_remote_code)
+    return skeleton(model_ref(config), config.model.task, num_labels,
+                    trust_remote_code=config.model.trust_remote_code)
 
 
 def trainable(config: RunConfig, targets, rank, model=None) -> int:
@@ -101,8 +102,11 @@ def plan_points(config: RunConfig, ranks: list[int], seeds: int = 1, targets_set
 
 
 def _record(config: RunConfig, p: Point, run_dir: Path, model) -> dict:
-    from lora_studio.engine.runfolder import read_metrics
+    from lora_studio.engine.runfolder import read_labels, read_metrics
 
+    labels = read_labels(run_dir) if config.model.task == "classification" else None
+    if labels is not None and len(labels) != 2:  # the head counted is the one trained: one row per label
+        model = _skeleton(config, len(labels))
     rows = read_metrics(run_dir)
     losses = [m["loss"] for m in rows if m.get("loss") is not None]
     evals = [m["eval_loss"] for m in rows if m.get("eval_loss") is not None]

@@ -113,3 +113,9 @@ def test_record_and_report_carry_the_last_eval_accuracy(tmp_path, bert_folder):
     assert "| 0.9000 | 0.8000 | 62.5% |" in S.report(doc)
     (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")  # causal LM: no accuracy
     assert S._record(cfg, S.Point(["q", "v"], 2, 3), run, None)["accuracy"] is None
+    # the head counted is the trained one, one row per label of labels.json (the demo has 4, not 2)
+    h = json.loads((bert_folder / "config.json").read_text())["hidden_size"]
+    lora = 2 * 2 * 2 * (h + h)  # 2 layers x (q, v) x r·(in + out)
+    assert rec["trainable_params"] == lora + 2 * h + 2  # no labels.json: 2 labels
+    (run / "labels.json").write_text(json.dumps(["a", "b", "c", "d"]))
+    assert S._record(cfg, S.Point(["q", "v"], 2, 3), run, None)["trainable_params"] == lora + 4 * h + 4
