@@ -124,7 +124,7 @@ def run_sweep(config: RunConfig, out, ranks: list[int], seeds: int = 1, targets_
     the sweep.json document; `complete` is False when the user stopped it (rerun to continue)."""
     from lora_studio.engine.atomic import atomic_write_bytes, atomic_write_json
     from lora_studio.engine.events import Control, Failed, Finished, Status
-    from lora_studio.engine.runfolder import RUN_FILE, latest_checkpoint
+    from lora_studio.engine.runfolder import RUN_FILE, latest_checkpoint, run_state
     from lora_studio.engine.train import train
 
     emit = on_event or (lambda e: None)
@@ -151,7 +151,9 @@ def run_sweep(config: RunConfig, out, ranks: list[int], seeds: int = 1, targets_
                              out=str(run_dir.resolve()))
         if (run_dir / RUN_FILE).is_file() and RunConfig.load(run_dir / RUN_FILE).to_dict() != cfg.to_dict():
             raise UserError(f"{run_dir} was trained with other settings: use a new --out for a different sweep")
-        if p.name in done and (run_dir / RUN_FILE).is_file():
+        # finished with these settings (checked above), also when an earlier sweep in this folder
+        # had other --ranks/--seeds and so did not list it
+        if (run_dir / RUN_FILE).is_file() and (p.name in done or run_state(run_dir)["state"] == "finished"):
             emit(Status(f"[{i + 1}/{len(points)}] {p.name}: finished before, reused"))
             records.append(_record(config, p, run_dir, model))
             continue

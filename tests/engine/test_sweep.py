@@ -119,3 +119,18 @@ def test_record_and_report_carry_the_last_eval_accuracy(tmp_path, bert_folder):
     assert rec["trainable_params"] == lora + 2 * h + 2  # no labels.json: 2 labels
     (run / "labels.json").write_text(json.dumps(["a", "b", "c", "d"]))
     assert S._record(cfg, S.Point(["q", "v"], 2, 3), run, None)["trainable_params"] == lora + 4 * h + 4
+
+
+def test_a_sweep_with_other_ranks_reuses_finished_runs(tmp_path, bert_folder):
+    cfg = _config(bert_folder, _classification_data(tmp_path / "d.jsonl", 16))
+    out = tmp_path / "sweep"
+    S.run_sweep(cfg, out, [1])
+    S.run_sweep(cfg, out, [2])  # sweep.json now lists r2 only
+    mtimes = {p.name: (p / "adapter_model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
+    events = []
+    doc = S.run_sweep(cfg, out, [1, 2], on_event=events.append)
+    assert [e.message for e in events if isinstance(e, T.Status) and "reused" in e.message] == [
+        "[1/2] q-v_r1_s3: finished before, reused", "[2/2] q-v_r2_s3: finished before, reused"]
+    assert not any(isinstance(e, T.Started) for e in events)
+    assert {p.name: (p / "adapter_model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()} == mtimes
+    assert [r["rank"] for r in doc["runs"]] == [1, 2] and doc["complete"]
