@@ -10,31 +10,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QHBoxLayout, QMainWindow, QMessageBox,
-                               QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtCore import QSettings, QTimer, Signal
+from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
-from lora_studio.ui import style
-from lora_studio.ui.adapter_panel import AdapterPanel
-from lora_studio.ui.budget_panel import BudgetDetails, SavingsCards
-from lora_studio.ui.data_panel import DataPanel
-from lora_studio.ui.data_view import DataView
-from lora_studio.ui.header import Header
-from lora_studio.ui.model_panel import ModelPanel
-from lora_studio.ui.runs import RunFiles, runs_root
-from lora_studio.ui.runs_panel import RunsPanel
-from lora_studio.ui.spectra.tab import SpectraTab
-from lora_studio.ui.session import Draft, Session
-from lora_studio.ui.targets_grid import TargetsGrid
 from lora_studio.engine import runfolder
-from lora_studio.engine.errors import Failure
+from lora_studio.engine.errors import Failure, UserError
+from lora_studio.ui import style, window_layout
+from lora_studio.ui.runs import RunFiles, runs_root
+from lora_studio.ui.session import Draft, Session
 from lora_studio.ui.tasks import TaskRunner
-from lora_studio.ui.training.settings import TrainingSettings
-from lora_studio.ui.training.view import TrainingView, evaluating_text
+from lora_studio.ui.training.view import evaluating_text
 from lora_studio.ui.training.worker import TrainingController
-from lora_studio.ui.tryit import TryItView
-from lora_studio.ui.widgets import Section, app_icon, commit_edits, icon, label, padded
+from lora_studio.ui.widgets import app_icon, commit_edits, icon
 
 STATES = {"idle": ("Ready", ""), "starting": ("Starting …", "running"), "running": ("Training", "running"),
           "paused": ("Paused", "paused"), "stopping": ("Stopping …", "paused")}
@@ -61,131 +48,14 @@ class MainWindow(QMainWindow):
         self._blocked: dict[str, str] = {}  # why Start must wait: {"model": "Loading model …", ...}
         self._config_path = config_path
 
-        self.header = Header()
-        self.model_panel = ModelPanel(self.session)
-        self.adapter_panel = AdapterPanel(self.session)
-        self.data_panel = DataPanel(self.session)
-        self.train_settings = TrainingSettings(self.session)
-        self.cards = SavingsCards(self.session)
-        self.grid = TargetsGrid(self.session)
-        self.details = BudgetDetails(self.session)
-        self.data_view = DataView(self.session)
-        self.training = TrainingView(self.controller)
-        self.tryit = TryItView()
+        window_layout.build(self)
         self.tryit.call_paused = self.controller.call_paused
-        self.runs = RunsPanel(runs_root())
-        self._layout()
-        self._actions()
+        window_layout.actions(self)
         self._wire()
         self._restore()
         self._state_changed("idle")
         self.train_settings.out.setPlaceholderText(f"automatic: {runs_root()}/run-…")
         QTimer.singleShot(0, self._first_load)
-
-    # -- layout --------------------------------------------------------------------------
-    def _layout(self):
-        side_body = QWidget()
-        side_body.setObjectName("SidebarBody")
-        side = QVBoxLayout(side_body)
-        side.setContentsMargins(14, 14, 8, 14)
-        side.setSpacing(12)
-        for w in (self.model_panel, self.adapter_panel, self.data_panel, self.train_settings):
-            side.addWidget(w)
-        side.addStretch(1)
-        for combo in side_body.findChildren(QComboBox):  # long items must not widen the sidebar
-            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(6)
-        for box in side_body.findChildren(QAbstractSpinBox):
-            box.setMinimumWidth(70)
-        self.sidebar = QScrollArea()
-        self.sidebar.setObjectName("Sidebar")
-        self.sidebar.setWidgetResizable(True)
-        self.sidebar.setWidget(side_body)
-        self.sidebar.setMinimumWidth(330)
-        self.sidebar.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-
-        targets = QWidget()
-        tl = QHBoxLayout(targets)
-        tl.setContentsMargins(0, 12, 0, 0)
-        tl.setSpacing(12)
-        grid_section = Section("Which projections to adapt")
-        grid_section.body.addWidget(self.grid)
-        tl.addWidget(grid_section, 5)
-        details = QScrollArea()  # numbers are never cut: a narrow window scrolls instead
-        details.setWidgetResizable(True)
-        details.setWidget(self.details)
-        tl.addWidget(details, 7)
-
-        self.tabs = QTabWidget()
-        self.tabs.setDocumentMode(True)
-        self.tabs.addTab(targets, "Targets")
-        self.tabs.addTab(padded(self.data_view), "Data")
-        self.tabs.addTab(padded(self.training), "Training")
-        self.spectra_tab = SpectraTab()
-        self.tabs.addTab(self.spectra_tab, "Spectra")
-        self.tabs.addTab(padded(self.tryit), "Try it")
-        self.tabs.addTab(padded(self.runs), "Runs")
-
-        main = QWidget()
-        ml = QVBoxLayout(main)
-        ml.setContentsMargins(8, 14, 16, 8)
-        ml.setSpacing(6)
-        ml.addWidget(self.cards)
-        ml.addWidget(self.tabs, 1)
-        self.splitter = QSplitter(Qt.Horizontal)
-        self.splitter.addWidget(self.sidebar)
-        self.splitter.addWidget(main)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([360, 1080])
-        self.splitter.setChildrenCollapsible(False)
-
-        central = QWidget()
-        cl = QVBoxLayout(central)
-        cl.setContentsMargins(0, 0, 0, 0)
-        cl.setSpacing(0)
-        cl.addWidget(self.header)
-        cl.addWidget(self.splitter, 1)
-        self.setCentralWidget(central)
-        self.statusBar().addPermanentWidget(label("Ctrl+Enter start · Space pause · Ctrl+. stop", "Hint"))
-
-    def _actions(self):
-        def act(text, slot, shortcut=None, menu=None):
-            a = QAction(text, self)
-            if shortcut:
-                a.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
-            a.triggered.connect(slot)
-            self.addAction(a)
-            if menu is not None:
-                menu.addAction(a)
-            return a
-
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        act("Open model folder…", self.model_panel._browse, None, f)
-        f.addSeparator()
-        act("Load configuration…", lambda: self.files.load_config(), "Ctrl+L", f)
-        act("Save configuration…", lambda: self.files.save_config(), "Ctrl+S", f)
-        f.addSeparator()
-        self.act_open_run = act("Open run folder…", self.files.open_run_dialog, "Ctrl+O", f)
-        self.act_export = act("Merge && export…", self.export, "Ctrl+E", f)
-        f.addSeparator()
-        act("Quit", self.close, "Ctrl+Q", f)
-        r = mb.addMenu("&Run")
-        self.act_start = act("Start training", self.start,
-                             [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")], r)
-        self.act_pause = act("Pause / resume", self.controller.toggle_pause, "Space", r)
-        self.act_stop = act("Stop (saves a checkpoint)", self.controller.stop, "Ctrl+.", r)
-        self.act_continue = act("Continue a stopped run…", self.continue_dialog, None, r)
-        v = mb.addMenu("&View")
-        group = QActionGroup(self)
-        current = QSettings().value("appearance/theme", "system")
-        for value, text in (("system", "System appearance"), ("light", "Light"), ("dark", "Dark")):
-            a = act(text, lambda _=False, t=value: self.set_theme(t), None, v)
-            a.setCheckable(True)
-            a.setChecked(value == current)
-            group.addAction(a)
-        h = mb.addMenu("&Help")
-        act("About LoRA Studio", self.about, None, h)
 
     def _wire(self):
         h, c, s = self.header, self.controller, self.session
@@ -223,8 +93,42 @@ class MainWindow(QMainWindow):
         s.data_stats.connect(lambda stats: self._block("data"))
         s.data_failed.connect(lambda f: (self._block("data", "Data not usable: see the Data tab"),
                                          self.statusBar().showMessage(f"data: {f.message}", 8000)))
+        self.variants.changed.connect(lambda: s.set_variants(self.variants.values()))
+        self._fit_timer = QTimer(self, singleShot=True, interval=300)  # one estimate per burst of edits
+        self._fit_timer.timeout.connect(self._fit_config)
+        s.changed.connect(self._draft_changed)
+        s.model_ready.connect(lambda info: self._fit_timer.start())
+        c.finished.connect(lambda ev: self.run_dir and self.fit.show_run(self.run_dir))
+        self.study.open_run.connect(self.open_run)
+        self.study.running_changed.connect(lambda running: self._state_changed(self.controller.state))
+        self.tabs.currentChanged.connect(lambda _: self.tabs.currentWidget() is self.study and self._study_config())
+        self._draft_changed("")
+
+    def _draft_changed(self, section: str):
+        self.variants.set_config(self.session.draft)  # a Draft has a RunConfig's sections
+        self._fit_timer.start()
+
+    def _built(self):
+        """The draft as a RunConfig, or None while it is not valid (Start says why)."""
+        try:
+            return self.session.build()
+        except UserError:
+            return None
+
+    def _fit_config(self):
+        config = self._built()
+        if config is not None and self.session.info is not None:
+            self.fit.set_config(config)
+
+    def _study_config(self):
+        config = self._built()
+        if config is not None and not self.study.running:
+            self.study.set_config(config)
 
     def _first_load(self):
+        from lora_studio.ui.fit_panel import detect_gpu
+
+        self.fit.runner.start(detect_gpu, on_done=self.fit._detected)
         self.session.load_model()
         self.session.refresh_data()
         if self._config_path:
@@ -263,6 +167,8 @@ class MainWindow(QMainWindow):
         self.training.plots.apply_theme(name)
         self.spectra_tab.apply_theme(name)
         self.runs.apply_theme(name)
+        self.fit.apply_theme(name)
+        self.study.apply_theme(name)
 
     # -- messages ------------------------------------------------------------------------
     def error(self, title: str, failure):
@@ -298,9 +204,7 @@ class MainWindow(QMainWindow):
 
     # -- the run -------------------------------------------------------------------------
     def start(self):
-        from lora_studio.engine.errors import UserError
-
-        if self.controller.running:
+        if self.controller.running or self.study.running:
             return
         commit_edits()
         try:
@@ -342,7 +246,6 @@ class MainWindow(QMainWindow):
 
     def continue_run(self, run_dir: str):
         from lora_studio.config import RunConfig
-        from lora_studio.engine.errors import UserError
 
         if self.controller.running or not run_dir:
             return
@@ -394,15 +297,17 @@ class MainWindow(QMainWindow):
         if state != "idle" or not self.run_dir or self._blocked:
             self.header.set_state(text, kind)
         running = state != "idle"
-        self.header.start.setEnabled(not running and not self._blocked)
-        self.act_start.setEnabled(not running and not self._blocked)
+        startable = not running and not self._blocked and not self.study.running  # one run at a time
+        self.header.start.setEnabled(startable)
+        self.act_start.setEnabled(startable)
+        self.study.start_button.setEnabled(not running and not self.study.running)
         self.header.pause.setEnabled(state in ("running", "paused", "starting"))
         self.act_pause.setEnabled(state in ("running", "paused", "starting"))
         self.header.pause.setText("Resume" if state == "paused" else "Pause")
         self.header.pause.setIcon(icon("play" if state == "paused" else "pause", "#6a7385"))
         self.header.stop.setEnabled(state in ("running", "paused", "starting"))
         self.act_stop.setEnabled(state in ("running", "paused", "starting"))
-        for w in (self.model_panel, self.adapter_panel, self.data_panel, self.train_settings, self.grid):
+        for w in (self.model_panel, self.adapter_panel, self.variants, self.data_panel, self.train_settings, self.grid):
             w.setEnabled(not running)
         self.act_open_run.setEnabled(not running)
         self.act_continue.setEnabled(not running)
@@ -493,6 +398,7 @@ class MainWindow(QMainWindow):
                 self.controller.stop()
             return
         self._save_settings()
+        self.study.shutdown()
         self.controller.wait()
         for runner in self.findChildren(TaskRunner):  # session, try it, export, spectra: no thread outlives us
             runner.wait_all()

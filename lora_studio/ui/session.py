@@ -211,6 +211,15 @@ class Session(QObject):
         self.changed.emit("lora")
         self.recompute_budget()
 
+    def set_variants(self, values: dict):
+        """{section: {field: value}} (VariantsPanel.values): LoRA+, DoRA, init, base precision, optimizer."""
+        for section, fields in values.items():
+            for key, value in fields.items():
+                setattr(getattr(self.draft, section), key, value)
+        for section in values:
+            self.changed.emit(section)
+        self.recompute_budget()
+
     def scaling(self) -> float:
         lc = self.draft.lora
         return lc.alpha / (lc.rank ** 0.5 if lc.rslora else lc.rank)
@@ -318,7 +327,8 @@ class Session(QObject):
         try:
             b = estimate(self.info.skeleton, self.lora_spec(), self.budget_precision(),
                          int(self.draft.train.batch_size), int(self.draft.data.max_length),
-                         bool(self.draft.train.gradient_checkpointing))
+                         bool(self.draft.train.gradient_checkpointing), quantize=self.draft.model.quantize,
+                         optimizer=self.draft.train.optimizer)
         except UserError as e:
             return self._emit_budget(BudgetView(None, str(e)))
         by_target = dict(b.by_target)

@@ -48,8 +48,8 @@ class VariantsPanel(Section):
 
     changed = Signal()
 
-    def __init__(self, config: RunConfig | None = None, parent=None):
-        super().__init__("LoRA variants", parent)
+    def __init__(self, config: RunConfig | None = None, parent=None, collapsible: bool = False):
+        super().__init__("LoRA variants", parent, collapsible=collapsible)
         self.loraplus = QDoubleSpinBox()
         self.loraplus.setRange(1.0, 1024.0)
         self.loraplus.setDecimals(1)
