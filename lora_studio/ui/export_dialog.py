@@ -1,5 +1,6 @@
-"""Merge & export: write the merged Hugging Face model (dtype of choice) and/or the PEFT adapter
-of a run, with a progress bar and the verification figure (max |Δ logits|) when done."""
+"""Merge & export: write the merged Hugging Face model (dtype of choice), the PEFT adapter and/or
+a GGUF of a run, with a progress bar and the verification figure (max |Δ logits|) when done.
+Each export's outcome is added below the previous ones."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout,
-                               QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+                               QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+
+from lora_studio.ui.gguf_section import GGUFSection, describe
 
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Section, icon, label
@@ -15,7 +18,9 @@ from lora_studio.ui.widgets import Section, icon, label
 DTYPES = (("float32", "float32 (exact)"), ("bfloat16", "bfloat16 (half the size)"), ("float16", "float16"))
 
 
-def run_export(run_dir: str, merged_dir: str, adapter_dir: str, dtype: str, progress) -> dict:
+def run_export(run_dir: str, merged_dir: str, adapter_dir: str, dtype: str, progress, gguf=None,
+               gguf_out: str = "") -> dict:
+    """`gguf`: GGUFSection.job() (made in the GUI thread), writing `gguf_out`."""
     from lora_studio.engine.export import export_adapter, merge_and_export
 
     out = {}
@@ -24,6 +29,8 @@ def run_export(run_dir: str, merged_dir: str, adapter_dir: str, dtype: str, prog
         out["adapter"] = (adapter_dir, export_adapter(run_dir, adapter_dir))
     if merged_dir:
         out["merged"] = merge_and_export(run_dir, merged_dir, dtype=dtype, progress=progress)
+    if gguf is not None:
+        out["gguf"] = gguf(run_dir, gguf_out, progress)
     progress("done", 1.0)
     return out
 
@@ -54,11 +61,17 @@ class ExportDialog(QDialog):
         out.form.addRow(self.adapter_on)
         self.adapter_dir = self._folder_row(out, "Folder", "", "new folder for the adapter")
         lay.addWidget(out)
+        self.gguf = GGUFSection(run_dir, runner=self.tasks)
+        lay.addWidget(self.gguf)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.state = label("", "Hint", wrap=True)
-        self.outcome = label("", "CardAccent", wrap=True, selectable=True)
+        self.outcome = QPlainTextEdit()  # every export's result, newest last
+        self.outcome.setObjectName("ExportOutcome")
+        self.outcome.setReadOnly(True)
+        self.outcome.setMinimumHeight(110)
+        self.outcome.hide()
         lay.addWidget(self.progress)
         lay.addWidget(self.state)
         lay.addWidget(self.outcome)
@@ -75,6 +88,7 @@ class ExportDialog(QDialog):
         self.merged_on.toggled.connect(self.dtype.setEnabled)
         self.adapter_on.toggled.connect(self.adapter_dir.parentWidget().setEnabled)
         self.adapter_dir.parentWidget().setEnabled(False)
+        self.run_dir.textChanged.connect(self.gguf.set_run)
         self._defaults(run_dir)
 
     def _folder_row(self, section, title, value, placeholder) -> QLineEdit:
@@ -109,13 +123,17 @@ class ExportDialog(QDialog):
         run = self.run_dir.text().strip()
         merged = self.merged_dir.text().strip() if self.merged_on.isChecked() else ""
         adapter = self.adapter_dir.text().strip() if self.adapter_on.isChecked() else ""
-        if not run or not (merged or adapter):
+        gguf = self.gguf.job() if self.gguf.enabled.isChecked() else None
+        gguf_out = self.gguf.out.text().strip()
+        if gguf is not None and not gguf_out:
+            self.state.setText("Choose the GGUF file.")
+            return
+        if not run or not (merged or adapter or gguf):
             self.state.setText("Choose a run folder and at least one output.")
             return
         self.export.setEnabled(False)
-        self.outcome.setText("")
         self.progress.setValue(0)
-        self.tasks.start(run_export, run, merged, adapter, self.dtype.currentData(),
+        self.tasks.start(run_export, run, merged, adapter, self.dtype.currentData(), gguf=gguf, gguf_out=gguf_out,
                          on_done=self._done, on_failed=self._failed, on_progress=self._progress)
 
     def _progress(self, msg: str, frac: float):
@@ -135,15 +153,24 @@ class ExportDialog(QDialog):
         if "adapter" in result:
             path, files = result["adapter"]
             lines.append(f"Adapter written to {path}: {', '.join(files)}")
-        self.outcome.setText("\n\n".join(lines))
+        if "gguf" in result:
+            lines.append(describe(result["gguf"]))
         self.state.setText("Done.")
-        self.adjustSize()  # room for the result: the form keeps its size
+        self.add_outcome("\n\n".join(lines))
+
+    def add_outcome(self, text: str):
+        """Append an export's result; the earlier ones stay (the dialog grows, its fields never shrink)."""
+        if self.outcome.toPlainText():
+            text = "\n" + "─" * 24 + "\n" + text
+        self.outcome.appendPlainText(text)
+        if self.outcome.isHidden():
+            self.outcome.show()
+            self.resize(self.width(), max(self.height(), self.sizeHint().height()))
 
     def _failed(self, failure):
         self.export.setEnabled(True)
         self.progress.setValue(0)
         self.state.setText("")
-        self.outcome.setText("")
         from PySide6.QtWidgets import QMessageBox
 
         box = QMessageBox.critical if failure.kind == "bug" else QMessageBox.warning

@@ -70,7 +70,7 @@ def test_merge_and_export_shows_the_verification(window, qtbot, finished_run, tm
     qtbot.waitUntil(lambda: dialog.result is not None, timeout=60_000)
     r = dialog.result["merged"]
     assert r.ok and (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
-    assert f"max |Δ logits| = {r.max_abs_diff:.3g}" in dialog.outcome.text()
+    assert f"max |Δ logits| = {r.max_abs_diff:.3g}" in dialog.outcome.toPlainText()
     assert dialog.progress.value() == 1000
     written = sorted(p.name for p in adapter.iterdir())  # the model card (README.md, loss.png) may come too
     assert {"adapter_config.json", "adapter_model.safetensors", "labels.json", "lora_studio.json"} <= set(written)
