@@ -241,7 +241,7 @@ class MainWindow(QMainWindow):
         self.training.plots.clear()
         self.run_dir, self.run_task = str(resume or config.out), config.model.task
         self.tryit.set_run(self.run_dir, self.run_task)
-        self.controller.start(config, resume, overwrite)
+        self.controller.start(config, resume, overwrite, nproc=self.train_settings.nproc())
         self.tabs.setCurrentWidget(self.training.parentWidget())
 
     def continue_run(self, run_dir: str):
@@ -301,8 +301,9 @@ class MainWindow(QMainWindow):
         self.header.start.setEnabled(startable)
         self.act_start.setEnabled(startable)
         self.study.start_button.setEnabled(not running and not self.study.running)
-        self.header.pause.setEnabled(state in ("running", "paused", "starting"))
-        self.act_pause.setEnabled(state in ("running", "paused", "starting"))
+        pausable = state in ("running", "paused", "starting") and not self.controller.multi  # torchrun: stop only
+        self.header.pause.setEnabled(pausable)
+        self.act_pause.setEnabled(pausable)
         self.header.pause.setText("Resume" if state == "paused" else "Pause")
         self.header.pause.setIcon(icon("play" if state == "paused" else "pause", "#6a7385"))
         self.header.stop.setEnabled(state in ("running", "paused", "starting"))

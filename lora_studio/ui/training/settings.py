@@ -1,11 +1,15 @@
 """Training settings: length (steps or epochs), learning rate, batch and accumulation,
-precision, device (GPUs by name and memory), evaluation/checkpoint cadence, run folder."""
+precision, device (GPUs by name and memory), one or all GPUs (a torchrun subprocess), the
+command for a cluster, evaluation/checkpoint cadence, run folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QSettings
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit,
-                               QPushButton, QSpinBox, QStackedWidget)
+                               QMessageBox, QPushButton, QSpinBox, QStackedWidget)
 
 from lora_studio.ui.session import Session
 from lora_studio.ui.widgets import NumberValidator, Section, icon, label, parse_number
@@ -70,6 +74,15 @@ class TrainingSettings(Section):
         self.device = QComboBox()
         self.device.setToolTip("Where to train; GPUs are listed with their memory")
         self.form.addRow("Device", self.device)
+        self.gpus = 0  # CUDA devices on this machine (from the model probe's device list)
+        self.devices = QComboBox()
+        self.devices.setToolTip("All GPUs: one process per GPU under torchrun (DDP or FSDP2), the batch per GPU")
+        self.form.addRow("Devices", self.devices)
+        self.cluster = QPushButton(icon("export", "#6a7385"), "Copy command for a cluster")
+        self.cluster.setToolTip("Saves this configuration as TOML and copies a torchrun line and a Slurm "
+                                "sbatch script that train it")
+        self.cluster.clicked.connect(self.copy_cluster_command)
+        self.form.addRow("", self.cluster)
         self.checkpointing = QCheckBox("Gradient checkpointing")
         self.checkpointing.setToolTip("Recompute activations in the backward pass: less memory, about 30 % slower")
         self.form.addRow("", self.checkpointing)
@@ -112,6 +125,44 @@ class TrainingSettings(Section):
         self._devices(None)
         self._sync()
 
+    def nproc(self) -> int:
+        """Processes to train with: 1, or every GPU (LORA_STUDIO_GUI_NPROC=N forces N, gloo on a CPU)."""
+        from lora_studio.ui.training.process import forced_nproc
+
+        forced = forced_nproc()
+        if forced:
+            return forced
+        return self.gpus if self.gpus > 1 and self.devices.currentData() == "all" else 1
+
+    def copy_cluster_command(self, path: str | None = None):
+        """Save the configuration as TOML (asks where) and copy the torchrun line and an sbatch script."""
+        from lora_studio.engine.errors import UserError
+        from lora_studio.launch import cluster_text
+        from lora_studio.ui.widgets import commit_edits
+
+        commit_edits()
+        try:
+            config = self.session.build()
+        except UserError as e:
+            QMessageBox.warning(self, "Cannot write the command", str(e))
+            return
+        if not path:
+            st = QSettings()
+            path, _ = QFileDialog.getSaveFileName(self, "Save the configuration the command trains",
+                                                  str(Path(st.value("folders/config", "")) / "cluster-run.toml"),
+                                                  "Run configuration (*.toml)")
+            if not path:
+                return
+            st.setValue("folders/config", str(Path(path).parent))
+        try:
+            config.save(path)
+        except OSError as e:
+            QMessageBox.warning(self, "Cannot write the command", f"{path}: {e.strerror or e}")
+            return
+        text = cluster_text(path, max(1, self.gpus))
+        QGuiApplication.clipboard().setText(text)
+        return text
+
     def _length_kind(self):
         if self.length_kind.currentData() == "steps":
             self.session.set_train(max_steps=max(1, self.steps.value()))
@@ -144,6 +195,13 @@ class TrainingSettings(Section):
         if self.device.findData(current) < 0:
             self.device.addItem(current, current)
         self.device.setCurrentIndex(self.device.findData(current))
+        self.gpus = sum(1 for d in devs if d.value.startswith("cuda"))
+        choice = self.devices.currentData() or "one"
+        self.devices.clear()
+        self.devices.addItem("This GPU", "one")
+        self.devices.addItem(f"All {self.gpus} GPUs", "all")
+        self.devices.setCurrentIndex(self.devices.findData(choice))
+        self.form.setRowVisible(self.devices, self.gpus > 1)  # one GPU or none: nothing to choose
 
     def _sync(self):
         t = self.session.draft.train

@@ -7,7 +7,7 @@ engine's `Control` flags, which the loop reads between steps.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Qt, Signal, Slot
 
 
 class TrainWorker(QObject):
@@ -85,6 +85,12 @@ class TrainingController(QObject):
         self.control = None
         self.run_dir = ""
         self.last_step = 0
+        self.process = None  # a training.process.RunProcess: a run with several processes
+
+    @property
+    def multi(self) -> bool:
+        """The run is a torchrun subprocess (no pause, no live spectra)."""
+        return self.process is not None
 
     @property
     def running(self) -> bool:
@@ -95,11 +101,22 @@ class TrainingController(QObject):
             self.state = state
             self.state_changed.emit(state)
 
-    def start(self, config, resume: str | None = None, overwrite: bool = False):
+    def start(self, config, resume: str | None = None, overwrite: bool = False, nproc: int = 1):
         """Start `config` (a validated RunConfig) or resume the run folder `resume`; `overwrite`: the
-        user agreed to replace the run in config.out."""
+        user agreed to replace the run in config.out. `nproc` > 1: a torchrun subprocess."""
         if self.running:
             raise RuntimeError("a run is already in progress")
+        self.run_dir = str(resume or config.out)
+        self.last_step = 0
+        if nproc > 1:
+            from lora_studio.ui.training.process import RunProcess
+
+            self.control = None
+            self.process = RunProcess(config, nproc, resume, overwrite, self)
+            self.process.event.connect(self._event)
+            self._set_state("starting")
+            self.process.start()
+            return
         from lora_studio.engine import warm_imports
 
         warm_imports()  # waits for a probe thread's first torch import, if one is in flight
@@ -127,18 +144,25 @@ class TrainingController(QObject):
             self.control.resume()
 
     def toggle_pause(self):
-        if self.control is None or not self.running:
+        if self.control is None or not self.running:  # (none with several processes: stop and continue)
             return
         self.resume() if self.control.paused else self.pause()
 
     def stop(self):
         """Ask the loop to stop after the current step; it saves a checkpoint (resumable)."""
-        if self.control and self.running:
+        if self.process is not None and self.running:
+            self.process.interrupt()
+            self._set_state("stopping")
+        elif self.control and self.running:
             self.control.stop()
             self._set_state("stopping")
 
     def wait(self, ms: int = 60_000) -> bool:
         """Block until the thread has ended (closing the window, tests)."""
+        if self.process is not None:
+            done = self.process.wait(ms)
+            QCoreApplication.processEvents()  # its finished signal: the Finished event
+            return done
         if self.thread is None:
             return True
         return self.thread.wait(ms)
@@ -187,5 +211,8 @@ class TrainingController(QObject):
             self.thread.quit()
             self.thread.wait()
         self.thread, self.worker = None, None
+        if self.process is not None:
+            self.process.deleteLater()
+            self.process = None
         self._set_state("idle")
         self.finished.emit(ev)
