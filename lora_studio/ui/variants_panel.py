@@ -57,7 +57,7 @@ class VariantsPanel(Section):
         self.loraplus.setSpecialValueText("off")
         self.loraplus.setToolTip("LoRA+ (Hayou et al. 2024): B learns this many times faster than A; "
                                  "1 = plain LoRA, the paper uses 16")
-        self.dora = QCheckBox("DoRA: learn a magnitude per output row")
+        self.dora = QCheckBox("DoRA (magnitude × direction)")
         self.dora.setToolTip("DoRA (Liu et al. 2024): W = m · (W0 + sBA) / ‖W0 + sBA‖, m trained per output row")
         self.init = _combo(INITS, INIT_TEXT, INIT_TIPS, "How A and B start")
         self.quantize = _combo(QUANTIZE, QUANT_TEXT, QUANT_TIPS,
@@ -66,9 +66,9 @@ class VariantsPanel(Section):
         f = self.form
         row = QHBoxLayout()
         row.addWidget(self.loraplus, 1)
-        row.addWidget(label("1 = off · paper: 16", "Hint"))
+        row.addWidget(label("paper: 16", "Hint"))
         f.addRow("LoRA+ ratio", row)
-        f.addRow("", self.dora)
+        f.addRow(self.dora)
         f.addRow("Initialisation", self.init)
         f.addRow("Base precision", self.quantize)
         f.addRow("Optimizer", self.optimizer)

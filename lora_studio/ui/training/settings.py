@@ -82,7 +82,7 @@ class TrainingSettings(Section):
         self.cluster.setToolTip("Saves this configuration as TOML and copies a torchrun line and a Slurm "
                                 "sbatch script that train it")
         self.cluster.clicked.connect(self.copy_cluster_command)
-        self.form.addRow("", self.cluster)
+        self.form.addRow(self.cluster)
         self.checkpointing = QCheckBox("Gradient checkpointing")
         self.checkpointing.setToolTip("Recompute activations in the backward pass: less memory, about 30 % slower")
         self.form.addRow("", self.checkpointing)
