@@ -45,6 +45,7 @@ class MainWindow(QMainWindow):
         self.run_dir = ""  # the run shown (trained here or opened)
         self.run_task = "classification"
         self._closing = False
+        self._quiet = False  # closing: no new background work
         self._blocked: dict[str, str] = {}  # why Start must wait: {"model": "Loading model …", ...}
         self._config_path = config_path
 
@@ -116,6 +117,8 @@ class MainWindow(QMainWindow):
             return None
 
     def _fit_config(self):
+        if self._quiet:
+            return
         config = self._built()
         if config is not None and self.session.info is not None:
             self.fit.set_config(config)
@@ -399,8 +402,17 @@ class MainWindow(QMainWindow):
                 self.controller.stop()
             return
         self._save_settings()
-        self.study.shutdown()
         self.controller.wait()
-        for runner in self.findChildren(TaskRunner):  # session, try it, export, spectra: no thread outlives us
-            runner.wait_all()
+        self.quiesce()
         event.accept()
+
+    def quiesce(self):
+        """No more background work: the estimate timers stopped, results still on their way dropped,
+        the study stopped, every worker thread ended (session, try it, export, spectra, fit)."""
+        self._quiet = True
+        self._fit_timer.stop()
+        self.fit._timer.stop()
+        self.fit._generation += 1  # FitPanel drops results of an older generation
+        self.study.shutdown()
+        for runner in self.findChildren(TaskRunner):
+            runner.wait_all()

@@ -51,6 +51,7 @@ def shut(w):
         w.controller.stop()
         w.controller.wait()
     QCoreApplication.processEvents()
+    w.quiesce()
     from lora_studio.ui.tasks import TaskRunner
 
     for runner in w.findChildren(TaskRunner):
