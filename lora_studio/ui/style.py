@@ -13,14 +13,14 @@ LIGHT = {
     "text": "#1b2130", "muted": "#6a7385", "chip": "#e8ebf0",
     "accent": "#5b50e8", "accent_hover": "#4a3fd6", "soft": "#eeecfd", "accent_border": "#cfcaf9",
     "ok": "#138a4b", "ok_soft": "#e3f5ea", "warn": "#b25e00", "warn_soft": "#fdf0dc",
-    "bad": "#d23c3c", "bad_soft": "#fde8e8",
+    "bad": "#d23c3c", "bad_soft": "#fde8e8", "disabled": "#a9afbb", "disabled_border": "#eceef2",
 }
 DARK = {
     "bg": "#14161b", "surface": "#1c1f26", "input": "#23272f", "alt": "#20232a", "border": "#2e333d",
     "text": "#e7e9ef", "muted": "#9199a8", "chip": "#2c313b",
     "accent": "#8c84ff", "accent_hover": "#9d96ff", "soft": "#2a2850", "accent_border": "#4b4690",
     "ok": "#4ccb85", "ok_soft": "#173325", "warn": "#f0a44b", "warn_soft": "#3a2a14",
-    "bad": "#ff6b6b", "bad_soft": "#3d1d1f",
+    "bad": "#ff6b6b", "bad_soft": "#3d1d1f", "disabled": "#5a606c", "disabled_border": "#23262d",
 }
 # plot colours (pyqtgraph) per theme: train loss, smoothed, eval, accuracy, learning rate
 PLOT = {
@@ -73,8 +73,10 @@ def apply(app, theme: str = "system") -> str:
                       (QPalette.Link, "accent")):
         pal.setColor(role, QColor(c[key]))
     pal.setColor(QPalette.HighlightedText, QColor("#ffffff"))
-    for role in (QPalette.Text, QPalette.WindowText, QPalette.ButtonText):
+    for role in (QPalette.Text, QPalette.WindowText):
         pal.setColor(QPalette.Disabled, role, QColor(c["muted"]))
+    pal.setColor(QPalette.Disabled, QPalette.ButtonText, QColor(c["disabled"]))  # dimmer than muted labels
+    pal.setColor(QPalette.Disabled, QPalette.Button, QColor(c["bg"]))
     app.setPalette(pal)
     font = QFont()
     font.setFamilies(FONTS)

@@ -155,9 +155,10 @@ class Section(QFrame):
 class Card(QFrame):
     """A number that matters: small title, big value, a line of context under it."""
 
-    def __init__(self, title: str, parent=None, small: bool = False, steady: bool = False):
-        """`steady`: one-line texts that never change the card's size (live readouts: a text
-        change then repaints the label only, not the layout around it)."""
+    def __init__(self, title: str, parent=None, small: bool = False, steady: bool = False, lines: int = 1):
+        """`steady`: texts that never change the card's size (live readouts: a text change then
+        repaints the label only, not the layout around it); the sub-line is one elided line, or
+        with `lines` > 1 that many wrapped lines of fixed height (numbers that must show whole)."""
         super().__init__(parent)
         self.setObjectName("Card")
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
@@ -166,11 +167,16 @@ class Card(QFrame):
         lay.setSpacing(2)
         self.title = label(title, "CardTitle", wrap=not steady)  # wraps rather than widen the window
         self.value = label("–", "CardValueSmall" if small else "CardValue", selectable=True)
-        self.sub = ElidedLabel("", "CardSub") if steady else label("", "CardSub", wrap=True)
+        self.sub = ElidedLabel("", "CardSub") if steady and lines == 1 else label("", "CardSub", wrap=True)
         if steady:
             for w in (self.value, self.sub):
                 w.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
                 w.setMinimumWidth(40)
+            if lines > 1:
+                self.sub.ensurePolished()  # the stylesheet's font, before measuring it
+                fm = self.sub.fontMetrics()
+                self.sub.setFixedHeight(lines * fm.lineSpacing() + 2)
+                self.sub.setAlignment(Qt.AlignLeft | Qt.AlignTop)
         lay.addWidget(self.title)
         lay.addWidget(self.value)
         lay.addWidget(self.sub)

@@ -73,12 +73,13 @@ class TrainingView(QWidget):
         lay.setSpacing(12)
         cards = QHBoxLayout()
         cards.setSpacing(12)
-        self.step = Card("Step", small=True, steady=True)
+        # two fixed lines: "epoch · lr", "eval · accuracy" and progress texts show whole at 1280 px
+        self.step = Card("Step", small=True, steady=True, lines=2)
         self.progress = QProgressBar()
         self.progress.setMaximumHeight(6)
         self.progress.setTextVisible(False)
         self.step.extra.addWidget(self.progress)
-        self.loss = Card("Loss (smoothed)", small=True, steady=True)
+        self.loss = Card("Loss (smoothed)", small=True, steady=True, lines=2)
         self.speed = Card("Throughput", small=True, steady=True)
         self.eta = Card("Time left", small=True, steady=True)
         self.memory = Card("Memory", small=True, steady=True)
@@ -167,7 +168,7 @@ class TrainingView(QWidget):
         evl = self._eval
         if evl is None or evl.eval_loss is None or not math.isfinite(evl.eval_loss):
             return ""
-        return f"eval {evl.eval_loss:.4f}" + (f" · acc. {evl.accuracy:.1%}" if evl.accuracy is not None else "")
+        return f"eval {evl.eval_loss:.4f}" + (f"\nacc. {evl.accuracy:.1%}" if evl.accuracy is not None else "")
 
     def _refresh(self):
         ev = self._last
@@ -177,7 +178,7 @@ class TrainingView(QWidget):
         self.progress.setMaximum(max(1, ev.total_steps))
         self.progress.setValue(ev.step)
         self.step.value.setText(f"{ev.step:,} / {ev.total_steps:,}")
-        self.step.sub.setText(f"epoch {ev.epoch:.2f} · lr {ev.lr:.2e}")
+        self.step.sub.setText(f"epoch {ev.epoch:.2f}\nlr {ev.lr:.2e}")
         ema = self.plots.ema.y[self.plots.ema.n - 1] if self.plots.ema.n else ev.loss
         self.loss.set(f"{ema:.4f}", self._eval_text() or f"last step {ev.loss:.4f}")
         self.speed.value.setText(f"{ev.tokens_per_s:,.0f} tok/s")
