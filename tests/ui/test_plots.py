@@ -21,3 +21,59 @@ def test_axes_units_accuracy_percent_and_menu(qtbot):
     assert plots.loss.getAxis("left").logMode
     plots.set_task("causal-lm")
     assert plots.side.getAxis("left").labelText == "‖g‖₂"
+
+
+def test_grad_norm_epochs_legend_log_and_saving(qtbot, tmp_path, monkeypatch):
+    import csv
+
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QImage
+    from PySide6.QtWidgets import QFileDialog
+
+    from lora_studio.ui.training.view import TrainingView
+    from lora_studio.ui.training.worker import TrainingController
+    from lora_studio.engine.events import Eval, Step
+
+    view = TrainingView(TrainingController())
+    qtbot.addWidget(view)
+    view.resize(1000, 600)
+    view.show()
+    plots, c = view.plots, view.controller
+    plots.set_task("classification")
+    norms = [0.9, 0.7, 0.5, 0.45, 0.4, 0.3, 0.25]
+    for i, g in enumerate(norms, start=1):  # 3 steps per epoch: boundaries after steps 3 and 6
+        c.stepped.emit(Step(i, 7, i / 3, 1.0 / i, 1e-3, g, 100.0, float(i), 1.0, 0, 0))
+    c.evaluated.emit(Eval(6, 0.3, 0.5))
+    plots.flush()
+    assert list(plots.norm_curve.yData) == norms  # its own plot for a classifier
+    assert plots.norm_plot.scene() is not None and plots.norm_plot.getAxis("left").labelText == "‖g‖₂"
+    assert plots.epochs == [(3, 1), (6, 2)]
+    marks = [m for m in plots._marks if m.getViewBox() is plots.loss.getViewBox()]
+    assert sorted(m.value() for m in marks) == [3, 6]
+    # the legend is its own row above the loss plot, not inside its data area
+    legend = plots.legend.sceneBoundingRect()
+    assert legend.bottom() <= plots.loss.vb.sceneBoundingRect().top()
+    assert [label.text for _, label in plots.legend.items] == ["train loss", "smoothed", "eval loss"]
+
+    qtbot.mouseClick(plots.log_loss, Qt.LeftButton)
+    assert plots.loss.getAxis("left").logMode
+    qtbot.mouseClick(plots.log_loss, Qt.LeftButton)
+    assert not plots.loss.getAxis("left").logMode
+
+    png, data = tmp_path / "plot.png", tmp_path / "curves.csv"
+    answers = iter([(str(png), ""), (str(data), "")])
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: next(answers)))
+    qtbot.mouseClick(plots.save_plot, Qt.LeftButton)
+    qtbot.mouseClick(plots.save_data, Qt.LeftButton)
+    image = QImage(str(png))
+    assert not image.isNull() and image.width() == plots.view.width()
+    rows = list(csv.DictReader(data.open()))
+    got = [float(r["value"]) for r in rows if r["series"] == "grad_norm"]
+    assert got == norms and [int(r["step"]) for r in rows if r["series"] == "grad_norm"] == list(range(1, 8))
+    assert [(int(r["step"]), float(r["value"])) for r in rows if r["series"] == "eval_accuracy_percent"] == [(6, 50.0)]
+    assert [float(r["value"]) for r in rows if r["series"] == "train_loss"] == [1.0 / i for i in range(1, 8)]
+
+    plots.set_task("causal-lm")  # the side plot is the gradient norm: no second one
+    assert plots.norm_plot.scene() is None
+    plots.clear()
+    assert plots.epochs == [] and plots._marks == []

@@ -8,12 +8,14 @@ so 100k+ points stay smooth.
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from lora_studio.ui import style
 
@@ -47,28 +49,53 @@ class Series:
 
 
 class TrainingPlots(QWidget):
+    """Loss (train, smoothed, eval) over the run; below it eval accuracy (classification), the
+    gradient norm and the learning rate. Dashed vertical lines mark epoch boundaries. A bar above
+    the plots: log scale for the loss, "Save plot…" (PNG) and "Save data…" (CSV)."""
+
     def __init__(self, parent=None):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(4)
+        bar = QHBoxLayout()
+        bar.setContentsMargins(4, 0, 0, 0)
+        self.log_loss = QCheckBox("Log scale (loss)")
+        self.log_loss.setToolTip("Logarithmic loss axis: late, small improvements stay visible")
+        self.save_plot = QPushButton("Save plot…")
+        self.save_plot.setToolTip("The plots as a PNG image")
+        self.save_data = QPushButton("Save data…")
+        self.save_data.setToolTip("The curves as CSV: series, step, value")
+        bar.addWidget(self.log_loss)
+        bar.addStretch(1)
+        bar.addWidget(self.save_plot)
+        bar.addWidget(self.save_data)
+        lay.addLayout(bar)
         self.view = pg.GraphicsLayoutWidget()
-        lay.addWidget(self.view)
-        self.loss = self.view.addPlot(row=0, col=0, colspan=2)
-        self.side = self.view.addPlot(row=1, col=0)
-        self.lr = self.view.addPlot(row=1, col=1)
-        self.view.ci.layout.setRowStretchFactor(0, 3)
-        self.view.ci.layout.setRowStretchFactor(1, 2)
+        lay.addWidget(self.view, 1)
+        # the legend has its own row above the loss plot: it never covers a curve
+        self.legend = pg.LegendItem(colCount=3, labelTextSize="9pt", horSpacing=18)
+        self.view.addItem(self.legend, row=0, col=0, colspan=3)
+        self.loss = self.view.addPlot(row=1, col=0, colspan=3)
+        self.side = self.view.addPlot(row=2, col=0)
+        self.norm_plot = self.view.addPlot(row=2, col=1)
+        self.lr = self.view.addPlot(row=2, col=2)
+        self.view.ci.layout.setRowStretchFactor(1, 3)
+        self.view.ci.layout.setRowStretchFactor(2, 2)
         self.view.ci.setSpacing(14)
         # no setXLink: pyqtgraph links views by screen position, wrong for plots of other widths;
         # set_total frames all three on the same steps instead
-        self.legend = self.loss.addLegend(offset=(-10, 10), labelTextSize="9pt")
-        self.raw_curve = self.loss.plot(name="train loss")
-        self.ema_curve = self.loss.plot(name="smoothed")
-        self.eval_curve = self.loss.plot(name="eval loss", symbol="o", symbolSize=7)
+        self.raw_curve = self.loss.plot()
+        self.ema_curve = self.loss.plot()
+        self.eval_curve = self.loss.plot(symbol="o", symbolSize=7)
+        for curve, name in ((self.raw_curve, "train loss"), (self.ema_curve, "smoothed"), (self.eval_curve, "eval loss")):
+            self.legend.addItem(curve, name)
         self.side_curve = self.side.plot(symbol="o", symbolSize=6)
+        self.norm_curve = self.norm_plot.plot()
         self.lr_curve = self.lr.plot()
+        self.plots = (self.loss, self.side, self.norm_plot, self.lr)
         self.grids = []
-        for p in (self.loss, self.side, self.lr):
+        for p in self.plots:
             # a GridItem, not showGrid(): the axes' grid costs several times more to paint
             grid = pg.GridItem(textPen=None)
             grid.setTickSpacing(x=[None], y=[None])  # one level of lines: a third of the paint time
@@ -81,13 +108,19 @@ class TrainingPlots(QWidget):
             p.setMenuEnabled(True)  # right click: log scale, and Export… (PNG, SVG, CSV)
             p.getViewBox().setMouseMode(pg.ViewBox.RectMode)
         self.raw, self.ema, self.eval, self.acc, self.norm, self.rate = (Series() for _ in range(6))
+        self.epochs: list[tuple[int, int]] = []  # (step, epoch number starting there), epoch >= 1
+        self._marks: list[pg.InfiniteLine] = []
         self._ema_state = (0.0, 0)
+        self._last_epoch = None
         self.task = "classification"
         self.total = 0
         self._dirty = False
         self.timer = QTimer(self, interval=100)
         self.timer.timeout.connect(self.flush)
         self.timer.start()
+        self.log_loss.toggled.connect(lambda on: self.loss.setLogMode(y=on))
+        self.save_plot.clicked.connect(self._ask_save_plot)
+        self.save_data.clicked.connect(self._ask_save_data)
         self.apply_theme(style.current())
         self.set_task("classification")
 
@@ -96,10 +129,13 @@ class TrainingPlots(QWidget):
         for s in (self.raw, self.ema, self.eval, self.acc, self.norm, self.rate):
             s.clear()
         self._ema_state = (0.0, 0)
+        self._last_epoch = None
+        self.epochs = []
+        self._draw_epochs()
         self.total = 0
         self._dirty = True
         self.flush()
-        for p in (self.loss, self.side, self.lr):
+        for p in self.plots:
             p.enableAutoRange()
 
     def set_task(self, task: str):
@@ -110,16 +146,34 @@ class TrainingPlots(QWidget):
         if classify:
             self.side.setYRange(0, 100, padding=0.02)
         self.side_curve.setSymbol("o" if classify else None)
+        # a language model's side plot is already the gradient norm: the third plot goes
+        shown = self.norm_plot.scene() is not None
+        if classify and not shown:
+            self.view.ci.removeItem(self.lr)
+            self.view.addItem(self.norm_plot, row=2, col=1)
+            self.view.addItem(self.lr, row=2, col=2)
+        elif not classify and shown:
+            self.view.ci.removeItem(self.norm_plot)
+            self.view.ci.removeItem(self.lr)
+            self.view.addItem(self.lr, row=2, col=1, colspan=2)
         self._dirty = True
 
     def set_total(self, total: int):
         """Frame the x axis on the whole run, so the curve grows into it."""
         self.total = total
         if total > 0:
-            for p in (self.loss, self.side, self.lr):
+            for p in self.plots:
                 p.setXRange(0, total, padding=0.02)
 
-    def add_step(self, step: int, loss: float, lr: float, grad_norm: float = math.nan):
+    def add_step(self, step: int, loss: float, lr: float, grad_norm: float = math.nan,
+                 epoch: float | None = None):
+        """`epoch`: Step.epoch (fractional); a step whose whole epoch number grew gets a mark."""
+        if epoch is not None and math.isfinite(epoch):
+            whole = int(math.floor(epoch + 1e-9))
+            if self._last_epoch is not None and whole > self._last_epoch:
+                self.epochs.append((step, whole))
+                self._draw_epochs()
+            self._last_epoch = whole
         if math.isfinite(loss):
             self.raw.append(step, loss)
             value, k = self._ema_state
@@ -143,11 +197,12 @@ class TrainingPlots(QWidget):
         self.clear()
         for r in records:
             if "loss" in r:
-                self.add_step(r["step"], r["loss"], r.get("lr", math.nan), r.get("grad_norm", math.nan))
+                self.add_step(r["step"], r["loss"], r.get("lr", math.nan), r.get("grad_norm", math.nan),
+                              r.get("epoch"))
             if "eval_loss" in r:
                 self.add_eval(r["step"], r["eval_loss"], r.get("accuracy"))
         self.flush()
-        for p in (self.loss, self.lr) if self.task == "classification" else (self.loss, self.side, self.lr):
+        for p in (self.loss, self.norm_plot, self.lr) if self.task == "classification" else self.plots:
             p.enableAutoRange(axis="y")  # accuracy keeps its 0-100 % frame
         last = max((r["step"] for r in records), default=0)
         if last:
@@ -163,6 +218,7 @@ class TrainingPlots(QWidget):
         self.eval_curve.setData(*self.eval.data())
         side = self.acc if self.task == "classification" else self.norm
         self.side_curve.setData(*side.data())
+        self.norm_curve.setData(*self.norm.data(), skipFiniteCheck=True)
         self.lr_curve.setData(*self.rate.data(), skipFiniteCheck=True)
         # auto-range now, not during the paint: a range changed mid-paint costs a second paint
         self.view.scene().prepareForPaint()
@@ -171,7 +227,8 @@ class TrainingPlots(QWidget):
         c = style.colors(theme)
         p = style.PLOT[style.resolve(theme)]
         self.view.setBackground(c["surface"])
-        for plot, title in ((self.loss, "Loss"), (self.side, None), (self.lr, "Learning rate")):
+        for plot, title in ((self.loss, "Loss"), (self.side, None), (self.norm_plot, "Gradient norm"),
+                            (self.lr, "Learning rate")):
             for axis in ("left", "bottom"):
                 ax = plot.getAxis(axis)
                 ax.setPen(pg.mkPen(c["border"]))
@@ -181,6 +238,7 @@ class TrainingPlots(QWidget):
             plot.setLabel("bottom", "step", color=c["muted"])
         self.loss.setLabel("left", "nats / token", color=c["muted"])
         self.lr.setLabel("left", "lr", color=c["muted"])
+        self.norm_plot.setLabel("left", "‖g‖₂", color=c["muted"])
         for grid in self.grids:
             grid.setPen(pg.mkPen(c["border"], width=1))
         self.side.setTitle(self.side.titleLabel.text or "", size="10pt", color=c["text"])
@@ -193,4 +251,57 @@ class TrainingPlots(QWidget):
         self.side_curve.setSymbolBrush(pg.mkBrush(p["acc"]))
         self.side_curve.setSymbolPen(pg.mkPen(c["surface"], width=1.5))
         self.lr_curve.setPen(pg.mkPen(p["lr"], width=2))
+        self.norm_curve.setPen(pg.mkPen(p["ema"], width=1.5))
         self.legend.setLabelTextColor(c["muted"])
+        self._theme = theme
+        self._draw_epochs()
+
+    def _draw_epochs(self):
+        """Dashed vertical lines at epoch boundaries on every plot; the loss plot names them."""
+        for line in self._marks:
+            line.getViewBox() and line.getViewBox().removeItem(line)
+        self._marks = []
+        c = style.colors(getattr(self, "_theme", style.current()))
+        pen = pg.mkPen(c["muted"], width=1, style=Qt.DashLine)
+        for step, epoch in self.epochs:
+            for p in self.plots:
+                opts = dict(label=f"epoch {epoch + 1}", labelOpts=dict(position=0.95, color=c["muted"],
+                                                                       anchors=[(0, 0), (0, 0)])) if p is self.loss else {}
+                line = pg.InfiniteLine(pos=step, angle=90, pen=pen, movable=False, **opts)
+                line.setZValue(-50)
+                p.addItem(line, ignoreBounds=True)
+                self._marks.append(line)
+
+    # -- saving --------------------------------------------------------------------------
+    def _ask_save_plot(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Save plot", "training.png", "PNG image (*.png)")
+        if path:
+            self.save_png(path)
+
+    def _ask_save_data(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Save data", "training.csv", "CSV (*.csv)")
+        if path:
+            self.save_csv(path)
+
+    def save_png(self, path: str):
+        """The plots as shown, at the screen's resolution, written to a temp name and renamed."""
+        self.flush()
+        image = self.view.grab().toImage()
+        tmp = f"{path}.part"
+        if not image.save(tmp, "PNG"):
+            raise OSError(f"could not write {path}")
+        os.replace(tmp, path)
+
+    def save_csv(self, path: str):
+        """Long format, one row per point: series (train_loss, smoothed_loss, eval_loss,
+        eval_accuracy_percent, grad_norm, lr), step, value."""
+        series = (("train_loss", self.raw), ("smoothed_loss", self.ema), ("eval_loss", self.eval),
+                  ("eval_accuracy_percent", self.acc), ("grad_norm", self.norm), ("lr", self.rate))
+        tmp = f"{path}.part"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["series", "step", "value"])
+            for name, s in series:
+                for x, y in zip(*s.data()):
+                    w.writerow([name, int(x), repr(float(y))])
+        os.replace(tmp, path)

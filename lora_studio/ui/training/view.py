@@ -156,7 +156,7 @@ class TrainingView(QWidget):
 
     def _stepped(self, ev):
         self._last = ev
-        self.plots.add_step(ev.step, ev.loss, ev.lr, ev.grad_norm)
+        self.plots.add_step(ev.step, ev.loss, ev.lr, ev.grad_norm, ev.epoch)
 
     def _evaluated(self, ev):
         self._eval = ev
