@@ -52,6 +52,8 @@ class AdapterPanel(Section):
         self.form.addRow("", self.rslora)
         self.scaling = label("", "CardAccent")
         self.form.addRow("Scaling", self.scaling)
+        self.rslora_hint = label("", "Hint", wrap=True)
+        self.form.addRow("", self.rslora_hint)
 
         self.rank.valueChanged.connect(lambda v: session.set_lora(rank=int(v)))
         self.slider.valueChanged.connect(lambda i: self.rank.setValue(RANKS[i]))
@@ -76,3 +78,8 @@ class AdapterPanel(Section):
         self.slider.blockSignals(False)
         formula = f"α / √r = {lc.alpha:g} / √{lc.rank}" if lc.rslora else f"α / r = {lc.alpha:g} / {lc.rank}"
         self.scaling.setText(f"s = {formula} = {self.session.scaling():.3g}")
+        factor = lc.rank ** 0.5  # (α / √r) / (α / r)
+        self.rslora_hint.setText(f"rsLoRA multiplies the update by ×{factor:.2g} at r = {lc.rank} compared with "
+                                 f"α / r = {lc.alpha / lc.rank:.3g}: lower the learning rate or α to match"
+                                 if lc.rslora else "")
+        self.rslora_hint.setVisible(bool(lc.rslora))

@@ -3,6 +3,8 @@ on every change (the estimate runs on the cached meta-device skeleton in a few m
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QHeaderView, QProgressBar,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -15,6 +17,27 @@ NAMES = {"q": "q · query", "k": "k · key", "v": "v · value", "o": "o · outpu
 
 
 MEMORY_ROWS = ("Weights", "Gradients", "Optimizer (AdamW)", "Activations", "Total")
+
+
+def data_memory(session: Session, b) -> tuple:
+    """(LoRA memory, full fine-tuning memory, sequence length, what that length is) with the
+    activations at the length training really pads to. Batches are padded dynamically to their
+    longest example, so the peak comes from the batch holding the data's longest example:
+    min(longest, max_length), not max_length (when the data's lengths are not known yet)."""
+    max_length = int(session.draft.data.max_length)
+    stats = session.stats
+    train = getattr(stats, "train", None)
+    if not train or not train.max_tokens or session.info is None:
+        return b.memory_lora, b.memory_full, max_length, f"max length {max_length}"
+    from lora_studio.engine.budget import activation_bytes
+
+    seq = min(int(train.max_tokens), max_length)
+    t = session.draft.train
+    act = activation_bytes(session.info.skeleton.config, int(t.batch_size), seq, session.budget_precision(),
+                           bool(t.gradient_checkpointing))
+    what = (f"longest example {seq}" if seq < max_length else f"max length {max_length}") + \
+        f" · p95 {train.p95_tokens:.0f} tokens"
+    return replace(b.memory_lora, activations=act), replace(b.memory_full, activations=act), seq, what
 
 
 def percent(p: float) -> str:
@@ -43,12 +66,16 @@ class SavingsCards(QWidget):
             self.memory.extra.addWidget(bar)
         for card in (self.trainable, self.share, self.file, self.memory):
             lay.addWidget(card, 1)
+        self.session = session
+        self.estimate_bytes: int | None = None  # LoRA total at the data's real length
         session.budget_changed.connect(self.show_budget)
+        session.data_stats.connect(lambda _: self.show_budget(session.budget))
         self.show_budget(session.budget)
 
     def show_budget(self, view: BudgetView):
         b = view.budget
         if b is None:
+            self.estimate_bytes = None
             for card in (self.trainable, self.share, self.file, self.memory):
                 card.set("–", "")
             self.trainable.sub.setText(view.message if len(view.message) < 70 else "see the Targets tab")
@@ -63,9 +90,11 @@ class SavingsCards(QWidget):
         self.share.set(percent(b.trainable_percent), f"1 in {ratio:,.0f} parameters · full fine-tuning: 100 %")
         self.file.set(size(b.adapter_file_bytes), f"fp32 safetensors · the model itself: {size(b.base_params * 4)}")
         self.file.setToolTip(f"{b.adapter_file_bytes:,} bytes")
-        lora, full = b.memory_lora.total, b.memory_full.total
+        ml, mf, _, what = data_memory(self.session, b)
+        lora, full = ml.total, mf.total
+        self.estimate_bytes = lora
         saved = 100.0 * (1 - lora / full) if full else 0.0
-        self.memory.set(size(lora), f"full fine-tuning: {size(full)} (−{saved:.0f} %)")
+        self.memory.set(size(lora), f"full fine-tuning: {size(full)} (−{saved:.0f} %)\nactivations at {what}")
         self.bar_lora.setValue(int(1000 * lora / max(full, 1)))
         self.bar_full.setValue(1000)
 
@@ -126,6 +155,7 @@ class BudgetDetails(QWidget):
         mods.body.addWidget(self.modules)
         lay.addWidget(mods, 1)
         session.budget_changed.connect(self.show_budget)
+        session.data_stats.connect(lambda _: self.show_budget(session.budget))
         self.show_budget(session.budget)
 
     def _clear_rows(self):
@@ -141,6 +171,9 @@ class BudgetDetails(QWidget):
         self.message.setText(view.message)
         if b is None:
             self.modules.setRowCount(0)
+            for cell in self.memory_cells.values():  # no old numbers under a cleared selection
+                cell.setText("–")
+            self.memory_note.setText("")
             return
         items = list(view.by_target.items())
         if b.head_params:
@@ -162,12 +195,13 @@ class BudgetDetails(QWidget):
             self.rows.addWidget(num, r, 2)
         self.rows.setColumnStretch(1, 1)
 
-        ml, mf = b.memory_lora, b.memory_full
+        ml, mf, seq, what = data_memory(self.session, b)
         for title, attr in zip(MEMORY_ROWS, ("weights", "gradients", "optimizer", "activations", "total")):
             self.memory_cells[(title, 1)].setText(size(getattr(ml, attr)))
             self.memory_cells[(title, 2)].setText(size(getattr(mf, attr)))
-        t, d = self.session.draft.train, self.session.draft.data
-        self.memory_note.setText(f"At batch {t.batch_size} × {d.max_length} tokens, {self.session.budget_precision()}"
+        t = self.session.draft.train
+        self.memory_note.setText(f"At batch {t.batch_size} × {seq} tokens ({what}; batches are padded to their "
+                                 f"longest example), {self.session.budget_precision()}"
                                  f"{', gradient checkpointing' if t.gradient_checkpointing else ''}. "
                                  "Activations are an estimate (Korthikanti et al. 2022).")
         self.modules.setUpdatesEnabled(False)

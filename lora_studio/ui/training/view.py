@@ -82,7 +82,7 @@ class TrainingView(QWidget):
         self.loss = Card("Loss (smoothed)", small=True, steady=True, lines=2)
         self.speed = Card("Throughput", small=True, steady=True)
         self.eta = Card("Time left", small=True, steady=True)
-        self.memory = Card("Memory", small=True, steady=True)
+        self.memory = Card("Memory", small=True, steady=True, lines=2)
         for c in (self.step, self.loss, self.speed, self.eta, self.memory):
             cards.addWidget(c, 1)
         lay.addLayout(cards)
@@ -99,6 +99,9 @@ class TrainingView(QWidget):
 
         self._last = None
         self._eval = None
+        self._device = ""
+        # bytes the planner expects for this run; main_window may set its own callable
+        self.memory_estimate = self._session_estimate
         self.timer = QTimer(self, interval=100)
         self.timer.timeout.connect(self._refresh)
         self.timer.start()
@@ -147,6 +150,7 @@ class TrainingView(QWidget):
                       f"{ev.train_examples:,} train · {ev.validation_examples:,} validation examples")
         self.eta.set("–", f"elapsed {duration(ev.elapsed_before)}" if ev.elapsed_before else "")
         self.memory.set("–", "")
+        self._device = ev.device
         self.memory.setToolTip("GPU memory held by tensors" if ev.device == "cuda" else "resident memory of the process")
         self.speed.set("–", f"{ev.precision} · {ev.device_name}")
         self.speed.setToolTip(f"{ev.device_name}, {ev.precision}, {ev.trainable_params:,} trainable parameters")
@@ -191,6 +195,7 @@ class TrainingView(QWidget):
 
         self._refresh()
         self.eta.value.setText("–")  # nothing is left to run; "elapsed" stays
+        self._show_peak(ev)
         if isinstance(ev, Failed):
             self.banner.show_message(f"Training failed at step {ev.step}: {ev.message}", "bad")
             return
@@ -208,6 +213,35 @@ class TrainingView(QWidget):
             self.progress.setValue(self.progress.maximum())
             self.banner.show_message(f"Done: {ev.step} steps, adapter saved in {ev.out}.{result}", "info",
                                      self._try, self._export)
+
+    def _session_estimate(self) -> int | None:
+        """The Targets tab's estimate (activations at the data's real length) of the window's session."""
+        session = getattr(self.window(), "session", None)
+        view = getattr(session, "budget", None)
+        if view is None or view.budget is None:
+            return None
+        from lora_studio.ui.budget_panel import data_memory
+
+        return data_memory(session, view.budget)[0].total
+
+    def _show_peak(self, ev):
+        """The measured peak next to the estimate: memory.json of the run (engine.fit) when
+        there is one, else Finished.mem_peak and the planner's current estimate."""
+        from lora_studio.engine.fit import read_peak
+
+        record = read_peak(ev.out) if getattr(ev, "out", "") else None
+        measured = int(record["measured_peak_bytes"]) if record else int(getattr(ev, "mem_peak", 0) or 0)
+        if not measured:
+            return
+        estimate = self.memory_estimate() if self.memory_estimate else None
+        if estimate is None and record:
+            estimate = int(record["estimate_bytes"])
+        what = "peak (GPU tensors)" if self._device == "cuda" else "peak RSS (process)"
+        self.memory.value.setText(size(measured))
+        if estimate:
+            self.memory.sub.setText(f"{what}\nestimate {size(estimate)} ({100 * (estimate / measured - 1):+.0f} %)")
+        else:
+            self.memory.sub.setText(what)
 
     def show_history(self, records: list[dict], run_dir: str, resumable_step: int | None):
         """A reopened run folder: its curves, and how to continue it."""
