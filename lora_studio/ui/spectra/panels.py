@@ -31,9 +31,14 @@ def link(text: str, tip: str = "") -> QToolButton:
 def build_header(view) -> QWidget:
     box = QFrame()
     box.setObjectName("Section")
-    h = QHBoxLayout(box)
-    h.setContentsMargins(14, 8, 10, 8)
-    h.setSpacing(10)
+    rows = QVBoxLayout(box)
+    rows.setContentsMargins(14, 8, 10, 8)
+    rows.setSpacing(6)
+    view.header_rows = (QHBoxLayout(), QHBoxLayout())  # the controls move to the second when narrow
+    for row in view.header_rows:
+        row.setSpacing(10)
+        rows.addLayout(row)
+    h = view.header_rows[0]
     view.step_chip = label("", "StateChip")
     view.title = label("Rank spectra", "Value")
     view.status = label("", "Hint")
@@ -41,12 +46,18 @@ def build_header(view) -> QWidget:
     h.addWidget(view.step_chip)
     h.addWidget(view.title)
     h.addWidget(view.status, 1)
+    view.controls = QWidget()
+    h.addWidget(view.controls)
+    h = QHBoxLayout(view.controls)
+    h.setContentsMargins(0, 0, 0, 0)
+    h.setSpacing(10)
     h.addWidget(label("Energy kept", "CardTitle"))
     view.energy = QDoubleSpinBox()
     view.energy.setRange(0.50, 1.00)
     view.energy.setSingleStep(0.01)
     view.energy.setDecimals(2)
     view.energy.setValue(0.90)
+    view.energy.setMaximumWidth(90)
     view.energy.setToolTip("Fraction of each module's energy Σσ² the suggested rank keeps")
     h.addWidget(view.energy)
     h.addSpacing(4)
@@ -128,9 +139,11 @@ def build_content(view) -> QWidget:
     view.table.doubleClicked.connect(view._table_activated)
 
     s_sigma = Section("Singular values of ΔW", right=ElidedLabel("log scale", "Hint", min_chars=0))
-    s_sigma.body.addWidget(view.sigma)
+    s_sigma.body.addWidget(view.sigma, 1)
+    s_sigma.body.addWidget(view.sigma.legend)
     s_energy = Section("Cumulative energy", right=ElidedLabel("share of Σσ² in the top k", "Hint", min_chars=0))
-    s_energy.body.addWidget(view.cumulative)
+    s_energy.body.addWidget(view.cumulative, 1)
+    s_energy.body.addWidget(view.cumulative.legend)
     view.eff_readout = ElidedLabel("", "Hint", min_chars=2)
     s_eff = Section("Effective rank", right=view.eff_readout)
     s_eff.body.addWidget(view.eff)
@@ -167,28 +180,54 @@ def build_content(view) -> QWidget:
     s_table = Section("Summary", right=view.amp_link)
     s_table.body.addWidget(view.table)
 
-    top = QSplitter(Qt.Horizontal)
-    for w, stretch in ((s_sigma, 5), (s_energy, 5), (s_eff, 4)):
-        top.addWidget(w)
-        top.setStretchFactor(top.count() - 1, stretch)
-    bottom = QSplitter(Qt.Horizontal)
-    bottom.addWidget(s_phi)
-    bottom.addWidget(s_table)
-    bottom.setStretchFactor(0, 5)
-    bottom.setStretchFactor(1, 7)
-    bottom.setSizes([440, 760])
+    top, bottom, third = QSplitter(Qt.Horizontal), QSplitter(Qt.Horizontal), QSplitter(Qt.Horizontal)
     right = QSplitter(Qt.Vertical)
-    right.addWidget(top)
-    right.addWidget(bottom)
-    right.setStretchFactor(0, 5)
-    right.setStretchFactor(1, 4)
+    for sp in (top, bottom, third):
+        right.addWidget(sp)
     outer = QSplitter(Qt.Horizontal)
     outer.addWidget(mods)
     outer.addWidget(right)
     outer.setStretchFactor(1, 1)
     outer.setSizes([230, 1000])
-    for sp in (top, bottom, right, outer):
+    for sp in (top, bottom, third, right, outer):
         sp.setChildrenCollapsible(False)
         sp.setHandleWidth(10)
-    view.splitters = (top, bottom, right, outer)
+    view.splitters = (top, bottom, right, outer, third)
+    view.sections = (s_sigma, s_energy, s_eff, s_phi, s_table)
+    view.wide = None
+    arrange(view, True)
     return outer
+
+
+WIDE = 1240  # px of the view from which σ, energy and effective rank share one row
+NARROW_ROW = 300  # px: the height of each of the three rows of the narrow layout
+
+
+def arrange(view, wide: bool):
+    """Wide: [σ | energy | effective rank] over [φ | summary]. Narrow (a 1280 or 1366 px
+    window): [σ | energy] over [effective rank | φ] over [summary], taller than the tab, which
+    then scrolls vertically only."""
+    if wide == view.wide:
+        return
+    view.wide = wide
+    top, bottom, right, _, third = view.splitters
+    s_sigma, s_energy, s_eff, s_phi, s_table = view.sections
+    rows = ((top, (s_sigma, s_energy, s_eff), (5, 5, 4)), (bottom, (s_phi, s_table), (5, 7)), (third, (), ())) \
+        if wide else ((top, (s_sigma, s_energy), (1, 1)), (bottom, (s_eff, s_phi), (1, 1)), (third, (s_table,), (1,)))
+    for sp, widgets, stretches in rows:
+        for i, (w, stretch) in enumerate(zip(widgets, stretches)):
+            sp.insertWidget(i, w)  # moves it here from wherever it was
+            sp.setStretchFactor(i, stretch)
+    third.setVisible(not wide)
+    first, second = view.header_rows
+    (second if wide else first).removeWidget(view.controls)
+    (first if wide else second).addWidget(view.controls)
+    if wide:
+        bottom.setSizes([440, 760])
+        right.setSizes([500, 400, 0])
+        right.setMinimumHeight(0)
+    else:
+        top.setSizes([1, 1])
+        bottom.setSizes([1, 1])
+        right.setSizes([NARROW_ROW] * 3)
+        right.setMinimumHeight(3 * NARROW_ROW)

@@ -7,12 +7,13 @@ They only draw what the engine computed; items are created once and updated in p
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QLabel
 
 from lora_studio.ui import style
 
@@ -23,6 +24,7 @@ SERIES = {
     "dark": ["#a39dff", "#f5a25d", "#4ccb85", "#5ab0ff", "#ff7b7b", "#e27ad0", "#e8c547", "#4fd1dc",
              "#c9b49c", "#b5cc3a", "#ff6fa3", "#8fa4ff"],
 }
+LEGEND_MAX = 16  # curves named under a plot; more are summed up as "… and N more"
 HEATMAP = "viridis"  # perceptually uniform, legible in light and dark
 
 
@@ -73,16 +75,20 @@ class _Base(pg.PlotWidget):
 class CurvePlot(_Base):
     """One curve per module, keyed, each with its own colour; a legend that follows the keys."""
 
-    def __init__(self, ylabel: str, parent=None, log_y: bool = False, legend_at=(-8, 8)):
+    def __init__(self, ylabel: str, parent=None, log_y: bool = False):
         super().__init__(parent)
         p = self.getPlotItem()
         p.setLogMode(y=log_y)
         p.setLabel("bottom", "k")
         p.setLabel("left", ylabel)
         p.setClipToView(True)
-        self.legend = p.addLegend(offset=legend_at, labelTextSize="8pt", verSpacing=-6, colCount=1)
+        # the legend is a label under the plot (panels.py places it): it never covers a curve
+        self.legend = QLabel()
+        self.legend.setObjectName("Hint")
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.RichText)
         self.curves: dict[tuple, pg.PlotDataItem] = {}
-        self._legend_keys: list[tuple] = []
+        self._legend_rows: list[tuple[str, str]] = []  # (label, colour) shown
         self.apply_theme(self.theme)
 
     def set_curves(self, series: list[tuple[tuple, str, str, np.ndarray, np.ndarray]]):
@@ -104,30 +110,34 @@ class CurvePlot(_Base):
             curve.setSymbolBrush(pg.mkBrush(color))
             curve.setSymbolPen(pg.mkPen(c["surface"], width=1))
             curve.opts["name"] = text
-        order = [s[0] for s in series]
-        if order != self._legend_keys or any(self.legend.getLabel(self.curves[k]) is None for k in order):
-            self.legend.clear()
-            self.legend.setColumnCount(1 if len(order) <= 7 else 2)
-            for key, text, *_ in series[:16]:
-                self.legend.addItem(self.curves[key], text)
-            self._legend_keys = order
-        self.legend.setVisible(bool(series))
+        rows = [(text, color) for _, text, color, *_ in series]
+        if rows != self._legend_rows:
+            self._legend_rows = rows
+            self._draw_legend()
+
+    def legend_entries(self) -> list[tuple[str, str]]:
+        """(label, colour) of each curve the legend names, in order."""
+        return self._legend_rows[:LEGEND_MAX]
+
+    def _draw_legend(self):
+        rows = self._legend_rows
+        items = [f'<span style="color:{color}">■</span>&nbsp;{html.escape(text).replace(" ", "&nbsp;")}'
+                 for text, color in rows[:LEGEND_MAX]]
+        more = f" … and {len(rows) - LEGEND_MAX} more" if len(rows) > LEGEND_MAX else ""
+        self.legend.setText("&nbsp;&nbsp; ".join(items) + more)
+        self.legend.setVisible(bool(rows))
 
     def apply_theme(self, theme: str):
         super().apply_theme(theme)
         p = style.PLOT[style.resolve(theme)]
         self.getPlotItem().showGrid(x=True, y=True, alpha=p["grid"])
-        c = style.colors(theme)
-        self.legend.setLabelTextColor(c["muted"])
-        self.legend.setBrush(pg.mkBrush(QColor(c["surface"]).darker(100 if theme == "dark" else 100)))
-        self.legend.setPen(pg.mkPen(c["border"]))
 
 
 class SigmaPlot(CurvePlot):
     """σ_k of ΔW against k, log scale (zeros are left out: they have no logarithm)."""
 
     def __init__(self, parent=None):
-        super().__init__("σₖ", parent, log_y=True, legend_at=(8, -8))  # curves fall: bottom-left is free
+        super().__init__("σₖ", parent, log_y=True)
 
     def show_spectra(self, series):
         """series: (key, label, colour, singular values)."""
@@ -144,7 +154,7 @@ class EnergyPlot(CurvePlot):
     """Σ_{i<=k} σ_i² / Σσ² against k, with the 90% / 99% lines and the suggested rank."""
 
     def __init__(self, parent=None):
-        super().__init__("energy kept", parent, legend_at=(-8, -8))  # curves rise: bottom-right is free
+        super().__init__("energy kept", parent)
         p = self.getPlotItem()
         p.setYRange(0, 1.02, padding=0)
         p.getViewBox().setLimits(yMin=-0.02, yMax=1.05)

@@ -3,6 +3,7 @@ its module imports torch), fed the newest Spectra event only while the tab is sh
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from lora_studio.ui.widgets import label
@@ -29,8 +30,10 @@ class SpectraTab(QWidget):
             self.view = False
             self.hint.setText(f"The spectra view is not available ({e}).")
             return None
-        scroll = QScrollArea()  # the view is wide; on a small screen it scrolls, the window fits
+        scroll = QScrollArea()  # the view reflows to the width; on a small screen it scrolls down only
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.NoFrame)
         scroll.setWidget(self.view)
         self.layout().replaceWidget(self.hint, scroll)
         self.hint.deleteLater()

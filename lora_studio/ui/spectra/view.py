@@ -222,6 +222,10 @@ class SpectraView(QWidget):
             self._draw_heatmap()
             self._draw_phi()
 
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        panels.arrange(self, event.size().width() >= panels.WIDE)  # reflow rather than scroll sideways
+
     def shutdown(self, ms: int = 30_000) -> None:
         """Wait for running jobs (closing the window); their results are dropped."""
         self._load_token += 1
