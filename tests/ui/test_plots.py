@@ -50,10 +50,12 @@ def test_grad_norm_epochs_legend_log_and_saving(qtbot, tmp_path, monkeypatch):
     assert plots.epochs == [(3, 1), (6, 2)]
     marks = [m for m in plots._marks if m.getViewBox() is plots.loss.getViewBox()]
     assert sorted(m.value() for m in marks) == [3, 6]
-    # the legend is its own row above the loss plot, not inside its data area
-    legend = plots.legend.sceneBoundingRect()
-    assert legend.bottom() <= plots.loss.vb.sceneBoundingRect().top()
-    assert [label.text for _, label in plots.legend.items] == ["train loss", "smoothed", "eval loss"]
+    # the legend is a label in the bar above the plots, outside their data area
+    from PySide6.QtCore import QPoint
+
+    legend_bottom = plots.legend.mapTo(plots, QPoint(0, plots.legend.height())).y()
+    assert plots.legend.isVisible() and legend_bottom <= plots.view.mapTo(plots, QPoint(0, 0)).y()
+    assert all(name in plots.legend.text() for name in ("train loss", "smoothed", "eval loss"))
 
     qtbot.mouseClick(plots.log_loss, Qt.LeftButton)
     assert plots.loss.getAxis("left").logMode

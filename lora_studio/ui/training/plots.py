@@ -15,7 +15,7 @@ import os
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from lora_studio.ui import style
 
@@ -66,30 +66,31 @@ class TrainingPlots(QWidget):
         self.save_plot.setToolTip("The plots as a PNG image")
         self.save_data = QPushButton("Save data…")
         self.save_data.setToolTip("The curves as CSV: series, step, value")
+        # the legend is a label in this bar, outside the plots: it never covers a curve
+        self.legend = QLabel()
+        self.legend.setTextFormat(Qt.RichText)
         bar.addWidget(self.log_loss)
+        bar.addSpacing(16)
+        bar.addWidget(self.legend)
         bar.addStretch(1)
         bar.addWidget(self.save_plot)
         bar.addWidget(self.save_data)
         lay.addLayout(bar)
         self.view = pg.GraphicsLayoutWidget()
         lay.addWidget(self.view, 1)
-        # the legend has its own row above the loss plot: it never covers a curve
-        self.legend = pg.LegendItem(colCount=3, labelTextSize="9pt", horSpacing=18)
-        self.view.addItem(self.legend, row=0, col=0, colspan=3)
-        self.loss = self.view.addPlot(row=1, col=0, colspan=3)
-        self.side = self.view.addPlot(row=2, col=0)
-        self.norm_plot = self.view.addPlot(row=2, col=1)
-        self.lr = self.view.addPlot(row=2, col=2)
-        self.view.ci.layout.setRowStretchFactor(1, 3)
-        self.view.ci.layout.setRowStretchFactor(2, 2)
+        self.loss = self.view.addPlot(row=0, col=0, colspan=3)
+        self.side = self.view.addPlot(row=1, col=0)
+        self.norm_plot = self.view.addPlot(row=1, col=1)
+        self.lr = self.view.addPlot(row=1, col=2)
+        self.view.ci.layout.setRowStretchFactor(0, 3)
+        self.view.ci.layout.setRowStretchFactor(1, 2)
         self.view.ci.setSpacing(14)
         # no setXLink: pyqtgraph links views by screen position, wrong for plots of other widths;
         # set_total frames all three on the same steps instead
         self.raw_curve = self.loss.plot()
         self.ema_curve = self.loss.plot()
         self.eval_curve = self.loss.plot(symbol="o", symbolSize=7)
-        for curve, name in ((self.raw_curve, "train loss"), (self.ema_curve, "smoothed"), (self.eval_curve, "eval loss")):
-            self.legend.addItem(curve, name)
+        self.legend_names = ["train loss", "smoothed", "eval loss"]
         self.side_curve = self.side.plot(symbol="o", symbolSize=6)
         self.norm_curve = self.norm_plot.plot()
         self.lr_curve = self.lr.plot()
@@ -150,12 +151,12 @@ class TrainingPlots(QWidget):
         shown = self.norm_plot.scene() is not None
         if classify and not shown:
             self.view.ci.removeItem(self.lr)
-            self.view.addItem(self.norm_plot, row=2, col=1)
-            self.view.addItem(self.lr, row=2, col=2)
+            self.view.addItem(self.norm_plot, row=1, col=1)
+            self.view.addItem(self.lr, row=1, col=2)
         elif not classify and shown:
             self.view.ci.removeItem(self.norm_plot)
             self.view.ci.removeItem(self.lr)
-            self.view.addItem(self.lr, row=2, col=1, colspan=2)
+            self.view.addItem(self.lr, row=1, col=1, colspan=2)
         self._dirty = True
 
     def set_total(self, total: int):
@@ -252,7 +253,10 @@ class TrainingPlots(QWidget):
         self.side_curve.setSymbolPen(pg.mkPen(c["surface"], width=1.5))
         self.lr_curve.setPen(pg.mkPen(p["lr"], width=2))
         self.norm_curve.setPen(pg.mkPen(p["ema"], width=1.5))
-        self.legend.setLabelTextColor(c["muted"])
+        marks = (("━", p["raw"]), ("━", p["ema"]), ("●", p["eval"]))
+        self.legend.setText("&nbsp;&nbsp;&nbsp;".join(
+            f'<span style="color:{color}">{mark}</span>&nbsp;<span style="color:{c["muted"]}">{name}</span>'
+            for (mark, color), name in zip(marks, self.legend_names)))
         self._theme = theme
         self._draw_epochs()
 
