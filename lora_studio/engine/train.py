@@ -342,10 +342,11 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
                 if not math.isfinite(grad_norm) and not scaler.is_enabled():
                     raise _nonfinite(step, grad_norm, "gradient norm", lr, last_ckpt["path"])
                 dt = time.perf_counter() - t0
-                recent.append(dt)
                 if log_due:
                     elapsed = elapsed_before + time.perf_counter() - t_start
-                    eta = sum(recent) / len(recent) * (total - step) + eval_seconds * evals_left(step)
+                    per_step = sum(recent) / len(recent) if recent else dt
+                    # this step's own evaluation (eval_due) runs after the event: it is still to come
+                    eta = per_step * (total - step) + eval_seconds * (evals_left(step) + eval_due)
                     alloc, peak = memory(device)
                     ev = Step(step, total, epoch + pos / batches_per_epoch, loss_value, lr, grad_norm,
                               float(dist.reduce_sum(tokens)) / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak)
@@ -353,6 +354,7 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
                          "time": time.time(), "epoch": ev.epoch, "grad_norm": grad_norm,
                          "mem_allocated": alloc, "mem_peak": peak})
                     emit(ev)
+                recent.append(time.perf_counter() - t0)  # the whole step: its logging and event included
             if eval_due:
                 last_eval = run_eval()
             if spectra_every and step % spectra_every == 0:

@@ -131,7 +131,8 @@ def test_evaluation_reports_progress_and_the_eta_counts_it(tmp_path, bert_folder
     assert ev[0].step == 0 and ev[0].done == 0 and ev[0].total == 40
     assert any(e.done == e.total == 40 or 0 < e.done < 40 for e in ev)
     steps = [e for e in seen if isinstance(e, E.Step)]
-    assert all(s.eta >= 0 for s in steps) and steps[-1].eta == 0
+    # the last step's own evaluation runs after its Step event: the ETA still counts it
+    assert all(s.eta >= 0 for s in steps) and steps[-1].eta > 0
 
 
 def test_killed_run_state(tmp_path):
