@@ -207,6 +207,16 @@ def resume_config(a):
     return config.replace(train=changes) if changes else config
 
 
+_PEER = ("remote worker", "closed by peer", "reset by peer", "connection closed", "broken pipe",
+         "communicator was aborted", "ncclremoteerror", "socket timeout", "recvbytes", "sendbytes")
+
+
+def _peer_failed(result) -> bool:
+    """A collective that failed because a peer process died (gloo/nccl say so in their message)."""
+    text = f"{result.message}\n{result.detail}".lower()
+    return any(k in text for k in _PEER)
+
+
 def cmd_train(a) -> int:
     from lora_studio.engine.events import Control, Failed
     from lora_studio.engine.train import train
@@ -237,6 +247,11 @@ def cmd_train(a) -> int:
         signal.signal(signal.SIGINT, old)
     if isinstance(result, Failed):
         rank = int(os.environ.get("RANK", "0"))
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and result.kind == "bug" and _peer_failed(result):
+            # the collective broke because another process failed: that process says why, once
+            print(f"process {rank}: stopped because another process failed (its error is above or below)",
+                  file=sys.stderr)
+            return 1
         if rank:  # under torchrun: say which process failed
             result.message = f"process {rank}: {result.message}"
         if result.kind == "bug":

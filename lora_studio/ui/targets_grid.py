@@ -76,14 +76,14 @@ class TargetsGrid(QWidget):
         col = 1
         for t in info.targets:
             if t in ("gate", "up", "down") and col_of and all(c in ATTENTION for c in col_of):
-                grid.setColumnMinimumWidth(col, 14)  # a gap between attention and MLP
+                grid.setColumnMinimumWidth(col, 8)  # a gap between attention and MLP
                 col += 1
             col_of[t] = col
             b = QToolButton()
             b.setObjectName("GridHeader")
             b.setText(t)
             b.setToolTip(f"{NAMES.get(t, t)} projection: tick or untick it in every layer")
-            b.setMinimumWidth(40)
+            b.setMinimumWidth(30)
             b.clicked.connect(lambda _=False, t=t: self.toggle_column(t))
             grid.addWidget(b, 0, col, Qt.AlignHCenter)
             self.columns[t] = b

@@ -268,3 +268,30 @@ def test_budget_per_gpu_for_ddp_and_fsdp2(tmp_path):
     assert fsdp.weights == -(-mem.weights // 4) + 2 * block * 2
     assert fsdp.optimizer == -(-mem.optimizer // 4) and fsdp.activations == mem.activations
     assert fsdp.total == fsdp.weights + fsdp.gradients + fsdp.optimizer + fsdp.activations
+
+
+def test_a_collective_broken_by_a_dead_peer_is_not_reported_as_a_second_error(capsys, monkeypatch):
+    """Seen in CI: rank 0's gloo call failed when rank 1 died ("remote worker crashing"), and both
+    printed `error:`; only the process that failed says why."""
+    from lora_studio import cli_train
+    from lora_studio.engine.errors import Failure
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    broken = Failure("RuntimeError: [gloo] Connection closed by peer [127.0.0.1]:1234", "bug",
+                     "... Check the logs of the remote worker crashing ...")
+    monkeypatch.setattr("lora_studio.engine.train.train", lambda *a, **k: broken)
+    import argparse
+
+    p = argparse.ArgumentParser()
+    cli_train.add_train_flags(p)
+    a = p.parse_args(["--out", "x"])
+    a.resume, a.nproc = None, None
+    monkeypatch.setattr(cli_train, "config_from_args", lambda a: None)
+    assert cli_train.cmd_train(a) == 1
+    err = capsys.readouterr().err
+    assert "error:" not in err and "another process failed" in err
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr("lora_studio.engine.train.train", lambda *a, **k: Failure("ValueError: bad", "bug", "tb"))
+    assert cli_train.cmd_train(a) == 1
+    assert "error: process 1: ValueError: bad" in capsys.readouterr().err
