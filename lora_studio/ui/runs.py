@@ -80,13 +80,11 @@ class RunFiles(QObject):
             self.error("Cannot save the configuration", e)
             return
         if not path:
-            st = QSettings()
-            path, _ = QFileDialog.getSaveFileName(self.widget, "Save the run configuration",
-                                                  str(Path(st.value("folders/config", "")) / runfolder.RUN_FILE),
-                                                  TOML_FILTER)
+            from lora_studio.ui.widgets import ask_config_path
+
+            path = ask_config_path(self.widget, "Save the run configuration", runfolder.RUN_FILE)
             if not path:
                 return
-            st.setValue("folders/config", str(Path(path).parent))
         try:
             config.save(path)
         except OSError as e:

@@ -271,3 +271,18 @@ def duration(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m {s % 60:02d}s"
     return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def ask_config_path(parent, title: str, name: str) -> str:
+    """A TOML file name to save a run configuration to, starting in the folder used last time
+    (remembered); "" when the user cancels."""
+    from pathlib import Path
+
+    from PySide6.QtWidgets import QFileDialog
+
+    st = QSettings()
+    path, _ = QFileDialog.getSaveFileName(parent, title, str(Path(st.value("folders/config", "")) / name),
+                                          "Run configuration (*.toml);;All files (*)")
+    if path:
+        st.setValue("folders/config", str(Path(path).parent))
+    return path

@@ -4,8 +4,6 @@ command for a cluster, evaluation/checkpoint cadence, run folder."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit,
@@ -147,13 +145,11 @@ class TrainingSettings(Section):
             QMessageBox.warning(self, "Cannot write the command", str(e))
             return
         if not path:
-            st = QSettings()
-            path, _ = QFileDialog.getSaveFileName(self, "Save the configuration the command trains",
-                                                  str(Path(st.value("folders/config", "")) / "cluster-run.toml"),
-                                                  "Run configuration (*.toml)")
+            from lora_studio.ui.widgets import ask_config_path
+
+            path = ask_config_path(self, "Save the configuration the command trains", "cluster-run.toml")
             if not path:
                 return
-            st.setValue("folders/config", str(Path(path).parent))
         try:
             config.save(path)
         except OSError as e:
