@@ -295,3 +295,66 @@ def test_a_collective_broken_by_a_dead_peer_is_not_reported_as_a_second_error(ca
     monkeypatch.setattr("lora_studio.engine.train.train", lambda *a, **k: Failure("ValueError: bad", "bug", "tb"))
     assert cli_train.cmd_train(a) == 1
     assert "error: process 1: ValueError: bad" in capsys.readouterr().err
+
+
+@slow
+def test_gpt2_fused_slices_train_the_same_under_ddp_and_fsdp2(tmp_path, folders):
+    """q and v inside GPT-2's fused c_attn (Conv1D, per-slice LoRA) under both wrappers."""
+    from lora_studio.engine.train import train
+
+    _, data = folders
+    folder = tiny.model_folder(tmp_path / "gpt2", "gpt2")
+    cfg_file = folder / "config.json"  # GPT-2's own dropout (0.1) would draw per-process masks
+    cfg_json = json.loads(cfg_file.read_text())
+    cfg_json.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg_file.write_text(json.dumps(cfg_json))
+    gpt2 = (folder, data)
+    one = _config(tmp_path, gpt2, "one", 8)
+    assert not train(one).stopped
+    ref = _adapter(one.out)
+    assert any(B.abs().max() > 1e-3 for _, B in ref.values())
+    for mode in ("ddp", "fsdp"):
+        cfg = _config(tmp_path, gpt2, mode, 4, mode=mode)
+        _spawn(tmp_path, cfg)
+        got = _adapter(cfg.out)
+        assert got.keys() == ref.keys()
+        for name in ref:
+            torch.testing.assert_close(got[name], ref[name], rtol=0, atol=1e-5)
+
+
+@slow
+def test_kill_9_of_one_rank_then_resume_on_one_process_continues_the_curve(tmp_path, folders):
+    """torchrun ends the other rank when one is killed; the run then resumes from its last complete
+    checkpoint (on any number of processes) and the curve is the uninterrupted one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from lora_studio.engine.train import train
+
+    one = _single(tmp_path, folders, steps=12)
+    cfg = _config(tmp_path, folders, "killed", 4, steps=12, mode="ddp").replace(train={"save_every": 2})
+    cfg.save(tmp_path / "killed.toml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "lora_studio", "train", "--config", str(tmp_path / "killed.toml"), "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = Path(cfg.out) / "checkpoints" / "step-4"
+    deadline = time.time() + 300
+    while not ckpt.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    rank1 = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.environ().get("RANK") == "1"]
+    assert rank1, "rank 1 was not found"
+    os.kill(rank1[0].pid, signal.SIGKILL)
+    proc.communicate(timeout=120)  # torchrun ends rank 0 too: no hang
+    assert proc.returncode != 0
+    done = [s for s, _ in _losses(cfg.out)]
+    assert ckpt.is_dir() and max(done) < 12  # cut short after step 4's checkpoint
+    result = train(cfg, resume=cfg.out)  # one process, the run's global batch of 8
+    assert not result.stopped and result.step == 12
+    torch.testing.assert_close(torch.tensor([v for _, v in _losses(cfg.out)]),
+                               torch.tensor([v for _, v in _losses(one)]), rtol=0, atol=1e-5)
