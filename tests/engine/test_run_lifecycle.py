@@ -176,3 +176,29 @@ def test_gguf_never_writes_into_a_run_folder(tmp_path):
     with pytest.raises(UserError, match="inside the run folder"):
         check_out(run / "model.gguf", overwrite=True, run_dir=run)
     assert check_out(tmp_path / "out" / "model.gguf", overwrite=False, run_dir=run) == tmp_path / "out" / "model.gguf"
+
+
+def test_disk_full_before_the_first_checkpoint_says_start_again_and_leaves_no_temp(tmp_path, bert_folder,
+                                                                                     monkeypatch):
+    """Issue 12 item 11: nothing can be resumed yet, so the message must not say "resume"; the
+    half-written checkpoint folder is removed."""
+    import errno
+
+    import lora_studio.engine.adapters as A
+
+    real = A.save_adapter
+
+    def full(model, out_dir, *args, **kwargs):
+        if ".tmp-step-" in str(out_dir):
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / "half").write_bytes(b"x")
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir))
+        return real(model, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(A, "save_adapter", full)
+    cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl"), max_steps=6, eval_every=0,
+                  save_every=2)
+    result = T.train(cfg)
+    assert isinstance(result, E.Failed) and result.kind == "disk" and result.step == 2
+    assert "nothing was saved yet" in result.message and "resume" not in result.message
+    assert not list((Path(cfg.out) / "checkpoints").glob(".tmp-step-*"))
