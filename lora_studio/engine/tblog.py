@@ -6,8 +6,7 @@ the scalars metrics.jsonl holds, and closes on `Finished`/`Failed`. On a resume 
 opens with `purge_step = N + 1`: TensorBoard drops what the killed process logged after the
 checkpoint, as `train()` drops it from metrics.jsonl, so no step appears twice.
 
-Events are matched by class name and read by attribute only, so this module imports neither torch
-nor the module the events live in.
+Events come from the torch-free engine/events.py and are dispatched on their type.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ import math
 import os
 import time
 from typing import Callable
+
+from lora_studio.engine.events import Eval, Failed, Finished, Started, Step
 
 TAGS_STEP = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
              "tokens_per_s": "train/tokens_per_s"}
@@ -35,19 +36,18 @@ class TensorBoardLog:
         self.writer = None
 
     def __call__(self, event):
-        kind = type(event).__name__
-        if kind == "Started":
+        if isinstance(event, Started):
             self.open(event.out, event.start_step)
         elif self.writer is None:
             return
-        elif kind == "Step":
+        elif isinstance(event, Step):
             for attr, tag in TAGS_STEP.items():
                 self.scalar(tag, getattr(event, attr), event.step)
-        elif kind == "Eval":
+        elif isinstance(event, Eval):
             for attr, tag in TAGS_EVAL.items():
                 self.scalar(tag, getattr(event, attr, None), event.step)
             self.writer.flush()
-        elif kind in ("Finished", "Failed"):
+        elif isinstance(event, (Finished, Failed)):
             self.close()
 
     def open(self, run_dir: str, start_step: int):

@@ -294,7 +294,8 @@ def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, c
     stopping = False
     try:
         while step < total:
-            if stopping if dist.many else control.stop_requested:
+            # [dist] with several processes only the stop all ranks agreed on counts: they stop together
+            if (stopping if dist.many else control.stop_requested):
                 break
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
