@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("budget", help="trainable parameters and memory, from the config alone")
     b.add_argument("--model", help="model folder or hub id (default: the packaged MiniLM)")
-    b.add_argument("--task", choices=["causal-lm", "classification"])
+    b.add_argument("--task", choices=["causal-lm", "classification", "preference"],
+                   help="preference: each example is a pair, two sequences")
     b.add_argument("--targets", default="q,v")
     b.add_argument("--layers")
     b.add_argument("--rank", type=int, default=8, help="(default 8)")
@@ -131,7 +132,10 @@ def cmd_budget(a) -> int:
                       layers=a.layers or "all", rslora=a.rslora)
     lora.validate()
     spec = lora.to_spec(task)
-    b = estimate(model, spec, a.precision, a.batch_size, a.max_length, a.gradient_checkpointing,
+    from lora_studio.engine.budget import sequences_per_example
+
+    seqs = sequences_per_example(task)
+    b = estimate(model, spec, a.precision, a.batch_size * seqs, a.max_length, a.gradient_checkpointing,
                  a.quantize, a.optimizer)
     fit = None
     if a.gpus < 1:
@@ -143,7 +147,7 @@ def cmd_budget(a) -> int:
     gpu = gpu_memory_bytes(a.gpu_memory)
     if gpu is not None:
         half = a.precision if a.precision != "fp32" else "bf16"  # what a GPU run computes in
-        fit = will_it_fit(model, spec, gpu, a.batch_size, a.max_length, half, a.optimizer)
+        fit = will_it_fit(model, spec, gpu, a.batch_size, a.max_length, half, a.optimizer, seqs)
     if a.json:
         print(json.dumps({**b.to_json(), "quantize": a.quantize, "optimizer": a.optimizer,
                           "fit": fit.to_json() if fit else None,

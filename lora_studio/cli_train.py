@@ -15,14 +15,23 @@ MATH_FLAGS = ("model", "task", "data", "validation_data", "validation_split", "f
               "prompt_column", "completion_column", "messages_column", "label_column", "targets", "layers",
               "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps",
               "max_length", "seed", "precision", "gradient_checkpointing", "allow_pickle", "trust_remote_code",
-              "config", "out", "overwrite", "quantize", "optimizer", "dora", "init", "loraplus_ratio")
+              "config", "out", "overwrite", "quantize", "optimizer", "dora", "init", "loraplus_ratio",
+              "start_from", "loss", "beta", "simpo_gamma")
+# the adapter's shape: a run started --from another keeps that run's (its adapter is trained on)
+ADAPTER_FLAGS = ("targets", "layers", "rank", "alpha", "dropout", "rslora", "dora", "init")
 
 
 def add_train_flags(t):
     """The flags that describe a run (train and sweep share them; sweep's --overwrite: --out may be a non-sweep folder)."""
     t.add_argument("--config", help="run configuration TOML; flags override it")
     t.add_argument("--model", help="local model folder or hub id (default: the packaged MiniLM)")
-    t.add_argument("--task", choices=["causal-lm", "classification"])
+    t.add_argument("--task", choices=["causal-lm", "classification", "preference"],
+                   help="preference: prompt/chosen/rejected pairs, trained with --loss")
+    t.add_argument("--from", dest="start_from", metavar="RUN_DIR",
+                   help="start from the trained adapter of this run (e.g. an SFT run); for DPO it is the reference")
+    t.add_argument("--loss", choices=["dpo", "orpo", "simpo"], help="preference loss (default dpo)")
+    t.add_argument("--beta", type=float, help="preference beta (default: dpo 0.1, orpo 0.1, simpo 2.0)")
+    t.add_argument("--simpo-gamma", type=float, help="SimPO's target reward margin (default 0.5)")
     t.add_argument("--data", help="training data file/folder (.jsonl .json .csv .parquet .txt, datasets folder)")
     t.add_argument("--validation-data", help="a separate validation file")
     t.add_argument("--validation-split", type=float, help="fraction held out for validation (default 0.1)")
@@ -92,6 +101,8 @@ def config_from_args(a) -> "RunConfig":
         from lora_studio.engine.models import infer_task
 
         model["task"] = infer_task(a.model, bool(model["trust_remote_code"]))
+    if a.start_from:
+        start_from(a, model, lora)
     put(data, "path", a.data)
     put(data, "validation_path", a.validation_data)
     put(data, "validation_split", a.validation_split)
@@ -115,12 +126,37 @@ def config_from_args(a) -> "RunConfig":
         train["epochs"], train["max_steps"] = a.epochs, 0
     for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
                 "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer", "loraplus_ratio",
-                "distributed"):
+                "distributed", "loss", "beta", "simpo_gamma"):
         put(train, key, getattr(a, key))
     if a.out is not None and not a.out.strip():
         raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")
     d["out"] = a.out or d.get("out") or default_out_dir()
     return RunConfig.from_dict(d)
+
+
+def start_from(a, model: dict, lora: dict):
+    """--from RUN_DIR: the new run trains on that run's adapter, so it takes its base model and
+    adapter settings; a flag that would change the adapter's shape is refused by name."""
+    from lora_studio.config import RunConfig
+    from lora_studio.engine.runfolder import RUN_FILE
+
+    run = Path(a.start_from).expanduser().resolve()
+    if not (run / RUN_FILE).is_file() or not (run / "adapter_model.safetensors").is_file():
+        raise UserError(f"--from {a.start_from}: not a finished run folder (needs {RUN_FILE} and "
+                        "adapter_model.safetensors); give the --out folder of a trained run")
+    given = [f"--{k.replace('_', '-')}" for k in ADAPTER_FLAGS if getattr(a, k, None) not in (None, False)]
+    if given:
+        raise UserError(f"--from trains on the adapter of {run}, with its settings; {', '.join(given)} would "
+                        "change its shape: drop the flag(s)")
+    src = RunConfig.load(run / RUN_FILE)
+    if src.model.task == "classification":
+        raise UserError(f"--from {run}: a classification run; a preference or causal-LM run starts from a causal LM's")
+    lora.update(src.to_dict()["lora"], init="kaiming")  # a PiSSA/OLoRA run is saved as a plain LoRA on the base
+    if not a.model:
+        model["path"] = src.model.path
+    model["start_from"] = str(run)
+    if not a.task:
+        model["task"] = "causal-lm"
 
 
 class Progress:

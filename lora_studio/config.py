@@ -25,6 +25,8 @@ HEADS = ("classifier", "score")  # classification heads trained in full (PEFT's 
 SEED_MAX = 2**32 - 1
 QUANTIZE = ("none", "nf4", "int8")  # base precision (engine/quantize.py)
 OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw")
+TASKS = ("causal-lm", "classification", "preference")
+PREFERENCE_LOSSES = ("dpo", "orpo", "simpo")  # engine/preference.py
 
 
 @dataclass
@@ -34,10 +36,11 @@ class ModelConfig:
     trust_remote_code: bool = False  # run code shipped with the model (off: only trusted sources)
     allow_pickle: bool = False  # accept .bin/.pt weights (pickles can run code)
     quantize: str = "none"  # base linear weights: none | nf4 (4-bit, QLoRA) | int8 (bitsandbytes)
+    start_from: str = ""  # a run folder whose trained adapter this run starts from (--from; DPO's reference)
 
     def validate(self):
-        if self.task not in ("causal-lm", "classification"):
-            raise UserError(f"task {self.task!r} unknown: use causal-lm or classification")
+        if self.task not in TASKS:
+            raise UserError(f"task {self.task!r} unknown: use one of {', '.join(TASKS)}")
         if self.quantize not in QUANTIZE:
             raise UserError(f"quantize {self.quantize!r} unknown: use one of {', '.join(QUANTIZE)}")
 
@@ -123,6 +126,9 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw (the last two from bitsandbytes)
     loraplus_ratio: float = 1.0  # LoRA+: B's learning rate = ratio x A's (1 = plain LoRA; the paper uses 16)
     distributed: str = "auto"  # under torchrun: auto | ddp | fsdp (auto: DDP when the model fits one device)
+    loss: str = "dpo"  # preference task: dpo | orpo | simpo
+    beta: float = 0.0  # preference beta (0 = the loss's default: dpo 0.1, orpo 0.1, simpo 2.0)
+    simpo_gamma: float = 0.5  # SimPO's target reward margin
 
     def validate(self):
         for name in ("batch_size", "grad_accum", "log_every"):
@@ -142,6 +148,12 @@ class TrainConfig:
             raise UserError(f"device {self.device!r} unknown: use one of {', '.join(DEVICES)}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"optimizer {self.optimizer!r} unknown: use one of {', '.join(OPTIMIZERS)}")
+        if self.loss not in PREFERENCE_LOSSES:
+            raise UserError(f"preference loss {self.loss!r} unknown: use one of {', '.join(PREFERENCE_LOSSES)}")
+        if not 0 <= float(self.beta) < math.inf:
+            raise UserError(f"beta must be a finite number >= 0 (0 = the loss's default), got {self.beta}")
+        if not math.isfinite(float(self.simpo_gamma)):
+            raise UserError(f"SimPO gamma must be a finite number, got {self.simpo_gamma}")
         if self.distributed not in DISTRIBUTED:
             raise UserError(f"distributed mode {self.distributed!r} unknown: use one of {', '.join(DISTRIBUTED)}")
         if self.eval_every < 0 or self.save_every < 0 or self.save_minutes < 0:

@@ -154,6 +154,12 @@ def estimate(model: nn.Module, spec: LoraSpec, precision: str = "fp32", batch: i
                   memory_lora=lora_mem, memory_full=full_mem)
 
 
+def sequences_per_example(task: str) -> int:
+    """Sequences one training example puts through the model: 2 for a preference pair (chosen
+    and rejected; DPO's reference forward keeps no activations), else 1."""
+    return 2 if task == "preference" else 1
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1024 or unit == "TB":

@@ -89,6 +89,8 @@ def demo_path(task: str) -> tuple[str, str]:
         return str(root / "demo_classification_train.jsonl"), str(root / "demo_classification_validation.jsonl")
     if task == "causal-lm":
         return str(root / "demo_causal.jsonl"), ""
+    if task == "preference":  # preferred style vs plain answers for the chat demo model (resources/data)
+        return str(root / "preference_chat_train.jsonl"), str(root / "preference_chat_validation.jsonl")
     raise UserError(f"task {task!r} unknown: use causal-lm or classification")
 
 
@@ -109,6 +111,10 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
     `label_names` fixes the class ids (a resumed run keeps its mapping)."""
     import datasets
 
+    if task == "preference":  # (prompt, chosen, rejected) pairs: engine/data_pref.py
+        from lora_studio.engine.data_pref import prepare_preference
+
+        return prepare_preference(cfg, tokenizer, seed)
     cfg.validate()
     path, validation_path = (cfg.path, cfg.validation_path) if cfg.path else demo_path(task)
     source = _open(path)

@@ -61,16 +61,17 @@ def gpu_memory_bytes(typed_gb: float | None = None) -> int | None:
 
 
 def will_it_fit(model: nn.Module, spec: LoraSpec, gpu_bytes: int, batch: int = 8, seq: int = 512,
-                precision: str = "bf16", optimizer: str = "adamw") -> FitTable:
-    """One row per base precision x gradient checkpointing (off, on)."""
+                precision: str = "bf16", optimizer: str = "adamw", per_example: int = 1) -> FitTable:
+    """One row per base precision x gradient checkpointing (off, on). `per_example`: sequences per
+    example (2 for a preference pair: chosen and rejected both go through the model)."""
     usable = int(HEADROOM * gpu_bytes)
     rows = []
     for quantize, label in CASES:
         for ckpt in (False, True):
-            mem = estimate(model, spec, precision, batch, seq, ckpt, quantize, optimizer).memory_lora
+            mem = estimate(model, spec, precision, batch * per_example, seq, ckpt, quantize, optimizer).memory_lora
             fixed = mem.total - mem.activations
-            per_example = activation_bytes(model.config, 1, seq, precision, ckpt)
-            max_batch = max(0, (usable - fixed) // max(per_example, 1))
+            one = activation_bytes(model.config, per_example, seq, precision, ckpt)
+            max_batch = max(0, (usable - fixed) // max(one, 1))
             rows.append(FitRow(quantize, label, ckpt, mem.total, mem.weights, mem.optimizer, mem.activations,
                                mem.total <= usable, int(max_batch)))
     return FitTable(gpu_bytes, usable, batch, seq, precision, optimizer, rows)
@@ -100,7 +101,10 @@ def record_peak(run_dir, model_ref: str, config, spec: LoraSpec, precision: str,
     t = config.train
     skel = skeleton(model_ref, config.model.task, len(label_names) if label_names else 2,
                     config.model.trust_remote_code)
-    mem = estimate(skel, spec, precision if device_type == "cuda" else "fp32", t.batch_size,
+    from lora_studio.engine.budget import sequences_per_example
+
+    mem = estimate(skel, spec, precision if device_type == "cuda" else "fp32",
+                   t.batch_size * sequences_per_example(config.model.task),
                    config.data.max_length, t.gradient_checkpointing, config.model.quantize, t.optimizer).memory_lora
     out = {"estimate_bytes": mem.total, "estimate": {**asdict(mem), "total": mem.total},
            "measured_peak_bytes": int(measured_peak),

@@ -17,7 +17,7 @@ from pathlib import Path
 from lora_studio.engine.adapters import atomic_write_bytes, read_adapter
 
 DEMO_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the packaged demo model is
-PIPELINE = {"causal-lm": "text-generation", "classification": "text-classification"}
+PIPELINE = {"causal-lm": "text-generation", "preference": "text-generation", "classification": "text-classification"}
 PLOT_FILE = "loss.png"
 
 

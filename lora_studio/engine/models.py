@@ -11,7 +11,7 @@ import torch
 from lora_studio.engine.demo import demo_model_path  # noqa: F401 - re-exported
 from lora_studio.engine.errors import UserError
 
-TASKS = ("causal-lm", "classification")
+TASKS = ("causal-lm", "classification", "preference")  # preference: a causal LM
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -100,7 +100,7 @@ def auto_class(task: str):
 
     if task not in TASKS:
         raise UserError(f"task {task!r} unknown: use one of {', '.join(TASKS)}")
-    return transformers.AutoModelForCausalLM if task == "causal-lm" else transformers.AutoModelForSequenceClassification
+    return transformers.AutoModelForSequenceClassification if task == "classification" else transformers.AutoModelForCausalLM
 
 
 def _quiet_transformers():

@@ -148,7 +148,8 @@ def run_info(folder) -> RunInfo:
         from lora_studio.config import RunConfig
 
         cfg = RunConfig.load(run / RUN_FILE)
-        return RunInfo(model_ref(cfg), cfg.model.task, labels, cfg.model.trust_remote_code,
+        task = "causal-lm" if cfg.model.task == "preference" else cfg.model.task  # its model is a causal LM
+        return RunInfo(model_ref(cfg), task, labels, cfg.model.trust_remote_code,
                        getattr(cfg.model, "quantize", None) or getattr(cfg.train, "quantize", None) or "none")
     cfg_path = folder / ADAPTER_CONFIG
     if not cfg_path.is_file():

@@ -141,6 +141,8 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
         if control is not None and control.stop_requested:
             raise Stopped()
 
+    if config.model.task == "preference":  # until the loop takes its loss from the objective seam
+        raise UserError("--task preference is not wired into the training loop yet")
     ref = model_ref(config)
     device = resolve_device(config.train.device)
     if device.type == "cuda":  # index-less CUDA calls (streams, caches, kernels) go to this GPU, not GPU 0
@@ -185,6 +187,11 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     torch.manual_seed(config.train.seed)  # also seeds PiSSA's randomised SVD: resume rebuilds the same residual
     t0 = time.perf_counter()
     adapted = inject(model, config.lora.to_spec(config.model.task))
+    if config.model.start_from:  # --from: the run starts from (and trains on) that run's adapter
+        from lora_studio.engine.adapters import load_adapter
+
+        emit(Status(f"starting from the adapter of {config.model.start_from}"))
+        load_adapter(model, config.model.start_from)
     if config.lora.init in ("pissa", "olora"):
         emit(Status(f"{config.lora.init} init of {len(adapted)} matrices took {time.perf_counter() - t0:.2f} s"))
     speed_up(model, device)  # fused GELU-tanh everywhere; the fast dropout on CPUs

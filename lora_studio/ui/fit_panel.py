@@ -41,7 +41,10 @@ def estimate_fit(config: RunConfig, gpu_bytes: int, batch: int, seq: int):
     task = config.model.task
     model = skeleton(model_ref(config), task, trust_remote_code=config.model.trust_remote_code)
     precision = config.train.precision if config.train.precision in ("fp32", "fp16", "bf16") else "bf16"
-    return will_it_fit(model, config.lora.to_spec(task), gpu_bytes, batch, seq, precision, config.train.optimizer)
+    from lora_studio.engine.budget import sequences_per_example
+
+    return will_it_fit(model, config.lora.to_spec(task), gpu_bytes, batch, seq, precision, config.train.optimizer,
+                       sequences_per_example(task))
 
 
 def read_peak(run_dir: str):

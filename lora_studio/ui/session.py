@@ -322,11 +322,12 @@ class Session(QObject):
             return
         if self.cells_problem:
             return self._emit_budget(BudgetView(None, self.cells_problem))
-        from lora_studio.engine.budget import estimate
+        from lora_studio.engine.budget import estimate, sequences_per_example
 
         try:
             b = estimate(self.info.skeleton, self.lora_spec(), self.budget_precision(),
-                         int(self.draft.train.batch_size), int(self.draft.data.max_length),
+                         int(self.draft.train.batch_size) * sequences_per_example(self.draft.model.task),
+                         int(self.draft.data.max_length),
                          bool(self.draft.train.gradient_checkpointing), quantize=self.draft.model.quantize,
                          optimizer=self.draft.train.optimizer)
         except UserError as e:

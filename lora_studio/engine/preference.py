@@ -1,0 +1,199 @@
+"""Preference tuning: DPO, ORPO and SimPO on (prompt, chosen, rejected) pairs, and DPO's reference.
+
+A preference batch holds 2P sequences: the P chosen completions first, then the P rejected ones
+of the same pairs in the same order (TRL's layout), with labels -100 everywhere but on the
+completion tokens (engine/data_pref.py). Everything below is per pair, then a mean over pairs.
+
+- DPO (Rafailov et al. 2023, arXiv 2305.18290): the reward of a completion is
+  beta * (log pi(y|x) - log pi_ref(y|x)), log-probs summed over its tokens; the loss is
+  -log sigmoid(r_chosen - r_rejected). At the start of a run pi = pi_ref, so it is ln 2.
+- ORPO (Hong et al. 2024, arXiv 2403.07691): no reference. NLL of the chosen completion
+  (mean over its tokens, the paper's Eq. 2) minus beta * log sigmoid(log odds ratio), with the
+  odds of a completion p / (1 - p) and p its mean token log-prob, exponentiated (Eq. 4, 7).
+  TRL's ORPOTrainer puts the prompt tokens into the NLL as well and averages it over the
+  micro-batch's tokens; we keep the NLL on the completion, per pair, as the paper writes it (and
+  so that several processes or grad accumulation give the same step as one big batch).
+- SimPO (Meng et al. 2024, arXiv 2405.14734): no reference. The reward is beta times the mean
+  token log-prob; loss -log sigmoid(r_chosen - r_rejected - gamma) (TRL's CPOTrainer with
+  loss_type="simpo" and cpo_alpha=0).
+
+The reference of DPO is the model at the start of the run (DESIGN.md, "Preference tuning"):
+for a new adapter the base, i.e. the same model with its adapters bypassed (no second copy);
+for a run started from a trained adapter (`--from RUN_DIR`) a frozen copy of that adapter,
+swapped in for the reference forward (TRL copies it into a "ref" adapter; LLaMA-Factory's use of
+the base there is its issue 8459).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lora_studio.engine.loss import CHUNK, _chunk_logits, supports_fused_loss, target_rows
+
+LOSSES = ("dpo", "orpo", "simpo")
+DEFAULT_BETA = {"dpo": 0.1, "orpo": 0.1, "simpo": 2.0}  # DPO/TRL's, ORPO's lambda, SimPO's paper
+DEFAULT_GAMMA = 0.5  # SimPO's target margin (TRL's simpo_gamma)
+
+
+# -- the losses, on per-pair numbers (pure functions) ------------------------------------------
+def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta: float):
+    """(per-pair loss, chosen rewards, rejected rewards); log-probs summed over completion tokens."""
+    chosen_rewards = beta * (chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (rejected_logps - ref_rejected_logps)
+    return -F.logsigmoid(chosen_rewards - rejected_rewards), chosen_rewards.detach(), rejected_rewards.detach()
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, without cancellation (branch at -ln 2, Maechler 2012)."""
+    return torch.where(x < -math.log(2), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def orpo_loss(chosen_avg_logps, rejected_avg_logps, beta: float):
+    """(per-pair loss, chosen rewards, rejected rewards); log-probs are means over completion tokens."""
+    c, r = chosen_avg_logps.float(), rejected_avg_logps.float()
+    log_odds = (c - r) - (log1mexp(c) - log1mexp(r))
+    return -c - beta * F.logsigmoid(log_odds), beta * c.detach(), beta * r.detach()
+
+
+def simpo_loss(chosen_avg_logps, rejected_avg_logps, beta: float, gamma: float = DEFAULT_GAMMA):
+    """(per-pair loss, chosen rewards, rejected rewards); log-probs are means over completion tokens."""
+    chosen_rewards, rejected_rewards = beta * chosen_avg_logps, beta * rejected_avg_logps
+    return (-F.logsigmoid(chosen_rewards - rejected_rewards - gamma), chosen_rewards.detach(),
+            rejected_rewards.detach())
+
+
+# -- log-probs of the completions -------------------------------------------------------------
+class LinearLogProb(torch.autograd.Function):
+    """Per row log softmax(h W^T + b)[y], W and b frozen; h: (N, C), y: (N,) -> (N,). Chunked as
+    loss.LinearCrossEntropy: nothing of vocabulary size outlives a chunk; the forward keeps
+    d logp / dh = (onehot - softmax) W per row, and the backward scales it by each row's grad."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, y, chunk: int):
+        out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if ctx.needs_input_grad[0] else None
+        for i in range(0, h.shape[0], chunk):
+            yc = y[i:i + chunk]
+            rows = torch.arange(len(yc), device=h.device)
+            logits = _chunk_logits(h[i:i + chunk], weight, bias)  # (c, V) float32
+            top = logits.amax(dim=1, keepdim=True)
+            target = logits[rows, yc]
+            logits.sub_(top).exp_()
+            sums = logits.sum(dim=1, keepdim=True)
+            out[i:i + chunk] = target - top.squeeze(1) - sums.log().squeeze(1)
+            if grad_h is not None:
+                probs = logits.mul_(sums.reciprocal_())
+                probs[rows, yc] -= 1.0  # softmax - onehot = -(d logp / d logits)
+                grad_h[i:i + chunk] = -(probs.to(weight.dtype) @ weight).float()
+        ctx.save_for_backward(grad_h)
+        ctx.h_dtype = h.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad_h,) = ctx.saved_tensors
+        return (grad_h * grad_out.float()[:, None]).to(ctx.h_dtype), None, None, None, None
+
+
+def sequence_logps(model, batch: dict, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of the target tokens' log-probs, number of target tokens) per sequence, (S,) each.
+    The fused head where the architecture allows it (no (S, T, V) logits), else the model's logits."""
+    labels = batch["labels"]
+    S, T = labels.shape
+    targets = getattr(batch, "targets", None)  # found on the host by setup.to_device: no sync here
+    rows, y = targets if targets is not None else target_rows(labels)
+    if supports_fused_loss(model):
+        hidden = model.base_model(input_ids=batch["input_ids"],
+                                  attention_mask=batch.get("attention_mask")).last_hidden_state
+        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)  # (N, C)
+        head = model.get_output_embeddings()
+        logp = LinearLogProb.apply(h, head.weight, head.bias, y, chunk)
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+        flat = logits.reshape(-1, logits.shape[-1]).index_select(0, rows).float()  # (N, V)
+        logp = flat.log_softmax(-1).gather(1, y[:, None]).squeeze(1)
+    seq = torch.div(rows, T, rounding_mode="floor")
+    sums = torch.zeros(S, dtype=torch.float32, device=logp.device).index_add(0, seq, logp)
+    counts = torch.bincount(seq, minlength=S).to(sums.dtype)
+    return sums, counts
+
+
+# -- the reference policy ---------------------------------------------------------------------
+def adapter_tensors(model) -> list[torch.nn.Parameter]:
+    """The adapter's trainable tensors, in a fixed order (A, B and DoRA's magnitude per layer)."""
+    from lora_studio.engine.lora import lora_layers
+
+    out = []
+    for m in lora_layers(model).values():
+        out += [m.lora_A, m.lora_B] + ([m.lora_magnitude_vector] if m.use_dora else [])
+    return out
+
+
+class Reference:
+    """DPO's reference: the base (adapters bypassed), or a frozen copy of the starting adapter."""
+
+    def __init__(self, frozen: list[torch.Tensor] | None = None):
+        self.frozen = frozen
+
+    @classmethod
+    def of_start(cls, model) -> "Reference":
+        """A frozen copy of the adapter the model holds now (a run started from a trained adapter)."""
+        return cls([p.detach().clone() for p in adapter_tensors(model)])
+
+    @contextlib.contextmanager
+    def active(self, model):
+        """Inside the block `model` computes the reference policy. Use it under no_grad and before
+        the policy's forward: the adapter's tensors are swapped, not copied, and swapped back."""
+        if self.frozen is None:
+            from lora_studio.engine.lora import adapters_disabled
+
+            with adapters_disabled(model):
+                yield model
+            return
+        params = adapter_tensors(model)
+        if len(params) != len(self.frozen):
+            raise RuntimeError("the reference adapter does not match the model's adapters")
+        kept = [p.data for p in params]
+        for p, f in zip(params, self.frozen):
+            p.data = f
+        try:
+            yield model
+        finally:
+            for p, k in zip(params, kept):
+                p.data = k
+
+
+# -- one micro-batch --------------------------------------------------------------------------
+def preference_loss(model, batch: dict, loss: str = "dpo", beta: float | None = None,
+                    gamma: float = DEFAULT_GAMMA, reference: Reference | None = None):
+    """(mean loss over pairs, stats) of a preference batch (chosen rows first, then rejected).
+    Stats are 0-d tensors, means over pairs: reward_margin, reward_accuracy (chosen reward >
+    rejected), chosen_logps / rejected_logps (summed over completion tokens) and
+    preference_accuracy (the policy's mean token log-prob higher on chosen: no reference, so it
+    means the same before and after training)."""
+    beta = DEFAULT_BETA[loss] if beta is None else beta
+    ref_logps = None
+    if loss == "dpo":
+        reference = reference or Reference()
+        with torch.no_grad(), reference.active(model):  # before the policy's forward (see `active`)
+            ref_logps, _ = sequence_logps(model, batch)
+    sums, counts = sequence_logps(model, batch)
+    P = sums.shape[0] // 2
+    avg = sums / counts.clamp(min=1)
+    if loss == "dpo":
+        losses, rc, rr = dpo_loss(sums[:P], sums[P:], ref_logps[:P], ref_logps[P:], beta)
+    elif loss == "orpo":
+        losses, rc, rr = orpo_loss(avg[:P], avg[P:], beta)
+    elif loss == "simpo":
+        losses, rc, rr = simpo_loss(avg[:P], avg[P:], beta, gamma)
+    else:
+        raise ValueError(f"preference loss {loss!r} unknown: use one of {', '.join(LOSSES)}")
+    a = avg.detach()
+    stats = {"reward_margin": (rc - rr).mean(), "reward_accuracy": (rc > rr).float().mean(),
+             "chosen_logps": sums[:P].detach().mean(), "rejected_logps": sums[P:].detach().mean(),
+             "preference_accuracy": (a[:P] > a[P:]).float().mean()}
+    return losses.mean(), stats
