@@ -79,8 +79,10 @@ def supports_fused_loss(model) -> bool:
 
 def causal_lm_loss(model, batch: dict, chunk: int = CHUNK, reduction: str = "mean") -> torch.Tensor:
     """Mean next-token cross-entropy over positions whose label is not -100, as HF's loss
-    (reduction "sum": the sum, for evaluation)."""
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
+    (reduction "sum": the sum, for evaluation). Every key of `batch` but `labels` is a model input
+    (so packed rows' `position_ids` reach the backbone)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}  # input_ids, attention_mask, position_ids …
+    hidden = model.base_model(**inputs).last_hidden_state
     targets = getattr(batch, "targets", None)  # found on the host by setup.to_device: no sync here
     rows, y = targets if targets is not None else target_rows(batch["labels"])
     h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)  # (N, C): only rows with a target
