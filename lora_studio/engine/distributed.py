@@ -27,17 +27,20 @@ TIMEOUT_S = float(os.environ.get("LORA_STUDIO_DIST_TIMEOUT", "300"))  # a stuck 
 
 
 class LossModule(nn.Module):
-    """The model's training loss as one module's forward, so DDP's and FSDP2's root hooks run
-    (the fused loss reads the head's weight without calling the head)."""
+    """The objective's loss as one module's forward, so DDP's and FSDP2's root hooks run (the fused
+    loss reads the head's weight without calling the head). Returns (loss, stats)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, objective=None):
         super().__init__()
         self.model = model
+        self.objective = objective
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        from lora_studio.engine.loss import training_loss
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        if self.objective is None:
+            from lora_studio.engine.objective import Objective
 
-        return training_loss(self.model, batch)
+            self.objective = Objective()
+        return self.objective.loss(self.model, batch)
 
 
 def launched() -> bool:
@@ -100,13 +103,14 @@ class Dist:
         return "fsdp", f"the model ({size / 2**30:.1f} GiB) needs over 60% of one GPU ({free / 2**30:.0f} GiB): " \
                        f"sharded over {self.world} GPUs"
 
-    def wrap(self, model: nn.Module, mode: str, device: torch.device) -> str:
-        """Wrap for `mode` (ddp | fsdp | auto); returns the sentence that says what was chosen and why."""
+    def wrap(self, model: nn.Module, mode: str, device: torch.device, objective=None) -> str:
+        """Wrap the objective's loss of `model` for `mode` (ddp | fsdp | auto); returns the sentence
+        that says what was chosen and why ("" in one process: nothing is wrapped)."""
         if not self.many:
             return ""
         self.mode, why = self.choose(mode, model, device)
         self.device = device
-        runner = LossModule(model)
+        runner = LossModule(model, objective)
         if self.mode == "ddp":
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -116,10 +120,14 @@ class Dist:
         what = "DDP (the model on every process)" if self.mode == "ddp" else "FSDP2 (the frozen base sharded)"
         return f"{self.world} processes, {what}: {why}"
 
-    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        from lora_studio.engine.loss import training_loss
-
-        return training_loss(model, batch) if self.runner is None else self.runner(batch)
+    def loss(self, objective, model: nn.Module, batch: dict, count: int) -> tuple[torch.Tensor, dict]:
+        """(loss, stats) of this process's micro-batch. With many processes the mean loss is
+        weighted by (`count` / the global count) · N, so that the gradient DDP/FSDP2 average over
+        the processes is the mean over the global micro-batch (count 0: a padding part)."""
+        if self.runner is None:
+            return objective.loss(model, batch)
+        loss, stats = self.runner(batch)
+        return loss * self.weight(torch.tensor(count, device=self.device)), stats
 
     def autocast(self, s):
         from lora_studio.engine.setup import autocast
@@ -133,6 +141,51 @@ class Dist:
         if self.mode == "ddp":
             return self.runner.no_sync()
         return _fsdp_no_sync(self.runner)
+
+    # -- the loop's forks ----------------------------------------------------------------------------
+    def per_process_batch(self, bs: int, kept_global: int | None) -> tuple[int, str | None]:
+        """(batch size per process, note): a run resumed on another number of processes keeps its
+        global micro-batch (`kept_global` examples over all processes, from the checkpoint)."""
+        if kept_global is None or kept_global == bs * self.world:
+            return bs, None
+        if kept_global % self.world:
+            raise UserError(f"this run's micro-batch holds {kept_global} examples over all processes, which "
+                            f"{self.world} processes cannot share evenly: resume with a number of processes "
+                            f"that divides {kept_global}")
+        return kept_global // self.world, (
+            f"the run's micro-batch of {kept_global} examples is kept: batch size {kept_global // self.world} "
+            f"per process (was {bs}) on {self.world} process{'es' if self.many else ''}")
+
+    def should_stop(self, control, agreed: bool) -> bool:
+        """Stop before the next step? One process: the user's request as it is now; many: only the
+        stop every process agreed on at the last step (`agree`), so that all stop together."""
+        return agreed if self.many else control.stop_requested
+
+    @property
+    def can_pause(self) -> bool:
+        """Pause (and Try it while paused) is for one process."""
+        return not self.many
+
+    def scalar(self, x: torch.Tensor) -> float:
+        """A 0-d tensor as a float (a DTensor, e.g. FSDP2's gradient norm, made whole first). Syncs."""
+        return float(x.full_tensor() if hasattr(x, "full_tensor") else x)
+
+    def sum_number(self, x: float) -> float:
+        """A host number summed over the processes."""
+        if not self.many:
+            return float(x)
+        return float(self.reduce_sum(torch.tensor(float(x), dtype=torch.float64, device=self.device)))
+
+    def weighted_means(self, sums: dict, count: float) -> dict[str, float]:
+        """{name: sum over the step's units / their count}, over all processes: `sums` are device
+        tensors (the objective's stats x count), `count` this process's host count. Syncs once."""
+        if not sums:
+            return {}
+        names = list(sums)
+        x = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32) for k in names] +
+                        [torch.tensor(float(count), device=sums[names[0]].device)])
+        x = self.reduce_sum(x).tolist()
+        return {k: v / max(x[-1], 1) for k, v in zip(names, x)}
 
     # -- data -------------------------------------------------------------------------------------
     def shard(self, idx: list[int], bs: int) -> tuple[list[int], bool]:

@@ -63,6 +63,7 @@ class Step:
     eta: float  # seconds left, evaluation included
     mem_allocated: int  # bytes: CUDA allocated, or process RSS on CPU
     mem_peak: int  # bytes: CUDA peak allocated, or peak RSS on CPU
+    stats: dict[str, float] | None = None  # the objective's extra numbers (engine/objective.py), by name
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Eval:
     step: int
     eval_loss: float
     accuracy: float | None = None  # classification only
+    stats: dict[str, float] | None = None  # the objective's extra numbers over the validation set, by name
 
 
 @dataclass

@@ -35,6 +35,7 @@ class Setup:
     model_ref: str
     adapted: list[str] = field(default_factory=list)
     heads0: dict = field(default_factory=dict)  # the task head as it started (Try it's base answer)
+    objective: object = None  # objective.Objective: the batch and the loss the loop trains on
 
 
 class Stopped(Exception):
@@ -200,8 +201,10 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     check_stop()
     from lora_studio.engine.tryit import initial_heads
 
+    from lora_studio.engine.objective import objective_for
+
     heads0 = initial_heads(model) if config.model.task == "classification" else {}
-    return Setup(config, model, tok, prepared, device, precision, ref, adapted, heads0)
+    return Setup(config, model, tok, prepared, device, precision, ref, adapted, heads0, objective_for(config))
 
 
 def checkpointing(model):
@@ -236,42 +239,43 @@ def to_device(batch: dict, device: torch.device) -> Batch:
 
 def evaluate(s: Setup, batch_size: int, step: int = 0, emit: Callable = lambda e: None,
              control=None) -> tuple[float, float | None]:
-    """(mean loss, accuracy or None) over the validation set, token-weighted for causal LMs.
-    Uses the training batch size and the fused loss: no full logits, no more memory than a step."""
-    from lora_studio.engine.data import collate
-    from lora_studio.engine.loss import causal_lm_loss, supports_fused_loss
+    """(mean loss, accuracy or None) over the validation set (see `evaluate_stats`)."""
+    mean, stats = evaluate_stats(s, batch_size, step, emit, control)
+    return mean, stats.get("accuracy")
 
+
+def evaluate_stats(s: Setup, batch_size: int, step: int = 0, emit: Callable = lambda e: None,
+                   control=None) -> tuple[float, dict[str, float]]:
+    """(mean loss, the objective's stats) over the validation set, weighted by the objective's
+    count (target tokens for causal LMs). Uses the training batch size and the objective's loss
+    (the fused one for causal LMs): no full logits, no more memory than a step."""
+    from lora_studio.engine.objective import objective_for
+
+    objective = s.objective or objective_for(s.config)
     examples = s.data.validation
     if not examples:
-        return float("nan"), None
+        return float("nan"), {}
     model, was_training = s.model, s.model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=s.device)
-    weight, correct = 0, torch.zeros((), dtype=torch.long, device=s.device)
-    classify = s.config.model.task == "classification"
-    fused = not classify and supports_fused_loss(model)
+    weight, sums = 0, {}
     emit(Evaluating(step, 0, len(examples)))
     with torch.no_grad(), autocast(s):
         for i in range(0, len(examples), batch_size):
-            chunk = examples[i:i + batch_size]
-            batch = to_device(collate(chunk, s.tokenizer.pad_token_id), s.device)
-            if classify:
-                out = model(**batch)
-                n = len(chunk)
-                correct += (out.logits.argmax(-1) == batch["labels"]).sum()
-                total += out.loss.double() * n
-            else:
-                n = sum(max(0, sum(1 for t in e["labels"][1:] if t != -100)) for e in chunk)
-                loss = causal_lm_loss(model, batch, reduction="sum") if fused else model(**batch).loss * n
-                total += loss.double()
+            host = objective.collate(examples[i:i + batch_size], s.tokenizer.pad_token_id)
+            n = objective.count(host)
+            loss, stats = objective.eval_sums(model, to_device(host, s.device), n)
+            total += loss.double()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0) + v.double()
             weight += n
             if (i // batch_size) % 8 == 7:
                 emit(Evaluating(step, min(i + batch_size, len(examples)), len(examples)))
             if control is not None and control.stop_requested:
                 break
     model.train(was_training)
-    mean = total.item() / max(weight, 1)  # sync point
-    return mean, (correct.item() / max(weight, 1) if classify else None)
+    w = max(weight, 1)
+    return total.item() / w, {k: float(v) / w for k, v in sums.items()}  # sync point
 
 
 def release(s: Setup | None):

@@ -43,9 +43,13 @@ class TensorBoardLog:
         elif isinstance(event, Step):
             for attr, tag in TAGS_STEP.items():
                 self.scalar(tag, getattr(event, attr), event.step)
+            for name, value in (event.stats or {}).items():  # the objective's own numbers
+                self.scalar(f"train/{name}", value, event.step)
         elif isinstance(event, Eval):
             for attr, tag in TAGS_EVAL.items():
                 self.scalar(tag, getattr(event, attr, None), event.step)
+            for name, value in (event.stats or {}).items():
+                self.scalar(f"eval/{name}", value, event.step)
             self.writer.flush()
         elif isinstance(event, (Finished, Failed)):
             self.close()

@@ -30,8 +30,7 @@ from lora_studio.engine.runfolder import (LABELS_FILE, METRICS_FILE, RUN_FILE, d
                                           metrics_line,
                                           prepare_new_run, read_labels, read_metrics, with_absolute_paths,
                                           write_run_state)
-from lora_studio.engine.setup import (Setup, Stopped, autocast, device_name, evaluate, memory, release, setup,
-                                      to_device)
+from lora_studio.engine.setup import Setup, Stopped, device_name, evaluate_stats, memory, release, setup, to_device
 
 # names other modules and users' scripts import from here
 from lora_studio.engine.events import Evaluating  # noqa: F401,E402
@@ -119,11 +118,9 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
         control.drop_calls("the run has ended")
         release(s)
         dist.close()
-    if not dist.main:  # [dist] rank 0 alone writes the run folder
-        pass
-    elif fresh and isinstance(ev, Failure) and ev.kind == "user" and reached["step"] == 0 and run_dir.is_dir():
+    if dist.main and fresh and isinstance(ev, Failure) and ev.kind == "user" and reached["step"] == 0 and run_dir.is_dir():
         discard_new_run(run_dir)
-    elif run_dir is not None and run_dir.is_dir():
+    elif dist.main and run_dir is not None and run_dir.is_dir():  # rank 0 alone writes the run folder
         try:
             state = "stopped" if isinstance(ev, Finished) else "failed"
             write_run_state(run_dir, state, ev.step, reached["total"], getattr(ev, "message", ""))
@@ -167,236 +164,279 @@ def _nonfinite(step: int, value: float, what: str, lr: float, ckpt) -> NonFinite
 
 def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, ckpt: Path | None,
           spectra_every: int, notes: list[str], dist=None) -> Finished:
-    from lora_studio.engine.adapters import load_adapter
-    from lora_studio.engine.data import collate
-    from lora_studio.engine.lora import trainable_parameters
-    from lora_studio.engine.loss import training_loss
-
     from lora_studio.engine.distributed import Dist
 
-    dist = dist or Dist()
-    cfg, t = s.config, s.config.train
-    model, device = s.model, s.device
-    train_ex = s.data.train
-    n, bs, accum = len(train_ex), t.batch_size, t.grad_accum
-    gbs = bs * dist.world  # [dist] a micro-batch's examples over all processes
-    kept_gbs = (state or {}).get("global_batch", gbs)
-    if kept_gbs != gbs:  # [dist] resumed on another number of processes: keep the run's global batch
-        if kept_gbs % dist.world:
-            from lora_studio.engine.errors import UserError
+    return Loop(s, run_dir, emit, control, dist or Dist(), spectra_every).run(state, ckpt, notes)
 
-            raise UserError(f"this run's micro-batch holds {kept_gbs} examples over all processes, which "
-                            f"{dist.world} processes cannot share evenly: resume with a number of processes "
-                            f"that divides {kept_gbs}")
-        notes.append(f"the run's micro-batch of {kept_gbs} examples is kept: batch size {kept_gbs // dist.world} "
-                     f"per process (was {bs}) on {dist.world} process{'es' if dist.many else ''}")
-        bs, gbs = kept_gbs // dist.world, kept_gbs
-    batches_per_epoch = math.ceil(n / gbs)
-    total = t.max_steps or max(1, math.ceil(t.epochs * batches_per_epoch / accum))
-    warmup = t.warmup_steps or int(t.warmup_ratio * total)
-    if state is not None:
-        load_adapter(model, ckpt)  # before wrapping: FSDP2 shards what was loaded
-    if dist.many:
-        emit(Status(dist.wrap(model, t.distributed, device)))
-    params = trainable_parameters(model)
-    from lora_studio.engine.quantize import make_optimizer
-    from lora_studio.engine.variants import optimizer_groups
 
-    optimizer = make_optimizer(t.optimizer, optimizer_groups(model, t.lr, t.loraplus_ratio), t.lr, t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, warmup, total))
-    scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
-    step, epoch, pos, elapsed_before = 0, 0, 0, 0.0
-    if state is not None:
-        dist.load_optimizer(optimizer, state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler.is_enabled() and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        elif scaler.is_enabled():
-            notes.append("the checkpoint had no fp16 loss scale: it starts again from the default")
-        step, epoch, pos = state["step"], state["epoch"], state["pos"]
-        elapsed_before = float(state.get("elapsed", 0.0))
-        if step >= total:
-            notes.append(f"the run already reached step {step} of {total}: give more --max-steps or --epochs "
-                         "to train further")
-        # the curve continues the one before the checkpoint: drop what was logged after it
-        kept = [m for m in read_metrics(run_dir) if m.get("step", 0) <= step]
-        from lora_studio.engine.atomic import atomic_write_bytes
+class Loop:
+    """One run's training state and the named parts of its loop: `restore` (batch plan, optimizer,
+    resume), `baseline`, then per step `micro_batches` -> `optimizer_step` -> `after_step` (which
+    `report`s, evaluates, checkpoints, pauses), and `finish`. The loss is the Setup's objective
+    (engine/objective.py); whatever differs with several processes is asked of `dist`
+    (engine/distributed.py `Dist`: every call is a no-op in one process)."""
 
+    def __init__(self, s: Setup, run_dir: Path, emit, control: Control, dist, spectra_every: int = 0):
+        from lora_studio.engine.objective import objective_for
+
+        self.s, self.run_dir, self.emit, self.control, self.dist = s, run_dir, emit, control, dist
+        self.t, self.model, self.device = s.config.train, s.model, s.device
+        self.objective = s.objective or objective_for(s.config)
+        self.spectra_every = spectra_every
+        self.step = self.epoch = self.pos = 0
+        self.elapsed_before = self.eval_seconds = 0.0  # eval_seconds: the last evaluation, for the ETA
+        self.last_eval = (None, None)
+        self.recent = deque(maxlen=50)  # seconds per step, the last 50: the estimate forgets a slow start
+        self.stopping = False  # the stop all processes agreed on at the last step
+        self.t_start = time.perf_counter()
+
+    def run(self, state: dict | None, ckpt: Path | None, notes: list[str]) -> Finished:
+        self.restore(state, ckpt, notes)
+        self.baseline(state)
+        start_step = self.step
+        try:
+            while self.step < self.total and not self.dist.should_stop(self.control, self.stopping):
+                t0 = time.perf_counter()
+                done = self.micro_batches()
+                lr, norm = self.optimizer_step()
+                self.after_step(t0, done, lr, norm)
+        except (torch.cuda.OutOfMemoryError, MemoryError):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise
+        finally:
+            self.metrics.close()
+        return self.finish(self.step > start_step or state is None)
+
+    # -- before the first step ------------------------------------------------------------------
+    def restore(self, state: dict | None, ckpt: Path | None, notes: list[str]):
+        """The batch plan, the optimizer and its schedule, and (resuming) their saved state;
+        metrics.jsonl cut back to the checkpoint; the run files; `Started`."""
+        from lora_studio.engine.adapters import load_adapter
+        from lora_studio.engine.lora import trainable_parameters
+        from lora_studio.engine.quantize import make_optimizer
+        from lora_studio.engine.variants import optimizer_groups
+
+        s, t, dist, model = self.s, self.t, self.dist, self.model
+        self.n, self.accum = len(s.data.train), t.grad_accum
+        self.bs, note = dist.per_process_batch(t.batch_size, (state or {}).get("global_batch"))
+        if note:
+            notes.append(note)
+        self.gbs = self.bs * dist.world  # a micro-batch's examples over all processes
+        self.batches_per_epoch = math.ceil(self.n / self.gbs)
+        self.total = t.max_steps or max(1, math.ceil(t.epochs * self.batches_per_epoch / self.accum))
+        warmup = t.warmup_steps or int(t.warmup_ratio * self.total)
+        if state is not None:
+            load_adapter(model, ckpt)  # before wrapping: FSDP2 shards what was loaded
+        wrapped = dist.wrap(model, t.distributed, self.device, self.objective)
+        if wrapped:
+            self.emit(Status(wrapped))
+        self.params = trainable_parameters(model)
+        self.optimizer = make_optimizer(t.optimizer, optimizer_groups(model, t.lr, t.loraplus_ratio), t.lr,
+                                        t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.schedule, warmup, self.total))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
+        if state is not None:
+            self._load_state(state, notes)
+        elif dist.main:
+            (self.run_dir / METRICS_FILE).write_text("")
         if dist.main:
-            atomic_write_bytes(run_dir / METRICS_FILE, "".join(metrics_line(m) for m in kept).encode())
-    elif dist.main:
-        (run_dir / METRICS_FILE).write_text("")
-    if dist.main:
-        write_run_files(s, run_dir, adapter=False)
-        write_run_state(run_dir, "running", step, total)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    emit(Started(str(run_dir), total, step, device.type, device_name(device), s.precision,
-                 sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()), n,
-                 len(s.data.validation), cfg.model.task, s.data.label_names, elapsed_before, notes or None))
-    metrics = open(run_dir / METRICS_FILE if dist.main else os.devnull, "a", encoding="utf-8")
-    pad = s.tokenizer.pad_token_id
-    order = epoch_order(n, t.seed, epoch)
+            write_run_files(s, self.run_dir, adapter=False)
+            write_run_state(self.run_dir, "running", self.step, self.total)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.emit(Started(str(self.run_dir), self.total, self.step, self.device.type, device_name(self.device),
+                          s.precision, sum(p.numel() for p in self.params),
+                          sum(p.numel() for p in model.parameters()), self.n, len(s.data.validation),
+                          s.config.model.task, s.data.label_names, self.elapsed_before, notes or None))
+        self.metrics = open(self.run_dir / METRICS_FILE if dist.main else os.devnull, "a", encoding="utf-8")
+        self.order = epoch_order(self.n, t.seed, self.epoch)
+        self.last_ckpt = (ckpt, time.monotonic())
 
-    def evals_left(at: int) -> int:  # evaluations still to come after step `at` (the last step always has one)
-        if not s.data.validation or at >= total:
+    def _load_state(self, state: dict, notes: list[str]):
+        self.dist.load_optimizer(self.optimizer, state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        elif self.scaler.is_enabled():
+            notes.append("the checkpoint had no fp16 loss scale: it starts again from the default")
+        self.step, self.epoch, self.pos = state["step"], state["epoch"], state["pos"]
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        if self.step >= self.total:
+            notes.append(f"the run already reached step {self.step} of {self.total}: give more --max-steps or "
+                         "--epochs to train further")
+        # the curve continues the one before the checkpoint: drop what was logged after it
+        kept = [m for m in read_metrics(self.run_dir) if m.get("step", 0) <= self.step]
+        if self.dist.main:
+            from lora_studio.engine.atomic import atomic_write_bytes
+
+            atomic_write_bytes(self.run_dir / METRICS_FILE, "".join(metrics_line(m) for m in kept).encode())
+
+    def baseline(self, state: dict | None):
+        """The RNG as the checkpoint left it, or the evaluation of the untrained adapter (step 0)."""
+        if state is not None:
+            note = set_rng_state(state["rng"])
+            if note:
+                self.emit(Status(note))
+        elif self.s.data.validation and self.t.eval_every > 0:
+            self.last_eval = self.run_eval()
+        self.dist.seed(self.t.seed, self.step)
+        self.model.train()
+        self.t_start = time.perf_counter()  # the baseline evaluation is not training time
+
+    # -- one step ---------------------------------------------------------------------------------
+    def micro_batches(self) -> dict:
+        """Forward and backward over the step's `accum` micro-batches. Returns device sums (no sync):
+        `loss` (of the micro-batch means / accum), and the objective's `stats` weighted by `count`,
+        plus host counts: `tokens` (real tokens) and `count` (the units the loss is a mean over)."""
+        t, dist, objective = self.t, self.dist, self.objective
+        done = {"loss": torch.zeros((), device=self.device), "tokens": 0, "count": 0, "stats": {}}
+        for k in range(self.accum):
+            if self.pos >= self.batches_per_epoch:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self.order = epoch_order(self.n, t.seed, self.epoch)
+            idx, real = dist.shard(self.order[self.pos * self.gbs:(self.pos + 1) * self.gbs], self.bs)
+            self.pos += 1
+            host = objective.collate([self.s.data.train[i] for i in idx], self.s.tokenizer.pad_token_id)
+            count = objective.count(host) if real else 0  # a padding part weighs nothing
+            done["tokens"] += objective.tokens(host) if real else 0
+            done["count"] += count
+            batch = to_device(host, self.device)
+            with dist.sync(last=k == self.accum - 1):  # no gradient reduction before the last
+                with dist.autocast(self.s):
+                    loss, stats = dist.loss(objective, self.model, batch, count)
+                    loss = loss / self.accum
+                self.scaler.scale(loss).backward()
+            done["loss"] += loss.detach().float()
+            for name, v in stats.items():
+                done["stats"][name] = done["stats"].get(name, 0) + v.detach().float() * count
+        return done
+
+    def optimizer_step(self) -> tuple[float, torch.Tensor]:
+        """Clip, step, schedule; returns (the learning rate this step used, the gradient norm)."""
+        t = self.t
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.scheduler.get_last_lr()[0]
+        with warnings.catch_warnings():  # a skipped fp16 step makes the scheduler warn; that is expected
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return lr, norm
+
+    def after_step(self, t0: float, done: dict, lr: float, norm: torch.Tensor):
+        """What is due after a step: report, evaluate, spectra, checkpoint, pause. Every process
+        takes the same branches (they hold collectives): the stop and the timed save are agreed."""
+        t, step, control, dist = self.t, self.step, self.control, self.dist
+        timed = t.save_minutes and time.monotonic() - self.last_ckpt[1] >= 60 * t.save_minutes
+        self.stopping, timed = dist.agree(control.stop_requested, timed)
+        eval_due = bool(self.s.data.validation) and ((t.eval_every and step % t.eval_every == 0) or
+                                                     step == self.total)
+        save_due = step < self.total and ((t.save_every and step % t.save_every == 0) or timed)
+        log_due = step % t.log_every == 0 or step == self.total
+        if log_due or eval_due or save_due or self.stopping or (dist.can_pause and control.paused):
+            self.report(t0, done, lr, norm, log_due, eval_due)
+        if eval_due:
+            self.last_eval = self.run_eval()
+        if self.spectra_every and step % self.spectra_every == 0:
+            emit_spectra(self.model, step, self.emit)
+        if save_due:
+            self.checkpoint()
+        if dist.can_pause and control.paused and not control.stop_requested:  # (read now: an event may pause)
+            self.emit(Paused(step))
+            control.wait_while_paused(self.s)
+            self.model.train()
+            if not control.stop_requested:
+                self.emit(Resumed(step))
+
+    def report(self, t0: float, done: dict, lr: float, norm: torch.Tensor, log_due: bool, eval_due: bool):
+        """Check the step's loss and gradient norm are finite; on a log step, the `Step` event and
+        its metrics.jsonl row (the objective's stats by name)."""
+        step, dist = self.step, self.dist
+        loss_value = float(dist.reduce_sum(done["loss"])) / dist.world  # sync point: the GPU finishes the step
+        grad_norm = dist.scalar(norm)
+        if not math.isfinite(loss_value):
+            raise _nonfinite(step, loss_value, "loss", lr, self.last_ckpt[0])
+        if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
+            raise _nonfinite(step, grad_norm, "gradient norm", lr, self.last_ckpt[0])
+        dt = time.perf_counter() - t0
+        if log_due:
+            elapsed = self.elapsed_before + time.perf_counter() - self.t_start
+            per_step = sum(self.recent) / len(self.recent) if self.recent else dt
+            # this step's own evaluation (eval_due) runs after the event: it is still to come
+            eta = per_step * (self.total - step) + self.eval_seconds * (self.evals_left(step) + eval_due)
+            alloc, peak = memory(self.device)
+            tokens = dist.sum_number(done["tokens"])
+            stats = dist.weighted_means(done["stats"], done["count"])
+            ev = Step(step, self.total, self.epoch + self.pos / self.batches_per_epoch, loss_value, lr, grad_norm,
+                      tokens / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak, stats or None)
+            self.log({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": ev.tokens_per_s,
+                      "time": time.time(), "epoch": ev.epoch, "grad_norm": grad_norm,
+                      "mem_allocated": alloc, "mem_peak": peak, **stats})
+            self.emit(ev)
+        self.recent.append(time.perf_counter() - t0)  # the whole step: its logging and event included
+
+    def evals_left(self, at: int) -> int:
+        """Evaluations still to come after step `at` (the last step always has one)."""
+        t, total = self.t, self.total
+        if not self.s.data.validation or at >= total:
             return 0
         every = (total // t.eval_every - at // t.eval_every) if t.eval_every else 0
         return every + (0 if t.eval_every and total % t.eval_every == 0 else 1)
 
-    eval_seconds = 0.0  # duration of the last evaluation, for the time-left estimate
+    def log(self, record: dict):
+        self.metrics.write(metrics_line(record))
+        self.metrics.flush()
 
-    def log(record: dict):
-        metrics.write(metrics_line(record))
-        metrics.flush()
-
-    def run_eval() -> tuple[float, float | None]:
-        nonlocal eval_seconds
+    def run_eval(self) -> tuple[float, float | None]:
         t0 = time.perf_counter()
-        with dist.full_root():  # [dist] every rank evaluates the whole validation set
-            result = evaluate(s, bs, step, emit, control)
-        eval_seconds = time.perf_counter() - t0
-        emit(Eval(step, *result))
-        log({"step": step, "eval_loss": result[0], **({"accuracy": result[1]} if result[1] is not None else {}),
-             "time": time.time()})
-        return result
+        with self.dist.full_root():  # every process evaluates the whole validation set
+            loss, stats = evaluate_stats(self.s, self.bs, self.step, self.emit, self.control)
+        self.eval_seconds = time.perf_counter() - t0
+        accuracy = stats.pop("accuracy", None)
+        self.emit(Eval(self.step, loss, accuracy, stats or None))
+        self.log({"step": self.step, "eval_loss": loss, **({"accuracy": accuracy} if accuracy is not None else {}),
+                  **{f"eval_{k}": v for k, v in stats.items()}, "time": time.time()})
+        return loss, accuracy
 
-    last_ckpt = {"path": ckpt, "time": time.monotonic()}
-
-    def checkpoint() -> Path:
-        adapter, opt = dist.gather(model, optimizer)  # [dist] collective: the full state, on CPU
-        st = {"step": step, "epoch": epoch, "pos": pos, "global_batch": gbs,
-              "optimizer": opt or optimizer.state_dict(),
-              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-              "elapsed": elapsed_before + time.perf_counter() - t_start}
+    def checkpoint(self) -> Path:
+        dist, model = self.dist, self.model
+        adapter, opt = dist.gather(model, self.optimizer)  # collective: the full state, on CPU
+        st = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "global_batch": self.gbs,
+              "optimizer": opt or self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+              "scaler": self.scaler.state_dict(), "rng": rng_state(),
+              "elapsed": self.elapsed_before + time.perf_counter() - self.t_start}
         if not dist.main:
-            return run_dir
+            return self.run_dir
         with dist.full_params(model, adapter):
-            path = save_checkpoint(model, s.model_ref, run_dir, st, t.keep_checkpoints)
-        last_ckpt.update(path=path, time=time.monotonic())
-        emit(Checkpoint(step, str(path)))
+            path = save_checkpoint(model, self.s.model_ref, self.run_dir, st, self.t.keep_checkpoints)
+        self.last_ckpt = (path, time.monotonic())
+        self.emit(Checkpoint(self.step, str(path)))
         return path
 
-    last_eval = (None, None)
-    t_start = time.perf_counter()
-    if state is not None:
-        note = set_rng_state(state["rng"])
-        if note:
-            emit(Status(note))
-    elif s.data.validation and t.eval_every > 0:
-        last_eval = run_eval()
-    dist.seed(t.seed, step)
-    model.train()
-    t_start = time.perf_counter()  # the baseline evaluation is not training time
-    start_step = step
-    recent = deque(maxlen=50)  # seconds per step, the last 50: the estimate forgets a slow start
-    loss_value = float("nan")
-    stopping = False
-    try:
-        while step < total:
-            # [dist] with several processes only the stop all ranks agreed on counts: they stop together
-            if (stopping if dist.many else control.stop_requested):
-                break
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            tokens = torch.zeros((), dtype=torch.long, device=device)
-            for k in range(accum):
-                if pos >= batches_per_epoch:
-                    epoch, pos = epoch + 1, 0
-                    order = epoch_order(n, t.seed, epoch)
-                idx, real = dist.shard(order[pos * gbs:(pos + 1) * gbs], bs)
-                pos += 1
-                batch = to_device(collate([train_ex[i] for i in idx], pad), device)
-                tokens += batch["attention_mask"].sum() if real else 0
-                with dist.sync(last=k == accum - 1):  # [dist] no gradient reduction before the last
-                    with dist.autocast(s):
-                        if dist.many:  # [dist] token-weighted: the ranks' average is the global mean
-                            loss = dist.loss(model, batch) * dist.weight(_count(batch) if real else
-                                                                         torch.zeros((), device=device)) / accum
-                        else:
-                            loss = training_loss(model, batch) / accum
-                    scaler.scale(loss).backward()
-                loss_sum += loss.detach().float()
-            scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
-            scaler.step(optimizer)
-            scaler.update()
-            lr = scheduler.get_last_lr()[0]
-            with warnings.catch_warnings():  # a skipped fp16 step makes the scheduler warn; that is expected
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            now = time.monotonic()
-            timed = t.save_minutes and now - last_ckpt["time"] >= 60 * t.save_minutes
-            # [dist] every rank takes the same branches below (they hold collectives); one process: as is
-            stopping, timed = dist.agree(control.stop_requested, timed)
-            eval_due = bool(s.data.validation) and ((t.eval_every and step % t.eval_every == 0) or step == total)
-            save_due = step < total and ((t.save_every and step % t.save_every == 0) or
-                                         timed)
-            log_due = step % t.log_every == 0 or step == total
-            if log_due or eval_due or save_due or stopping or control.paused:
-                loss_value = float(dist.reduce_sum(loss_sum)) / dist.world  # sync point: the GPU finishes the step
-                grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-                if not math.isfinite(loss_value):
-                    raise _nonfinite(step, loss_value, "loss", lr, last_ckpt["path"])
-                if not math.isfinite(grad_norm) and not scaler.is_enabled():
-                    raise _nonfinite(step, grad_norm, "gradient norm", lr, last_ckpt["path"])
-                dt = time.perf_counter() - t0
-                if log_due:
-                    elapsed = elapsed_before + time.perf_counter() - t_start
-                    per_step = sum(recent) / len(recent) if recent else dt
-                    # this step's own evaluation (eval_due) runs after the event: it is still to come
-                    eta = per_step * (total - step) + eval_seconds * (evals_left(step) + eval_due)
-                    alloc, peak = memory(device)
-                    ev = Step(step, total, epoch + pos / batches_per_epoch, loss_value, lr, grad_norm,
-                              float(dist.reduce_sum(tokens)) / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak)
-                    log({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": ev.tokens_per_s,
-                         "time": time.time(), "epoch": ev.epoch, "grad_norm": grad_norm,
-                         "mem_allocated": alloc, "mem_peak": peak})
-                    emit(ev)
-                recent.append(time.perf_counter() - t0)  # the whole step: its logging and event included
-            if eval_due:
-                last_eval = run_eval()
-            if spectra_every and step % spectra_every == 0:
-                emit_spectra(model, step, emit)
-            if save_due:
-                checkpoint()
-            if control.paused and not control.stop_requested and not dist.many:  # [dist] no pause
-                emit(Paused(step))
-                control.wait_while_paused(s)
-                model.train()
-                if not control.stop_requested:
-                    emit(Resumed(step))
-    except (torch.cuda.OutOfMemoryError, MemoryError):
-        optimizer.zero_grad(set_to_none=True)
-        raise
-    finally:
-        metrics.close()
-    stopped = step < total
-    if step > start_step or state is None:
-        checkpoint()
-    if dist.main:
-        with dist.full_params(model, dist.gather(model, optimizer)[0]):
-            write_run_files(s, run_dir)
-        write_run_state(run_dir, "stopped" if stopped else "finished", step, total)
-        from lora_studio.engine.fit import record_peak
+    # -- after the last step ----------------------------------------------------------------------
+    def finish(self, save: bool) -> Finished:
+        """The last checkpoint, the adapter at the folder's top, the run state and memory.json."""
+        s, dist, model, device, step = self.s, self.dist, self.model, self.device, self.step
+        stopped = step < self.total
+        if save:
+            self.checkpoint()
+        adapter = dist.gather(model, self.optimizer)[0]  # collective: rank 0 gathers the final adapter
+        if dist.main:
+            with dist.full_params(model, adapter):
+                write_run_files(s, self.run_dir)
+            write_run_state(self.run_dir, "stopped" if stopped else "finished", step, self.total)
+            from lora_studio.engine.fit import record_peak
 
-        record_peak(run_dir, s.model_ref, cfg, model.lora_studio_spec, s.precision, device.type, memory(device)[1],
-                    s.data.label_names)  # memory.json: the planner's estimate and the measured peak
-    else:
-        dist.gather(model, optimizer)  # [dist] collective: rank 0 gathers the final adapter
-    if spectra_every and not stopped:
-        emit_spectra(model, step, emit)
-    ev = Finished(step, str(run_dir), stopped, *last_eval, mem_peak=memory(device)[1])
-    emit(ev)
-    return ev
-
-
-def _count(batch: dict) -> torch.Tensor:
-    """What a micro-batch's mean loss is over: target tokens (causal LM), or examples."""
-    labels = batch["labels"]
-    return (labels[:, 1:] != -100).sum() if labels.dim() == 2 else torch.tensor(labels.shape[0], device=labels.device)
+            record_peak(self.run_dir, s.model_ref, s.config, model.lora_studio_spec, s.precision, device.type,
+                        memory(device)[1], s.data.label_names)  # memory.json: the estimate and the measured peak
+        if self.spectra_every and not stopped:
+            emit_spectra(model, step, self.emit)
+        ev = Finished(step, str(self.run_dir), stopped, *self.last_eval, mem_peak=memory(device)[1])
+        self.emit(ev)
+        return ev
 
 
 def emit_spectra(model, step: int, emit):

@@ -73,17 +73,17 @@ def test_try_it_while_paused_uses_the_live_weights(tmp_path, bert_folder):
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_finite_checkpoint(tmp_path, bert_folder, monkeypatch):
-    import lora_studio.engine.loss as L
+    import lora_studio.engine.objective as O
 
-    real = L.training_loss
+    real = O.Classification.loss
     calls = []
 
-    def loss(model, batch):
+    def loss(self, model, batch):
         calls.append(1)
-        out = real(model, batch)
-        return out * float("nan") if len(calls) == 7 else out
+        out, stats = real(self, model, batch)
+        return (out * float("nan") if len(calls) == 7 else out), stats
 
-    monkeypatch.setattr(L, "training_loss", loss)
+    monkeypatch.setattr(O.Classification, "loss", loss)  # the loss the setup hands the loop
     cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl"), eval_every=0, save_every=4)
     result = T.train(cfg)
     assert isinstance(result, E.Failed) and result.kind == "nonfinite" and result.step == 7

@@ -166,12 +166,12 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path, bert_folder):
 
 
 def test_out_of_memory_is_reported_with_advice(tmp_path, bert_folder, monkeypatch):
-    from lora_studio.engine import loss
+    from lora_studio.engine import objective
 
-    def boom(model, batch):
+    def boom(self, model, batch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(loss, "training_loss", boom)
+    monkeypatch.setattr(objective.Classification, "loss", boom)  # the loss the setup hands the loop
     cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl"), batch_size=8)
     events = []
     result = T.train(cfg, events.append)
