@@ -232,7 +232,7 @@ def to_device(batch: dict, device: torch.device) -> Batch:
         move = lambda v: v.pin_memory().to(device, non_blocking=True)  # noqa: E731
     else:
         move = lambda v: v.to(device)  # noqa: E731
-    out = Batch({k: move(v) for k, v in batch.items()})
+    out = Batch({k: move(v) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})  # host ints stay
     out.targets = tuple(move(t) for t in targets) if targets is not None else None
     return out
 

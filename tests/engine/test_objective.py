@@ -86,3 +86,12 @@ def test_the_built_in_objectives_count_on_the_host():
     rows = collate([{"input_ids": [1, 2, 3], "labels": 1}, {"input_ids": [1], "labels": 0}], 0)
     cls = O.objective_for(RunConfig().replace(model={"task": "classification"}))
     assert isinstance(cls, O.Classification) and cls.count(rows) == 2 and cls.tokens(rows) == 4
+
+
+def test_to_device_moves_tensors_and_passes_host_values_through():
+    from lora_studio.engine.setup import to_device
+
+    host = {"input_ids": torch.tensor([[1, 2, 3]]), "labels": torch.tensor([[-100, 2, 3]]), "seq_bounds": (0, 3)}
+    batch = to_device(host, torch.device("cpu"))
+    assert batch["seq_bounds"] == (0, 3) and torch.equal(batch["input_ids"], host["input_ids"])
+    assert [t.tolist() for t in batch.targets] == [[0, 1], [2, 3]]
