@@ -1,4 +1,4 @@
-"""The command line: `lora-studio [gui|train|sweep|budget|merge|inspect|resize|try|gguf]` (contract in DESIGN.md).
+"""The command line: `lora-studio [gui|train|sweep|budget|merge|inspect|resize|try|gguf|data]` (contract in DESIGN.md).
 
 Exit status: 0 done, 2 the user's input is wrong (one `error: …` line on stderr), 1 a bug.
 """
@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from lora_studio.cli_data import add_data_parser, cmd_data
 from lora_studio.cli_train import _cmd_sweep, add_train_flags, cmd_train
 from lora_studio.engine.errors import UserError
 
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--chat", action="store_true", help="causal LMs: wrap the text in the chat template")
     y.add_argument("--device", default=None, help="cpu | cuda | … (default: the run's)")
     y.add_argument("--json", action="store_true")
+    add_data_parser(sub)
     return p
 
 
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             return gui_main(config_path=getattr(args, "config", None))
         return {"train": cmd_train, "budget": cmd_budget, "merge": cmd_merge, "inspect": cmd_inspect,
                 "resize": cmd_resize, "try": cmd_try, "gguf": cmd_gguf,
-                "sweep": _cmd_sweep}[args.command](args)
+                "sweep": _cmd_sweep, "data": cmd_data}[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -260,6 +260,10 @@ def cmd_train(a) -> int:
     if getattr(a, "nproc", None) is not None:
         return launch(a)
     config = resume_config(a) if a.resume else config_from_args(a)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # a hub model not cached yet: download it with progress
+        from lora_studio.cli_hub import fetch
+
+        fetch(config.model.path, allow_pickle=config.model.allow_pickle)
     control = Control()
     hits = []
     # under torchrun a Ctrl-C reaches each process twice (from the terminal and from torchrun):
@@ -317,6 +321,10 @@ def launch(a) -> int:
             skip = True
         elif not arg.startswith("--nproc="):
             argv.append(arg)
+    if getattr(a, "model", None):  # downloaded once here, not by N processes at once
+        from lora_studio.cli_hub import fetch
+
+        fetch(a.model, allow_pickle=bool(getattr(a, "allow_pickle", False)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(a.nproc),
            "-m", "lora_studio", *argv]
     print("starting: " + " ".join(cmd[1:]), file=sys.stderr)

@@ -106,9 +106,10 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
 
 
 def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
-            label_names: list[str] | None = None) -> Prepared:
+            label_names: list[str] | None = None, trace: dict | None = None) -> Prepared:
     """Load, split, detect the format, tokenize (once) and mask: examples ready for `collate`.
-    `label_names` fixes the class ids (a resumed run keeps its mapping)."""
+    `label_names` fixes the class ids (a resumed run keeps its mapping). A `trace` dict receives,
+    per split of a causal format, one `Traced` per row (what `datacheck` shows)."""
     import datasets
 
     if task == "preference":  # (prompt, chosen, rejected) pairs: engine/data_pref.py
@@ -150,7 +151,8 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
             ids = labels if split == "train" else val_labels
             stats[split] = _classification(clip(_col(t, roles["text"])), ids, tokenizer, L)
         else:
-            stats[split] = _causal(fmt, t, roles, tokenizer, L, clip)
+            rows = trace.setdefault(split, []) if trace is not None else None
+            stats[split] = _causal(fmt, t, roles, tokenizer, L, clip, rows)
         stats[split][1].clipped = clip.count
     (train, train_stats), (val, val_stats) = stats["train"], stats["validation"]
     return Prepared(train, val, fmt, roles, names, {"train": train_stats, "validation": val_stats})
@@ -283,7 +285,18 @@ def _classification(texts, labels, tok, L: int) -> tuple[list[dict], LengthStats
     return examples, _stats(lengths, L, truncated=len(long), empty=len(texts) - len(keep))
 
 
-def _causal(fmt: str, table, roles: dict, tok, L: int, clip=None) -> tuple[list[dict], LengthStats]:
+@dataclass
+class Traced:
+    """One row of a causal format as `prepare` saw it: the untruncated ids and loss mask (None:
+    nothing to learn from), and the example training gets from it (None: dropped)."""
+
+    ids: list[int] | None
+    mask: list[bool] | None
+    example: dict | None
+
+
+def _causal(fmt: str, table, roles: dict, tok, L: int, clip=None,
+            trace: list | None = None) -> tuple[list[dict], LengthStats]:
     """Untruncated (ids, loss mask) per row, then truncation, masking and the counts."""
     clip = clip or Clip(CHARS_PER_TOKEN * L)
     if fmt == "text":
@@ -296,20 +309,30 @@ def _causal(fmt: str, table, roles: dict, tok, L: int, clip=None) -> tuple[list[
     examples, lengths = [], []
     truncated = too_long = empty = 0
     for row in rows:
-        if row is None or not any(row[1]):
-            empty += 1
-            continue
-        ids, mask = row
-        if len(ids) > L:
-            ids, mask = ids[:L], mask[:L]  # cuts the end: the completion / last turns
-            if not any(mask):
+        example = _example(row, L)
+        if trace is not None:
+            trace.append(Traced(*(row or (None, None)), example))
+        if example is None:
+            if row is None or not any(row[1]):
+                empty += 1
+            else:
                 too_long += 1
-                continue
-            truncated += 1
+            continue
+        truncated += len(row[0]) > L
         lengths.append(len(row[0]))
-        examples.append({"input_ids": ids, "attention_mask": [1] * len(ids),
-                         "labels": [t if m else IGNORE for t, m in zip(ids, mask)]})
+        examples.append(example)
     return examples, _stats(lengths, L, truncated=truncated, too_long_prompts=too_long, empty=empty)
+
+
+def _example(row, L: int) -> dict | None:
+    """The training example of one (ids, loss mask) row cut to L tokens; None when it trains nothing."""
+    if row is None or not any(row[1]):
+        return None
+    ids, mask = row[0][:L], row[1][:L]  # cuts the end: the completion / last turns
+    if not any(mask):
+        return None
+    return {"input_ids": ids, "attention_mask": [1] * len(ids),
+            "labels": [t if m else IGNORE for t, m in zip(ids, mask)]}
 
 
 def _with_eos(ids: list[int], tok) -> list[int]:
