@@ -16,7 +16,7 @@ MATH_FLAGS = ("model", "task", "data", "validation_data", "validation_split", "f
               "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps",
               "max_length", "seed", "precision", "gradient_checkpointing", "allow_pickle", "trust_remote_code",
               "config", "out", "overwrite", "quantize", "optimizer", "dora", "init", "loraplus_ratio",
-              "start_from", "loss", "beta", "simpo_gamma")
+              "start_from", "loss", "beta", "simpo_gamma", "packing")
 # the adapter's shape: a run started --from another keeps that run's (its adapter is trained on)
 ADAPTER_FLAGS = ("targets", "layers", "rank", "alpha", "dropout", "rslora", "dora", "init")
 
@@ -53,6 +53,9 @@ def add_train_flags(t):
     steps.add_argument("--epochs", type=float, help="passes over the data (default 3)")
     t.add_argument("--batch-size", type=int, help="examples per micro-batch (default 16)")
     t.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
+    t.add_argument("--packing", action="store_true", default=None,
+                   help="causal LM: lay each micro-batch's examples end to end in one row (no padding; "
+                        "positions restart and attention stays within each example: the same loss)")
     t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     t.add_argument("--schedule", choices=["linear", "cosine", "constant"])
     t.add_argument("--warmup-steps", type=int)
@@ -126,7 +129,7 @@ def config_from_args(a) -> "RunConfig":
         train["epochs"], train["max_steps"] = a.epochs, 0
     for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
                 "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer", "loraplus_ratio",
-                "distributed", "loss", "beta", "simpo_gamma"):
+                "distributed", "loss", "beta", "simpo_gamma", "packing"):
         put(train, key, getattr(a, key))
     if a.out is not None and not a.out.strip():
         raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")

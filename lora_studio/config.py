@@ -108,6 +108,7 @@ class TrainConfig:
     epochs: float = 3.0  # passes over the training data (when max_steps is 0)
     batch_size: int = 16  # examples per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
+    packing: bool = False  # causal LM: each micro-batch's examples end to end in one row, no padding (same loss)
     lr: float = 1e-3  # peak learning rate (AdamW)
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warmup; 0 with warmup_ratio 0 = none
@@ -186,6 +187,10 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         for section in (self.model, self.lora, self.data, self.train):
             section.validate()
+        if self.train.packing and self.model.task != "causal-lm":
+            why = {"classification": "a classification example is one label, not a sequence of targets"}
+            raise UserError(f"packing is for causal-LM training, not {self.model.task} "
+                            f"({why.get(self.model.task, 'its batches are pairs')}): turn packing off")
         return self
 
     # -- TOML ----------------------------------------------------------------------------

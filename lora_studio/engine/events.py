@@ -64,6 +64,7 @@ class Step:
     mem_allocated: int  # bytes: CUDA allocated, or process RSS on CPU
     mem_peak: int  # bytes: CUDA peak allocated, or peak RSS on CPU
     stats: dict[str, float] | None = None  # the objective's extra numbers (engine/objective.py), by name
+    padding: float | None = None  # share of the step's computed positions that were padding (0 when packed)
 
 
 @dataclass

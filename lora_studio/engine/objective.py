@@ -51,6 +51,11 @@ class Objective:
         mask = batch.get("attention_mask")
         return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
+    def positions(self, batch: dict) -> int:
+        """Positions the model computes, padding included (the step's padding share is
+        1 - tokens / positions). Default: the size of `input_ids`."""
+        return int(batch["input_ids"].numel()) if "input_ids" in batch else self.tokens(batch)
+
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return _loss.training_loss(model, batch), {}
 
@@ -87,9 +92,15 @@ class Classification(Objective):
 # task name -> the objective it trains (a factory of the run's config, so an objective may read its
 # options, e.g. a preference loss's beta)
 OBJECTIVES: dict[str, Callable[[object], Objective]] = {
-    "causal-lm": lambda config: CausalLM(),
+    "causal-lm": lambda config: _packed() if config.train.packing else CausalLM(),
     "classification": lambda config: Classification(),
 }
+
+
+def _packed() -> Objective:
+    from lora_studio.engine.packing import PackedCausalLM
+
+    return PackedCausalLM()
 
 
 def objective_for(config) -> Objective:

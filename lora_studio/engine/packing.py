@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 
 from lora_studio.engine.data import IGNORE
+from lora_studio.engine.objective import CausalLM
 
 NAME = "lora_studio_varlen"
 BOUNDS = "seq_bounds"  # batch key: (0, L_0, L_0 + L_1, ..., N) as host ints, passed to attention
@@ -59,6 +60,19 @@ def pack(examples: list[dict]) -> dict:
             # no KV cache: with one, transformers skips its packed-sequence detection (flash-attention's
             # route) and, left to itself, would let the examples attend to each other
             "use_cache": False}
+
+
+class PackedCausalLM(CausalLM):
+    """The causal-LM objective on packed rows (`--packing`): the same loss, count and targets as
+    `CausalLM` on the padded batch; the step's tokens are all real (no padding)."""
+
+    name = "causal-lm-packed"
+
+    def collate(self, examples: list[dict], pad_id: int | None) -> dict:
+        return pack(examples)
+
+    def tokens(self, batch: dict) -> int:
+        return real_tokens(batch)
 
 
 def is_packed(batch: dict) -> bool:
@@ -139,7 +153,9 @@ def use_packed_attention(model) -> str:
     if impl in FLASH or impl == NAME:
         return impl
     if impl not in ("sdpa", "eager", "lora_studio_sdpa"):
-        raise ValueError(f"packing has no isolated path for attention {impl!r}: use sdpa, eager or flash_attention_2")
+        from lora_studio.engine.errors import UserError
+
+        raise UserError(f"packing has no isolated path for attention {impl!r}: use sdpa, eager or flash_attention_2")
     _register()
     model.set_attn_implementation(NAME)
     return NAME

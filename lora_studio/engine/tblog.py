@@ -19,7 +19,7 @@ from typing import Callable
 from lora_studio.engine.events import Eval, Failed, Finished, Started, Step
 
 TAGS_STEP = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
-             "tokens_per_s": "train/tokens_per_s"}
+             "tokens_per_s": "train/tokens_per_s", "padding": "train/padding"}
 TAGS_EVAL = {"eval_loss": "eval/loss", "accuracy": "eval/accuracy"}
 
 

@@ -289,7 +289,7 @@ class Loop:
         `loss` (of the micro-batch means / accum), and the objective's `stats` weighted by `count`,
         plus host counts: `tokens` (real tokens) and `count` (the units the loss is a mean over)."""
         t, dist, objective = self.t, self.dist, self.objective
-        done = {"loss": torch.zeros((), device=self.device), "tokens": 0, "count": 0, "stats": {}}
+        done = {"loss": torch.zeros((), device=self.device), "tokens": 0, "positions": 0, "count": 0, "stats": {}}
         for k in range(self.accum):
             if self.pos >= self.batches_per_epoch:
                 self.epoch, self.pos = self.epoch + 1, 0
@@ -299,6 +299,7 @@ class Loop:
             host = objective.collate([self.s.data.train[i] for i in idx], self.s.tokenizer.pad_token_id)
             count = objective.count(host) if real else 0  # a padding part weighs nothing
             done["tokens"] += objective.tokens(host) if real else 0
+            done["positions"] += objective.positions(host) if real else 0  # padding included
             done["count"] += count
             batch = to_device(host, self.device)
             with dist.sync(last=k == self.accum - 1):  # no gradient reduction before the last
@@ -369,10 +370,12 @@ class Loop:
             eta = per_step * (self.total - step) + self.eval_seconds * (self.evals_left(step) + eval_due)
             alloc, peak = memory(self.device)
             tokens = dist.sum_number(done["tokens"])
+            positions = dist.sum_number(done["positions"])
+            padding = 1.0 - tokens / positions if positions else 0.0  # share of the computed positions
             stats = dist.weighted_means(done["stats"], done["count"])
             ev = Step(step, self.total, self.epoch + self.pos / self.batches_per_epoch, loss_value, lr, grad_norm,
-                      tokens / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak, stats or None)
-            self.log({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": ev.tokens_per_s,
+                      tokens / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak, stats or None, padding)
+            self.log({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": ev.tokens_per_s, "padding": padding,
                       "time": time.time(), "epoch": ev.epoch, "grad_norm": grad_norm,
                       "mem_allocated": alloc, "mem_peak": peak, **stats})
             self.emit(ev)

@@ -9,6 +9,7 @@ import torch
 
 import tiny
 from lora_studio import LoraSpec, inject
+from lora_studio.config import RunConfig
 from lora_studio.engine import UserError, packing
 from lora_studio.engine.data import IGNORE, collate
 from lora_studio.engine.loss import training_loss
@@ -212,3 +213,56 @@ def test_prompt_completion_and_chat_masks_survive(tmp_path, chat_tok, fmt):
 def test_pack_refuses_class_labels():
     with pytest.raises(ValueError):
         packing.pack([{"input_ids": [1, 2], "labels": 1}])
+def test_classification_is_refused_in_one_line():
+    with pytest.raises(UserError) as e:
+        RunConfig().replace(model={"task": "classification"}, train={"packing": True})
+    assert "\n" not in str(e.value) and "packing" in str(e.value)
+    assert RunConfig().replace(model={"task": "causal-lm"}, train={"packing": True}).train.packing
+
+
+def test_cli_refuses_packing_for_classification(tmp_path, capsys):
+    from lora_studio.cli import main
+
+    code = main(["train", "--task", "classification", "--packing", "--max-steps", "1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: packing is for causal-LM training") and "\n" not in err
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory):
+    return tiny.model_folder(tmp_path_factory.mktemp("llama"), "llama")
+
+
+def _ragged(path, n=24):
+    rows = [{"prompt": f"what comes after {i} ?" + " and then" * (i % 7), "completion": " seven" * (1 + i % 5)}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_packed_run_trains_the_padded_run(tmp_path, llama_folder):
+    """Same examples per step, same losses (train and eval) as the padded run; metrics say the
+    padding share: some when padded, none when packed."""
+    from lora_studio.engine import train as T
+
+    data = _ragged(tmp_path / "d.jsonl")
+    curves = {}
+    for packed in (False, True):
+        cfg = RunConfig().replace(
+            model={"path": str(llama_folder), "task": "causal-lm"},
+            lora={"targets": ["q", "v", "down"], "rank": 4, "alpha": 8, "dropout": 0.0},
+            data={"path": str(data), "max_length": 48, "validation_split": 0.2},
+            train={"max_steps": 4, "batch_size": 5, "grad_accum": 2, "lr": 1e-2, "eval_every": 2, "save_every": 0,
+                   "seed": 3, "warmup_ratio": 0.0, "packing": packed},
+            out=str(tmp_path / f"run{int(packed)}"))
+        assert isinstance(T.train(cfg), T.Finished)
+        curves[packed] = T.read_metrics(tmp_path / f"run{int(packed)}")
+    rows = {p: [m for m in curves[p] if "loss" in m] for p in curves}
+    evals = {p: [m["eval_loss"] for m in curves[p] if "eval_loss" in m] for p in curves}
+    assert len(rows[True]) == len(rows[False]) == 4 and len(evals[True]) == len(evals[False]) == 3
+    for a, b in zip(rows[False], rows[True]):
+        assert abs(a["loss"] - b["loss"]) <= 1e-4, (a, b)
+        assert a["padding"] > 0.1 and b["padding"] == 0.0
+    for a, b in zip(evals[False], evals[True]):
+        assert abs(a - b) <= 1e-4
+    assert abs(rows[False][-1]["loss"] - rows[False][0]["loss"]) > 1e-3  # it trained: the check is not vacuous

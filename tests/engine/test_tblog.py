@@ -24,7 +24,7 @@ def _read(run_dir) -> tuple[dict[str, list[tuple[int, float]]], str]:
 
 
 def _expected(run_dir) -> dict[str, list[tuple[int, float]]]:
-    keys = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
+    keys = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm", "padding": "train/padding",
             "tokens_per_s": "train/tokens_per_s", "eval_loss": "eval/loss", "accuracy": "eval/accuracy"}
     out: dict[str, list] = {}
     for m in T.read_metrics(run_dir):
@@ -57,7 +57,8 @@ def test_event_files_equal_metrics_and_resume_adds_no_step_twice(tmp_path, bert_
     assert list(run.glob("events.out.tfevents.*"))
     got, text = _read(run)
     want = _expected(run)
-    assert set(want) == {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "eval/loss", "eval/accuracy"}
+    assert set(want) == {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/padding", "eval/loss",
+                         "eval/accuracy"}
     assert got == want  # every value, bit for bit at float32
     assert [s for s, _ in got["train/loss"]] == list(range(1, 7))
     assert "max_steps = 6" in text and "[lora]" in text

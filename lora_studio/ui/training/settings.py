@@ -62,6 +62,10 @@ class TrainingSettings(Section):
         br.addWidget(self.batch, 1)
         br.addWidget(label("×", "Hint"))
         br.addWidget(self.accum, 1)
+        self.packing = QCheckBox("Pack")
+        self.packing.setToolTip("Causal LM: lay each micro-batch's examples end to end in one row, with no "
+                                "padding (positions restart and attention stays within each example: the same loss)")
+        br.addWidget(self.packing)
         self.form.addRow("Batch × accum", br)
         self.effective = label("", "Hint", wrap=True)
         self.form.addRow("", self.effective)
@@ -114,6 +118,7 @@ class TrainingSettings(Section):
         self.precision.activated.connect(lambda _: s.set_train(precision=self.precision.currentData()))
         self.device.activated.connect(lambda _: s.set_train(device=self.device.currentData()))
         self.checkpointing.toggled.connect(lambda on: s.set_train(gradient_checkpointing=bool(on)))
+        self.packing.toggled.connect(lambda on: s.set_train(packing=bool(on)))
         self.eval_every.valueChanged.connect(lambda v: s.set_train(eval_every=int(v)))
         self.save_every.valueChanged.connect(lambda v: s.set_train(save_every=int(v)))
         self.seed.valueChanged.connect(lambda v: s.set_train(seed=int(v)))
@@ -219,6 +224,9 @@ class TrainingSettings(Section):
         self.checkpointing.blockSignals(True)
         self.checkpointing.setChecked(t.gradient_checkpointing)
         self.checkpointing.blockSignals(False)
+        self.packing.blockSignals(True)
+        self.packing.setChecked(t.packing)
+        self.packing.blockSignals(False)
         self.effective.setText(f"effective batch {t.batch_size * t.grad_accum} examples per step")
         if self.out.text() != self.session.draft.out and not self.out.hasFocus():
             self.out.setText(self.session.draft.out)

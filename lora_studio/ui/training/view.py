@@ -152,7 +152,8 @@ class TrainingView(QWidget):
         self.memory.set("–", "")
         self._device = ev.device
         self.memory.setToolTip("GPU memory held by tensors" if ev.device == "cuda" else "resident memory of the process")
-        self.speed.set("–", f"{ev.precision} · {ev.device_name}")
+        self._speed_sub = f"{ev.precision} · {ev.device_name}"
+        self.speed.set("–", self._speed_sub)
         self.speed.setToolTip(f"{ev.device_name}, {ev.precision}, {ev.trainable_params:,} trainable parameters")
 
     def _evaluating(self, ev):
@@ -186,6 +187,8 @@ class TrainingView(QWidget):
         ema = self.plots.ema.y[self.plots.ema.n - 1] if self.plots.ema.n else ev.loss
         self.loss.set(f"{ema:.4f}", self._eval_text() or f"last step {ev.loss:.4f}")
         self.speed.value.setText(f"{ev.tokens_per_s:,.0f} tok/s")
+        if ev.padding is not None:  # tok/s counts real tokens; the padding share is what the step also computed
+            self.speed.sub.setText(f"{ev.padding:.0%} padding\n{getattr(self, '_speed_sub', '')}".rstrip())
         self.eta.set(duration(ev.eta), f"elapsed {duration(ev.elapsed)}")
         self.memory.value.setText(size(ev.mem_allocated))
         self.memory.sub.setText(f"peak {size(ev.mem_peak)}")
