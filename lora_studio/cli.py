@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rank", type=int, default=8, help="(default 8)")
     b.add_argument("--alpha", type=float, help="(default 2 x rank)")
     b.add_argument("--rslora", action="store_true")
-    b.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    b.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                   help="compute precision (default: bf16 with --quantize or a GPU table, the precision such runs "
+                        "compute in; else fp32)")
     b.add_argument("--batch-size", type=int, default=8, help="(default 8)")
     b.add_argument("--max-length", type=int, default=512, help="(default 512)")
     b.add_argument("--trust-remote-code", action="store_true")
@@ -134,19 +136,21 @@ def cmd_budget(a) -> int:
                       layers=a.layers or "all", rslora=a.rslora)
     lora.validate()
     spec = lora.to_spec(task)
+    if a.gpus < 1:
+        raise UserError(f"--gpus must be at least 1, got {a.gpus}")
+    if a.gpu_memory is not None and not a.gpu_memory > 0:
+        raise UserError(f"--gpu-memory must be > 0 GiB, got {a.gpu_memory}")
+    gpu = gpu_memory_bytes(a.gpu_memory)
+    # one basis for every figure: a quantized base or a GPU table means a GPU run, in half precision
+    a.precision = a.precision or ("bf16" if a.quantize != "none" or gpu is not None or a.gpus > 1 else "fp32")
     from lora_studio.engine.budget import sequences_per_example
 
     seqs = sequences_per_example(task)
     b = estimate(model, spec, a.precision, a.batch_size * seqs, a.max_length, a.gradient_checkpointing,
                  a.quantize, a.optimizer)
     fit = None
-    if a.gpus < 1:
-        raise UserError(f"--gpus must be at least 1, got {a.gpus}")
     per_gpu = per_device(model, b.memory_lora, a.gpus, a.precision if a.precision != "fp32" else "bf16") \
         if a.gpus > 1 else []
-    if a.gpu_memory is not None and not a.gpu_memory > 0:
-        raise UserError(f"--gpu-memory must be > 0 GiB, got {a.gpu_memory}")
-    gpu = gpu_memory_bytes(a.gpu_memory)
     if gpu is not None:
         half = a.precision if a.precision != "fp32" else "bf16"  # what a GPU run computes in
         fit = will_it_fit(model, spec, gpu, a.batch_size, a.max_length, half, a.optimizer, seqs)
@@ -336,6 +340,21 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `lora-studio inspect --json | head`
         sys.stderr.close()
         return 0
+    except Exception as e:  # noqa: BLE001 - every command: one `error:` line; exit 2 for a full disk or a
+        return report_failure(e, getattr(args, "out", None) or "")  # folder it cannot write, 1 for a bug
+
+
+def report_failure(e: BaseException, where: str = "") -> int:
+    """One `error:` line for an exception no command expected (a bug: its traceback above it)."""
+    from lora_studio.engine.errors import failure_of
+
+    f = failure_of(e, where=str(where))
+    if f.kind == "bug":
+        sys.stderr.write(f.detail)
+        print(f"error: {f.message} (a bug: please report it)", file=sys.stderr)
+    else:
+        print(f"error: {f.message}", file=sys.stderr)
+    return f.exit_code
 
 
 if __name__ == "__main__":

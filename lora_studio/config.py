@@ -234,6 +234,11 @@ class RunConfig:
     @classmethod
     def load(cls, path) -> "RunConfig":
         path = Path(path)
+        if path.is_dir():
+            inside = path / "run.toml"
+            hint = f": give --config {inside}" if inside.is_file() else \
+                ": give a run configuration file (a run folder's run.toml, or one saved by the GUI)"
+            raise UserError(f"config {path} is a folder, not a TOML file{hint}")
         if not path.is_file():
             raise UserError(f"config file {path} does not exist")
         try:
@@ -256,6 +261,8 @@ def _coerce(f, value, section):
     """TOML gives ints where floats are meant and vice versa; be lenient, then strict."""
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     try:
+        if kind in ("float", "int", "str") and isinstance(value, bool):  # `rank = true` is no rank 1
+            raise ValueError
         if kind == "float":
             return float(value)
         if kind == "int":

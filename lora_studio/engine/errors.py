@@ -52,6 +52,27 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
 
 
+# what torch.save (a RuntimeError from its zip writer) and safetensors (SafetensorError) say on a full disk
+_DISK_FULL = ("no space left on device", "storagefull", "disk quota exceeded", "file write failed",
+              "pytorchstreamwriter failed writing")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """A full disk, also when the writer turned the OSError into another exception."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    seen = set()
+    while e is not None and id(e) not in seen:  # the message, or an OSError it was raised from
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(e, (RuntimeError, ValueError, TypeError)) or type(e).__name__ == "SafetensorError":
+            if any(k in str(e).lower() for k in _DISK_FULL):
+                return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def failure_of(e: BaseException, step: int = 0, where: str = "") -> Failure:
     """The Failure for an exception. `where`: the folder being written, for disk messages."""
     if isinstance(e, NonFiniteLoss):
@@ -60,8 +81,8 @@ def failure_of(e: BaseException, step: int = 0, where: str = "") -> Failure:
         return Failure(str(e), "user", step=step)
     if is_out_of_memory(e):
         return Failure("out of memory: close other programs, or lower the batch size or max length", "oom", step=step)
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return Failure(f"the disk is full (writing {e.filename or where or 'the output folder'}): "
+    if is_disk_full(e):
+        return Failure(f"the disk is full (writing {getattr(e, 'filename', None) or where or 'the output folder'}): "
                        "free some space and try again", "disk", step=step)
     if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return Failure(f"cannot write {e.filename or where}: {e.strerror}; choose a folder you can write to",

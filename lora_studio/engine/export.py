@@ -1,7 +1,8 @@
 """Merge an adapter into its base weights and write a Hugging Face model folder, verified.
 
-The folder is written as `<out>.partial-<pid>` and renamed to `<out>` only after the merged
-model has been saved and checked: an interrupted export never leaves a folder that looks done.
+The folder is written as `<out>.partial-<pid>` (inside `<out>` when that folder exists) and moved
+to `<out>` only after the merged model has been saved and checked: an interrupted export never
+leaves a folder that looks done, and an --overwrite replaces only what an earlier export wrote.
 The check: max |logits(merged) - logits(base + adapter)| on a probe batch, against a tolerance
 that depends on the export dtype. A run trained on a 4-/8-bit base is merged into the base loaded
 in full precision (never re-quantized), and the result also says how far the merged model is from
@@ -119,8 +120,7 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
     say("merging", 0.35)
     merge(base)
     merged = unload(base, merge_first=False).to(target)
-    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = runfolder.export_temp(out)
     try:
         say("writing safetensors", 0.5)
         merged.config.dtype = target
@@ -155,13 +155,10 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
         write_model_card(tmp, run_dir, "transformers", base_ref, task, files=files, adapter_dir=adapter_dir,
                          base_params=sum(p.numel() for p in merged.parameters()),
                          verification={"max abs logit diff, merged vs base + adapter": diff})
-        (tmp / "lora_studio_export.json").write_text(json.dumps(
-            {"base_model": base_ref, "adapter": str(run_dir.resolve()), "dtype": dtype,
-             "max_abs_diff": diff, "tolerance": tol, "adapter_effect": changed,
-             "quantize": quantize, "quantized_gap": gap}, indent=2))
-        if out.exists():
-            shutil.rmtree(out) if overwrite else out.rmdir()
-        os.replace(tmp, out)
+        runfolder.write_export_manifest(tmp, "merged model", base_model=base_ref, adapter=str(run_dir.resolve()),
+                                        dtype=dtype, max_abs_diff=diff, tolerance=tol, adapter_effect=changed,
+                                        quantize=quantize, quantized_gap=gap)
+        runfolder.replace_export(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say("done", 1.0)
@@ -175,8 +172,7 @@ def export_adapter(run_dir, out_dir, overwrite: bool = False) -> list[str]:
     adapter, _ = runfolder.newest_adapter(run_dir) if runfolder.is_run(run_dir) else (run_dir, "")
     check_trained(adapter)
     out = runfolder.check_export_target(out_dir, run_dir, overwrite, "adapter")
-    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = runfolder.export_temp(out)
     tmp.mkdir(parents=True)
     try:
         names = [runfolder.ADAPTER_CONFIG, runfolder.ADAPTER_WEIGHTS, "lora_studio.json"]
@@ -192,9 +188,8 @@ def export_adapter(run_dir, out_dir, overwrite: bool = False) -> list[str]:
         base_ref, task, _ = run_info(run_dir)
         write_model_card(tmp, run_dir, "peft", base_ref, task, files=list(files), adapter_dir=adapter)
         files += ["README.md"] + (["loss.png"] if (tmp / "loss.png").is_file() else [])
-        if out.exists():
-            shutil.rmtree(out) if overwrite else out.rmdir()
-        os.replace(tmp, out)
+        runfolder.write_export_manifest(tmp, "adapter", adapter=str(adapter.resolve()))
+        runfolder.replace_export(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return files

@@ -180,10 +180,12 @@ def check_out(out, overwrite: bool, run_dir=None) -> Path:
 
 def beside(out: Path, run_dir, base_ref: str, task: str, overwrite: bool, modelfile: str, note: str = "",
            verification: dict | None = None) -> list[str]:
-    """Model card and Ollama Modelfile next to `out`; a user's own README.md/Modelfile there is
-    kept (ours is then `<name>.README.md` / `<name>.Modelfile`)."""
+    """Model card and Ollama Modelfile next to `out`. Only a card or Modelfile that we wrote (its
+    marker line) is replaced, --overwrite or not: a user's own README.md/Modelfile is kept and ours
+    is then `<name>.README.md` / `<name>.Modelfile` (skipped when that too is the user's)."""
     from lora_studio.engine.adapters import atomic_write_bytes
     from lora_studio.engine.modelcard import PLOT_FILE, render
+    from lora_studio.engine.runfolder import MODELFILE_MARKER, is_our_card
 
     folder, stem = out.parent, out.stem
     written = []
@@ -191,24 +193,22 @@ def beside(out: Path, run_dir, base_ref: str, task: str, overwrite: bool, modelf
     text = text.replace(f"]({PLOT_FILE})", f"]({stem}.loss.png)")
     if note:
         text += f"\nUse: {note}.\n"
-    for name, data, default in (("README.md", text.encode(), True), ("Modelfile", modelfile.encode(), True),
-                                (f"{stem}.loss.png", png, False)):
+    modelfile = f"{MODELFILE_MARKER}\n{modelfile}"
+    for name, data, marked in (("README.md", text.encode(), True), ("Modelfile", modelfile.encode(), True),
+                               (f"{stem}.loss.png", png, False)):
         if data is None:
             continue
         target = folder / name
-        if default and target.exists() and not overwrite and not _ours(target):
-            target = folder / f"{stem}.{name}"
+        if marked:
+            if target.exists() and not is_our_card(target):
+                target = folder / f"{stem}.{name}"
+            if target.exists() and not is_our_card(target):
+                continue  # both names are the user's
+        elif target.exists() and not overwrite:
+            continue
         atomic_write_bytes(target, data)
         written.append(target.name)
     return written
-
-
-def _ours(path: Path) -> bool:
-    try:
-        head = path.read_text(errors="replace")[:2000]
-    except OSError:
-        return False
-    return "lora-studio" in head or "made with LoRA Studio" in head
 
 
 # -- merged: llama.cpp's converter ---------------------------------------------------------------
@@ -270,10 +270,26 @@ def convert(hf_dir: Path, out: Path, type: str, converter: Path, timeout: float 
     except subprocess.TimeoutExpired:
         raise UserError(f"llama.cpp's converter did not finish in {timeout:.0f} s") from None
     if p.returncode != 0 or not out.is_file():
-        tail = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
-        if "No module named" in tail[0]:
-            tail[0] += f" (llama.cpp's converter needs it: pip install it, or {INSTALL})"
-        raise UserError(f"llama.cpp's converter failed on {hf_dir.name}: {tail[0]}")
+        reason = converter_reason(p.stderr + "\n" + p.stdout)
+        if "No module named" in reason:
+            reason += f" (llama.cpp's converter needs it: pip install it, or {INSTALL})"
+        raise UserError(f"llama.cpp's converter failed on {hf_dir.name}: {reason}")
+
+
+def converter_reason(log: str) -> str:
+    """Why the converter failed, from its output: the last line it logged as an error (its own
+    words, e.g. "cannot find tokenizer merges"), and the exception that ended it when that differs."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    if not lines:
+        return "no output"
+    logged = [ln for ln in lines if ln.startswith(("ERROR:", "CRITICAL:")) or " - ERROR - " in ln]
+    raised = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception", "Interrupt", "Exit"))]
+    parts = []
+    for ln in (logged[-1:] + raised[-1:]) or lines[-1:]:
+        text = ln.split(":", 2)[-1].strip() if ln.startswith(("ERROR:", "CRITICAL:")) else ln
+        if text and text not in parts:
+            parts.append(text)
+    return "; ".join(parts)
 
 
 def metadata(path) -> dict:

@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 from lora_studio.engine.adapters import atomic_write_bytes, read_adapter
+from lora_studio.engine.runfolder import CARD_MARKER, MODELFILE_MARKER, is_our_card  # noqa: F401
 
 DEMO_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the packaged demo model is
 PIPELINE = {"causal-lm": "text-generation", "preference": "text-generation", "classification": "text-classification"}
@@ -229,7 +230,7 @@ def render(run_dir, library_name: str, base_model: str, task: str, *, base_param
               "| module kind | modules | r | effective rank | rank for 90% energy |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {s['kind']} | {s['modules']} | {s['rank']} | {s['effective_rank']:.2f} | {s['rank90']:.1f} |"
               for s in spectra_summary(adapter)]
-    text = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
+    text = f"---\n{data.to_yaml()}\n---\n{CARD_MARKER}\n\n" + "\n".join(lines) + "\n"
     return text, png
 
 

@@ -31,9 +31,18 @@ RUN_STATE_FILE = "run_state.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CHECKPOINTS = "checkpoints"
-# what a run writes at its top level (an --overwrite replaces these and nothing else)
+MEMORY_FILE = "memory.json"  # the planner's estimate and the measured peak (engine/fit.py)
+SAMPLES_FILE = "samples.jsonl"
+UNREADABLE_METRICS = "metrics.unreadable.txt"  # lines of metrics.jsonl a resume could not read
+# what a run writes at its top level (an --overwrite removes these, its checkpoints/step-N folders,
+# its TensorBoard files and a model card of ours, and nothing else)
 RUN_FILES = (RUN_FILE, METRICS_FILE, LABELS_FILE, RUN_STATE_FILE, ADAPTER_CONFIG, ADAPTER_WEIGHTS,
-             "lora_studio.json", "README.md")
+             "lora_studio.json", MEMORY_FILE, SAMPLES_FILE, UNREADABLE_METRICS)
+# the line every model card we write carries right after its front matter (and every Modelfile,
+# first): a README.md without it is the user's, one that merely mentions lora-studio included,
+# and is never replaced or removed
+CARD_MARKER = "<!-- lora-studio:model-card (written by LoRA Studio; replaced when the export is redone) -->"
+MODELFILE_MARKER = "# lora-studio:modelfile (written by LoRA Studio; replaced when the export is redone)"
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -85,6 +94,9 @@ def newest_adapter(run_dir) -> tuple[Path, str]:
             return newest, f"checkpoint {newest.name} of {run}"
     if top.is_file():
         return run, f"adapter in {run}"
+    if not is_run(run) and not (run / RUN_STATE_FILE).is_file():
+        raise UserError(f"{run} is neither a run folder nor a PEFT adapter folder (no {RUN_FILE}, no "
+                        f"{ADAPTER_WEIGHTS}): give the --out folder of a run, or a folder with an adapter")
     raise UserError(f"{run} holds no adapter yet: train first (or wait for the first checkpoint)")
 
 
@@ -111,17 +123,47 @@ def metrics_line(record: dict) -> str:
     return json.dumps(json_safe(record), allow_nan=False) + "\n"
 
 
-def read_metrics(run_dir) -> list[dict]:
+def read_metrics(run_dir, skipped: list[int] | None = None) -> list[dict]:
+    """The records of metrics.jsonl. A line that is not a JSON object (cut short by a kill, edited
+    by hand) is left out, and its number added to `skipped`; the lines after it still count."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill
-            break
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step", 0), (int, float)):
+            out.append(record)
+        elif skipped is not None:
+            skipped.append(i)
     return out
+
+
+def trim_metrics(run_dir, step: int) -> list[str]:
+    """On resume from the checkpoint at `step`: keep the metrics logged up to it (the curve goes on
+    from there) and drop the later ones. Unreadable lines do not cut the history: they are moved to
+    metrics.unreadable.txt, and the notes returned say so."""
+    from lora_studio.engine.atomic import atomic_write_bytes
+
+    run_dir = Path(run_dir)
+    skipped: list[int] = []
+    records = read_metrics(run_dir, skipped)
+    kept = [m for m in records if m.get("step", 0) <= step]
+    notes = []
+    if skipped:
+        lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
+        with open(run_dir / UNREADABLE_METRICS, "a", encoding="utf-8") as f:
+            f.write("".join(lines[i - 1] + "\n" for i in skipped))
+        shown = ", ".join(map(str, skipped[:5])) + (" …" if len(skipped) > 5 else "")
+        notes.append(f"{METRICS_FILE}: {len(skipped)} unreadable line(s) (line {shown}) left out and kept in "
+                     f"{UNREADABLE_METRICS}; the other {len(records)} records are kept")
+    atomic_write_bytes(run_dir / METRICS_FILE, "".join(metrics_line(m) for m in kept).encode())
+    return notes
 
 
 def read_labels(run_dir) -> list[str] | None:
@@ -198,9 +240,41 @@ def with_absolute_paths(config):
 
 
 # -- writing ------------------------------------------------------------------------------------
+def is_our_card(path) -> bool:
+    """True for a README.md (or Modelfile) that LoRA Studio wrote: its marker line, exactly, within
+    its first lines. Anything else is the user's."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = [next(f, "") for _ in range(64)]
+    except OSError:
+        return False
+    return any(line.rstrip("\r\n") in (CARD_MARKER, MODELFILE_MARKER) for line in head)
+
+
+def remove_run_files(out: Path):
+    """Remove what a run wrote in `out` (its files, checkpoints/step-N, TensorBoard files, a model
+    card of ours) and nothing else: a user's files there stay, checkpoints/ too when it holds any."""
+    out = Path(out)
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    if is_our_card(out / "README.md"):
+        (out / "README.md").unlink()
+    for p in out.glob("events.out.tfevents.*"):
+        p.unlink()
+    root = out / CHECKPOINTS
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and (step_of(p) is not None or p.name.startswith(".tmp-step-")):
+                shutil.rmtree(p)
+        try:
+            root.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
 def prepare_new_run(out, overwrite: bool = False) -> Path:
     """Check (and create) the folder of a new run. An existing non-empty folder is refused unless
-    `overwrite`; then only the previous run's own files are removed, never anything else."""
+    it is a run and `overwrite`; then only that run's own files are removed, never anything else."""
     if not str(out):
         raise UserError("no run folder: give --out DIR")
     out = Path(out).expanduser()
@@ -211,11 +285,11 @@ def prepare_new_run(out, overwrite: bool = False) -> Path:
             hint = f"continue it with `lora-studio train --resume {out}`, " if is_run(out) else ""
             raise UserError(f"{out} already holds files: {hint}choose another --out folder, "
                             "or pass --overwrite to replace the run in it")
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for p in out.glob("events.out.tfevents.*"):
-            p.unlink()
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        if not is_run(out):
+            raise UserError(f"{out} holds files but is not a run folder (no {RUN_FILE}): --overwrite replaces "
+                            "only an earlier run, so nothing was deleted; choose another --out folder")
+        check_not_training(out)
+        remove_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -226,33 +300,96 @@ def discard_new_run(out: Path):
     can use the same --out."""
     if checkpoints(out):
         return
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for p in out.glob("events.out.tfevents.*"):
-        p.unlink()
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    remove_run_files(out)
     try:
         out.rmdir()
     except OSError:
         pass
 
 
+def is_protected(folder) -> bool:
+    """A real run folder (run.toml, run_state.json, or a complete checkpoint): no export goes in it.
+    A user's own `checkpoints/` folder does not make its parent one."""
+    folder = Path(folder)
+    return is_run(folder) or (folder / RUN_STATE_FILE).is_file() or bool(checkpoints(folder))
+
+
+def is_export(folder) -> bool:
+    """A folder an earlier export wrote (its `lora_studio_export.json`)."""
+    return (Path(folder) / EXPORT_FILE).is_file()
+
+
+EXPORT_FILE = "lora_studio_export.json"  # in every exported folder: what wrote it, and its files
+
+
 def check_export_target(out, source, overwrite: bool = False, what: str = "export") -> Path:
     """An export (merge, resize, gguf, adapter copy) never writes into a run's folder or its own
-    source, and never over existing files unless `overwrite`."""
+    source, and never over existing files unless `overwrite`; a folder is only replaced when an
+    earlier export wrote it (and then only its files)."""
     out = Path(out).expanduser()
+    if out.name in ("", ".", ".."):  # `--out .`: the folder by its name
+        out = out.resolve()
     src_run = run_of(Path(source)).resolve()
     target = out if out.is_dir() or out.suffix == "" else out.parent
     for p in (target.resolve(), *target.resolve().parents):
-        if p == src_run or is_run(p) or (p / CHECKPOINTS).is_dir():
+        if p == src_run or is_protected(p):
             raise UserError(f"{out} is inside the run folder {p} (a run's or the adapter's own folder): "
                             f"write the {what} to a new folder")
     if out.exists():
         if out.is_file() and not overwrite:
             raise UserError(f"{out} exists: choose another name, or pass --overwrite to replace it")
-        if out.is_dir() and any(out.iterdir()) and not overwrite:
-            raise UserError(f"{out} exists and is not empty: choose a new folder, or pass --overwrite")
+        if out.is_dir() and any(out.iterdir()):
+            if not overwrite:
+                raise UserError(f"{out} exists and is not empty: choose a new folder, or pass --overwrite")
+            if not is_export(out):
+                raise UserError(f"{out} holds files that no earlier export wrote: --overwrite replaces only an "
+                                f"earlier export, so nothing was deleted; write the {what} to a new folder")
     return out
+
+
+def export_temp(out: Path) -> Path:
+    """Where an export to `out` is written first: inside `out` when that folder exists (`--out .`,
+    an earlier export), else beside it; `replace_export` then moves it into place."""
+    out = Path(out)
+    tmp = out / f".partial-{os.getpid()}" if out.is_dir() else out.with_name(f"{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def write_export_manifest(folder, what: str, files: list[str] | None = None, **extra):
+    """EXPORT_FILE in an export folder: what it is and the files the export wrote (default: every
+    file in `folder`, a temp folder), so that an --overwrite later removes those and nothing else."""
+    from lora_studio.engine.atomic import atomic_write_bytes
+
+    folder = Path(folder)
+    files = sorted(set(files if files is not None else (p.name for p in folder.iterdir() if p.is_file()))
+                   | {EXPORT_FILE})
+    atomic_write_bytes(folder / EXPORT_FILE, json.dumps({"export": what, **extra, "files": files}, indent=2).encode())
+
+
+def replace_export(tmp: Path, out: Path):
+    """Move a finished export from its temp folder `tmp` to `out`. An earlier export there (see
+    `check_export_target`) loses the files it wrote (listed in its EXPORT_FILE) and nothing else;
+    the user's files beside them stay."""
+    tmp, out = Path(tmp), Path(out)
+    if tmp.parent != out and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    try:
+        old = json.loads((out / EXPORT_FILE).read_text(encoding="utf-8")).get("files") or []
+    except (OSError, ValueError, AttributeError):
+        old = []
+    for name in old:
+        p = out / str(name)
+        if p.parent == out and p.is_file() and (p.name != "README.md" or is_our_card(p)):
+            p.unlink()
+    for p in sorted(tmp.iterdir()):
+        if p.name == "README.md" and (out / p.name).exists() and not is_our_card(out / p.name):
+            continue  # the user's README.md stays
+        os.replace(p, out / p.name)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_run_state(run_dir, state: str, step: int, total_steps: int, message: str = "", **extra):
@@ -261,7 +398,8 @@ def write_run_state(run_dir, state: str, step: int, total_steps: int, message: s
     from lora_studio.engine.atomic import atomic_write_bytes
 
     record = {"state": state, "step": step, "total_steps": total_steps, "pid": os.getpid(),
-              "host": socket.gethostname(), "updated": time.time(), "message": message, **extra}
+              "host": socket.gethostname(), "group": os.environ.get("TORCHELASTIC_RUN_ID", ""),
+              "updated": time.time(), "message": message, **extra}
     atomic_write_bytes(Path(run_dir) / RUN_STATE_FILE, json.dumps(json_safe(record), indent=1).encode())
 
 
@@ -277,6 +415,40 @@ def run_state(run_dir) -> dict:
         st["state"] = "killed"
     st["resumable"] = st.get("state") != "finished" and latest_checkpoint(run_dir) is not None
     return st
+
+
+def training_process(run_dir) -> dict | None:
+    """The live process training `run_dir` right now ({"pid", "host"}), or None: the run is marked
+    running by a process on this machine that still exists and is not this one (nor one of this
+    torchrun group). A run marked running on another host cannot be checked from here: None."""
+    try:
+        st = json.loads((Path(run_dir) / RUN_STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(st, dict) or st.get("state") != "running" or st.get("host") != socket.gethostname():
+        return None
+    pid = st.get("pid")
+    group = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if pid == os.getpid() or (group and st.get("group") == group) or not _alive(pid):
+        return None
+    try:  # a pid reused by a process started after the run last wrote its state is not the run
+        import psutil
+
+        if psutil.Process(pid).create_time() > float(st.get("updated", 0)) + 1:
+            return None
+    except Exception:  # noqa: BLE001 - no psutil, or the process just ended: the pid check stands
+        pass
+    return {"pid": pid, "host": st.get("host")}
+
+
+def check_not_training(run_dir):
+    """Refuse (UserError) to resume, overwrite or continue a run that another live process is
+    training: two writers would mix their checkpoints and metrics. For the CLI and the GUI."""
+    live = training_process(run_dir)
+    if live:
+        raise UserError(f"{run_dir} is being trained right now by process {live['pid']} on {live['host']}: "
+                        f"wait for it to finish or stop it (Ctrl-C in its terminal, or `kill -INT {live['pid']}`), "
+                        "then resume")
 
 
 def _alive(pid) -> bool:

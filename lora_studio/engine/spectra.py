@@ -399,6 +399,8 @@ def resize(adapter, out_dir, rank: int | None = None, energy: float | None = Non
     labels = runfolder.read_labels(runfolder.run_of(ad.path)) or runfolder.read_labels(ad.path)
     if labels:  # a merge of the resized adapter needs the class names of its head
         atomic_write_json(out / runfolder.LABELS_FILE, labels)
+    runfolder.write_export_manifest(out, "resized adapter", [WEIGHTS_FILE, CONFIG_FILE] + [SIDECAR] * bool(ad.sidecar)
+                                    + [runfolder.LABELS_FILE] * bool(labels), adapter=str(ad.path))
     report = {"out": str(out), "rank": rank, "energy": energy, "params_before": before, "params_after": after,
               "modules": rows_report}
     if desliced:

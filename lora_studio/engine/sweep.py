@@ -124,9 +124,12 @@ def run_sweep(config: RunConfig, out, ranks: list[int], seeds: int = 1, targets_
     the sweep.json document; `complete` is False when the user stopped it (rerun to continue)."""
     from lora_studio.engine.atomic import atomic_write_bytes, atomic_write_json
     from lora_studio.engine.events import Control, Failed, Finished, Status
-    from lora_studio.engine.runfolder import RUN_FILE, latest_checkpoint, run_state
+    from lora_studio.engine.runfolder import RUN_FILE, latest_checkpoint, run_state, with_absolute_paths
     from lora_studio.engine.train import train
 
+    # the runs store their paths absolute: so does the comparison below, so that the same command
+    # with relative --model/--data, run again, continues the sweep
+    config = with_absolute_paths(config)
     emit = on_event or (lambda e: None)
     control = control or Control()
     out = Path(out)

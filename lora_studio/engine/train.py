@@ -26,10 +26,9 @@ from lora_studio.engine.checkpoint import epoch_order, load_latest, rng_state, s
 from lora_studio.engine.errors import Failure, NonFiniteLoss, failure_of
 from lora_studio.engine.events import (Checkpoint, Control, Eval, Failed, Finished, Paused, Resumed, Spectra,
                                        Started, Status, Step)
-from lora_studio.engine.runfolder import (LABELS_FILE, METRICS_FILE, RUN_FILE, discard_new_run, latest_checkpoint,
-                                          metrics_line,
-                                          prepare_new_run, read_labels, read_metrics, with_absolute_paths,
-                                          write_run_state)
+from lora_studio.engine.runfolder import (LABELS_FILE, METRICS_FILE, RUN_FILE, check_not_training, discard_new_run,
+                                          latest_checkpoint, metrics_line, prepare_new_run, read_labels,
+                                          read_metrics, trim_metrics, with_absolute_paths, write_run_state)
 from lora_studio.engine.setup import Setup, Stopped, device_name, evaluate_stats, memory, release, setup, to_device
 
 # names other modules and users' scripts import from here
@@ -89,6 +88,7 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
 
     try:
         if resume:
+            check_not_training(Path(resume).expanduser().resolve())  # another live process trains it
             run_dir = Path(resume).expanduser().resolve()
             ckpt, state, notes = load_latest(run_dir)
             for note in notes:
@@ -162,6 +162,17 @@ def _nonfinite(step: int, value: float, what: str, lr: float, ckpt) -> NonFinite
                          f"{kept}, and nothing was exported from this run", step)
 
 
+def _no_gradient(s: Setup, step: int) -> Exception:
+    """Every gradient of the run was zero: the adapter never changed, so the run must not end as done."""
+    from lora_studio.engine.errors import UserError
+
+    q = getattr(s.config.model, "quantize", "none")
+    why = (f"the {q} base (bitsandbytes) gave zero gradients on {s.device.type}" if q != "none" else
+           "check that the data has trained tokens (labels) and that the learning rate and targets are right")
+    return UserError(f"every gradient was zero for the whole run (to step {step}): the adapter learned nothing, "
+                     f"so the run is not marked done; {why}")
+
+
 def _loop(s: Setup, run_dir: Path, emit, control: Control, state: dict | None, ckpt: Path | None,
           spectra_every: int, notes: list[str], dist=None) -> Finished:
     from lora_studio.engine.distributed import Dist
@@ -188,6 +199,7 @@ class Loop:
         self.last_eval = (None, None)
         self.recent = deque(maxlen=50)  # seconds per step, the last 50: the estimate forgets a slow start
         self.stopping = False  # the stop all processes agreed on at the last step
+        self.learned = False  # a non-zero gradient norm was seen (on a reported step)
         self.t_start = time.perf_counter()
 
     def run(self, state: dict | None, ckpt: Path | None, notes: list[str]) -> Finished:
@@ -205,6 +217,8 @@ class Loop:
             raise
         finally:
             self.metrics.close()
+        if self.step >= self.total and self.step > start_step and not self.learned:
+            raise _no_gradient(self.s, self.step)  # the adapter never changed: no "done"
         return self.finish(self.step > start_step or state is None)
 
     # -- before the first step ------------------------------------------------------------------
@@ -255,6 +269,12 @@ class Loop:
     def _load_state(self, state: dict, notes: list[str]):
         self.dist.load_optimizer(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # the learning rate of the next step under this run's schedule: after --max-steps extends
+        # a run, the one stored (the old schedule's last, 0 for linear or cosine) would be used
+        sch = self.scheduler
+        for group, base, f in zip(self.optimizer.param_groups, sch.base_lrs, sch.lr_lambdas):
+            group["lr"] = base * f(sch.last_epoch)
+        sch._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         elif self.scaler.is_enabled():
@@ -264,12 +284,8 @@ class Loop:
         if self.step >= self.total:
             notes.append(f"the run already reached step {self.step} of {self.total}: give more --max-steps or "
                          "--epochs to train further")
-        # the curve continues the one before the checkpoint: drop what was logged after it
-        kept = [m for m in read_metrics(self.run_dir) if m.get("step", 0) <= self.step]
-        if self.dist.main:
-            from lora_studio.engine.atomic import atomic_write_bytes
-
-            atomic_write_bytes(self.run_dir / METRICS_FILE, "".join(metrics_line(m) for m in kept).encode())
+        if self.dist.main:  # the curve continues the one before the checkpoint: drop what was logged after it
+            notes.extend(trim_metrics(self.run_dir, self.step))
 
     def baseline(self, state: dict | None):
         """The RNG as the checkpoint left it, or the evaluation of the untrained adapter (step 0)."""
@@ -347,7 +363,9 @@ class Loop:
             self.checkpoint()
         if dist.can_pause and control.paused and not control.stop_requested:  # (read now: an event may pause)
             self.emit(Paused(step))
+            paused_at = time.perf_counter()
             control.wait_while_paused(self.s)
+            self.t_start += time.perf_counter() - paused_at  # elapsed time counts training, not the pause
             self.model.train()
             if not control.stop_requested:
                 self.emit(Resumed(step))
@@ -362,6 +380,7 @@ class Loop:
             raise _nonfinite(step, loss_value, "loss", lr, self.last_ckpt[0])
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
             raise _nonfinite(step, grad_norm, "gradient norm", lr, self.last_ckpt[0])
+        self.learned = self.learned or grad_norm > 0
         dt = time.perf_counter() - t0
         if log_due:
             elapsed = self.elapsed_before + time.perf_counter() - self.t_start
@@ -395,9 +414,13 @@ class Loop:
 
     def run_eval(self) -> tuple[float, float | None]:
         t0 = time.perf_counter()
+        stop_before = self.control.stop_requested
         with self.dist.full_root():  # every process evaluates the whole validation set
             loss, stats = evaluate_stats(self.s, self.bs, self.step, self.emit, self.control)
         self.eval_seconds = time.perf_counter() - t0
+        if self.control.stop_requested and not stop_before and not self.dist.many:  # cut short by the stop
+            self.emit(Status(f"the evaluation at step {self.step} was stopped before its end: not recorded"))
+            return self.last_eval
         accuracy = stats.pop("accuracy", None)
         self.emit(Eval(self.step, loss, accuracy, stats or None))
         self.log({"step": self.step, "eval_loss": loss, **({"accuracy": accuracy} if accuracy is not None else {}),

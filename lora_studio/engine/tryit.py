@@ -147,7 +147,8 @@ def _compare(model, tok, task, heads0, source, text, max_new_tokens, chat) -> Co
                                       return_tensors="pt", return_dict=True)
     else:
         ids = tok([text], return_tensors="pt")
-    ids = {k: v.to(device) for k, v in ids.items()}
+    # only what a causal LM's generate takes: some tokenizers (BERT-style) add token_type_ids too
+    ids = {k: v.to(device) for k, v in ids.items() if k in ("input_ids", "attention_mask")}
     n = ids["input_ids"].shape[1]
 
     def generate() -> Output:
