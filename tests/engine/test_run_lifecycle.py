@@ -22,7 +22,12 @@ def test_refuses_a_folder_with_files_unless_overwrite(tmp_path, bert_folder):
     refused = T.train(cfg)
     assert isinstance(refused, E.Failed) and refused.kind == "user" and "--overwrite" in refused.message
     assert mine.read_text() == "keep me"
+    # --overwrite replaces only a run: a folder that is not one is refused, nothing deleted (issue 22)
+    refused = T.train(cfg, overwrite=True)
+    assert isinstance(refused, E.Failed) and refused.kind == "user" and "not a run folder" in refused.message
+    assert mine.read_text() == "keep me"
     (Path(cfg.out) / "checkpoints").rename(Path(cfg.out) / "mine")
+    (Path(cfg.out) / "run.toml").write_text(cfg.to_toml())  # now a run (killed before its first step)
     done = T.train(cfg, overwrite=True)
     assert isinstance(done, E.Finished) and not done.stopped
     assert (Path(cfg.out) / "mine" / "notes.txt").read_text() == "keep me"  # not the run's: kept
@@ -160,6 +165,10 @@ def test_export_targets_never_a_run_folder(tmp_path):
     (tmp_path / "full" / "f").write_text("x")
     with pytest.raises(UserError, match="--overwrite"):
         runfolder.check_export_target(tmp_path / "full", run)
+    # --overwrite replaces only an earlier export (issue 22): a folder of the user's is refused
+    with pytest.raises(UserError, match="nothing was deleted"):
+        runfolder.check_export_target(tmp_path / "full", run, overwrite=True)
+    (tmp_path / "full" / runfolder.EXPORT_FILE).write_text('{"files": ["f"]}')
     assert runfolder.check_export_target(tmp_path / "full", run, overwrite=True) == tmp_path / "full"
 
 
