@@ -110,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--text", required=True, help="the input text")
     y.add_argument("--base", action="store_true", help="also print the base model's answer")
     y.add_argument("--max-new-tokens", type=int, default=40, help="causal LMs: tokens to generate (default 40)")
-    y.add_argument("--chat", action="store_true", help="causal LMs: wrap the text in the chat template")
+    form = y.add_mutually_exclusive_group()
+    form.add_argument("--chat", action="store_true", default=None,
+                      help="causal LMs: wrap the text in the chat template (the default for a chat run)")
+    form.add_argument("--raw", action="store_true", help="causal LMs: the text as it is, even for a chat run")
     y.add_argument("--device", default=None, help="cpu | cuda | … (default: the run's)")
     y.add_argument("--json", action="store_true")
     add_data_parser(sub)
@@ -295,7 +298,8 @@ def cmd_try(a) -> int:
 
     if a.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {a.max_new_tokens}")
-    c = compare(a.run_dir, a.text, max_new_tokens=a.max_new_tokens, chat=a.chat, device=a.device)
+    chat = False if a.raw else a.chat  # None: as the run was trained (chat template for a chat run)
+    c = compare(a.run_dir, a.text, max_new_tokens=a.max_new_tokens, chat=chat, device=a.device)
     if a.json:
         from dataclasses import asdict
 
@@ -310,9 +314,10 @@ def cmd_try(a) -> int:
             probs = ", ".join(f"{n} {p:.1%}" for n, p in sorted(o.probabilities, key=lambda x: -x[1])[:5])
             print(f"{title}: {o.label}  ({probs})")
         else:
-            print(f"{title}: {o.text}")
+            end = "" if o.stopped else "  [cut at --max-new-tokens]"
+            print(f"{title}: {o.text}{end}")
 
-    print(f"adapter: {c.source}")
+    print(f"adapter: {c.source}" + ("  (through the chat template; --raw for the text as it is)" if c.chat else ""))
     if a.base:
         show("base   ", c.base)
     show("adapted" if a.base else "answer", c.adapted)

@@ -16,7 +16,7 @@ MATH_FLAGS = ("model", "task", "data", "validation_data", "validation_split", "f
               "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps",
               "max_length", "seed", "precision", "gradient_checkpointing", "allow_pickle", "trust_remote_code",
               "config", "out", "overwrite", "quantize", "optimizer", "dora", "init", "loraplus_ratio",
-              "start_from", "loss", "beta", "simpo_gamma", "packing")
+              "start_from", "loss", "beta", "simpo_gamma", "packing", "demo")
 # the adapter's shape: a run started --from another keeps that run's (its adapter is trained on)
 ADAPTER_FLAGS = ("targets", "layers", "rank", "alpha", "dropout", "rslora", "dora", "init")
 
@@ -24,6 +24,9 @@ ADAPTER_FLAGS = ("targets", "layers", "rank", "alpha", "dropout", "rslora", "dor
 def add_train_flags(t):
     """The flags that describe a run (train and sweep share them; sweep's --overwrite: --out may be a non-sweep folder)."""
     t.add_argument("--config", help="run configuration TOML; flags override it")
+    t.add_argument("--demo", nargs="?", const="classification", choices=["classification", "chat"],
+                   help="a packaged demo: classification (MiniLM, the default with no model and no data) or "
+                        "chat (SmolLM2-135M-Instruct learns an answer style; fetched and converted once)")
     t.add_argument("--model", help="local model folder or hub id (default: the packaged MiniLM)")
     t.add_argument("--task", choices=["causal-lm", "classification", "preference"],
                    help="preference: prompt/chosen/rejected pairs, trained with --loss")
@@ -72,6 +75,10 @@ def add_train_flags(t):
     t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
     t.add_argument("--save-minutes", type=float, help="also checkpoint every this many minutes (default 5)")
     t.add_argument("--log-every", type=int, help="steps between metric lines (default 1)")
+    t.add_argument("--sample-every", type=int, help="causal LM: steps between greedy sample answers in samples.jsonl "
+                   "(default: at step 0 and each evaluation; 0 = off)")
+    t.add_argument("--sample-prompts", metavar="FILE", help="sample prompts, one per line (default: the first 4 "
+                   "held-out prompts)")
     t.add_argument("--allow-pickle", action="store_true", default=None, help="accept .bin/.pt weights (pickles run code)")
     t.add_argument("--trust-remote-code", action="store_true", default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -129,11 +136,17 @@ def config_from_args(a) -> "RunConfig":
         train["epochs"], train["max_steps"] = a.epochs, 0
     for key in ("batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "seed", "device", "precision",
                 "gradient_checkpointing", "eval_every", "save_every", "save_minutes", "log_every", "optimizer", "loraplus_ratio",
-                "distributed", "loss", "beta", "simpo_gamma", "packing"):
+                "distributed", "loss", "beta", "simpo_gamma", "packing", "sample_every"):
         put(train, key, getattr(a, key))
+    if a.sample_prompts:
+        if not Path(a.sample_prompts).is_file():
+            raise UserError(f"--sample-prompts {a.sample_prompts}: no such file (one prompt per line)")
+        train["sample_prompts"] = str(Path(a.sample_prompts).expanduser().resolve())
     if a.out is not None and not a.out.strip():
         raise UserError("--out is empty: give the run folder to write, e.g. --out runs/my-run")
     d["out"] = a.out or d.get("out") or default_out_dir()
+    if getattr(a, "demo", None) == "chat":
+        d = chat_demo(a, d)
     return RunConfig.from_dict(d)
 
 
@@ -160,6 +173,23 @@ def start_from(a, model: dict, lora: dict):
     model["start_from"] = str(run)
     if not a.task:
         model["task"] = "causal-lm"
+
+
+# flags the chat demo has its own value for: given on the command line, the flag wins
+_DEMO_FLAGS = {"targets": "lora.targets", "rank": "lora.rank", "alpha": "lora.alpha", "max_length": "data.max_length",
+               "max_steps": "train.max_steps", "epochs": "train.max_steps", "batch_size": "train.batch_size",
+               "lr": "train.lr", "warmup_steps": "train.warmup_steps", "eval_every": "train.eval_every",
+               "save_every": "train.save_every"}
+
+
+def chat_demo(a, d: dict) -> dict:
+    from lora_studio.engine.demo_chat import demo_config
+
+    clash = [f"--{k.replace('_', '-')}" for k in ("model", "data", "validation_data", "task", "format", "config")
+             if getattr(a, k, None)]
+    if clash:
+        raise UserError(f"--demo chat brings its own model and data: drop {', '.join(clash)}")
+    return demo_config(d, {v for k, v in _DEMO_FLAGS.items() if getattr(a, k, None) is not None})
 
 
 class Progress:

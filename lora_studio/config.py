@@ -130,6 +130,8 @@ class TrainConfig:
     loss: str = "dpo"  # preference task: dpo | orpo | simpo
     beta: float = 0.0  # preference beta (0 = the loss's default: dpo 0.1, orpo 0.1, simpo 2.0)
     simpo_gamma: float = 0.5  # SimPO's target reward margin
+    sample_every: int = -1  # causal LM: steps between greedy samples (samples.jsonl); -1 = at each evaluation, 0 = off
+    sample_prompts: str = ""  # file of sample prompts, one per line (default: the first 4 held-out prompts)
 
     def validate(self):
         for name in ("batch_size", "grad_accum", "log_every"):
@@ -157,6 +159,8 @@ class TrainConfig:
             raise UserError(f"SimPO gamma must be a finite number, got {self.simpo_gamma}")
         if self.distributed not in DISTRIBUTED:
             raise UserError(f"distributed mode {self.distributed!r} unknown: use one of {', '.join(DISTRIBUTED)}")
+        if self.sample_every < -1:
+            raise UserError(f"sample-every must be >= 0 (0 = off), got {self.sample_every}")
         if self.eval_every < 0 or self.save_every < 0 or self.save_minutes < 0:
             raise UserError("eval-every, save-every and save-minutes must be >= 0")
         if self.warmup_steps < 0 or not 0 <= self.warmup_ratio < 1:

@@ -77,6 +77,9 @@ class Prepared:
     roles: dict[str, str]  # role -> column name
     label_names: list[str] = field(default_factory=list)  # class id -> name (classification only)
     stats: dict[str, LengthStats] = field(default_factory=dict)  # "train", "validation"
+    # the first held-out prompts, for samples: a message list before the first assistant turn
+    # (messages), the prompt (prompt-completion), or the text's first words (text)
+    sample_prompts: list = field(default_factory=list)
 
 
 # -- preparation -----------------------------------------------------------------------------
@@ -155,7 +158,32 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
             stats[split] = _causal(fmt, t, roles, tokenizer, L, clip, rows)
         stats[split][1].clipped = clip.count
     (train, train_stats), (val, val_stats) = stats["train"], stats["validation"]
-    return Prepared(train, val, fmt, roles, names, {"train": train_stats, "validation": val_stats})
+    prompts = held_out_prompts(fmt, val_table, roles) if val_table is not None and fmt != "classification" else []
+    return Prepared(train, val, fmt, roles, names, {"train": train_stats, "validation": val_stats}, prompts)
+
+
+def held_out_prompts(fmt: str, table, roles: dict, n: int = 8) -> list:
+    """Up to `n` prompts from the first held-out rows that have one (see Prepared.sample_prompts)."""
+    out = []
+    for r in range(min(len(table), 4 * n)):
+        cell = table[r][roles["messages" if fmt == "messages" else "prompt" if fmt == "prompt-completion" else "text"]]
+        if fmt == "messages":
+            try:
+                msgs = _messages(cell, r)
+            except UserError:
+                continue
+            first = next((i for i, m in enumerate(msgs) if m["role"] == "assistant"), 0)
+            prompt = msgs[:first] if first and msgs[first - 1]["role"] == "user" else None
+        elif fmt == "prompt-completion":
+            prompt = cell if isinstance(cell, str) and cell.strip() else None
+        else:
+            words = cell.split() if isinstance(cell, str) else []
+            prompt = " ".join(words[:max(1, min(8, len(words) // 2))]) if len(words) > 1 else None
+        if prompt:
+            out.append(prompt)
+        if len(out) == n:
+            break
+    return out
 
 
 def _col(table, name: str) -> list:

@@ -88,6 +88,14 @@ class Spectra:
 
 
 @dataclass
+class Samples:
+    """Greedy answers to the sample prompts at one step (the rows written to samples.jsonl)."""
+
+    step: int
+    rows: list  # [{"step", "prompt", "text", "stopped"}]
+
+
+@dataclass
 class Paused:
     step: int
 

@@ -32,12 +32,13 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CHECKPOINTS = "checkpoints"
 MEMORY_FILE = "memory.json"  # the planner's estimate and the measured peak (engine/fit.py)
-SAMPLES_FILE = "samples.jsonl"
+SAMPLES_FILE = "samples.jsonl"  # greedy answers to a few prompts at step 0 and at evaluations
+CHAT_FILE = "chat.json"  # a chat run: try, Try it and samples go through the chat template
 UNREADABLE_METRICS = "metrics.unreadable.txt"  # lines of metrics.jsonl a resume could not read
 # what a run writes at its top level (an --overwrite removes these, its checkpoints/step-N folders,
 # its TensorBoard files and a model card of ours, and nothing else)
 RUN_FILES = (RUN_FILE, METRICS_FILE, LABELS_FILE, RUN_STATE_FILE, ADAPTER_CONFIG, ADAPTER_WEIGHTS,
-             "lora_studio.json", MEMORY_FILE, SAMPLES_FILE, UNREADABLE_METRICS)
+             "lora_studio.json", MEMORY_FILE, SAMPLES_FILE, UNREADABLE_METRICS, CHAT_FILE)
 # the line every model card we write carries right after its front matter (and every Modelfile,
 # first): a README.md without it is the user's, one that merely mentions lora-studio included,
 # and is never replaced or removed
@@ -164,6 +165,11 @@ def trim_metrics(run_dir, step: int) -> list[str]:
                      f"{UNREADABLE_METRICS}; the other {len(records)} records are kept")
     atomic_write_bytes(run_dir / METRICS_FILE, "".join(metrics_line(m) for m in kept).encode())
     return notes
+
+
+def is_chat_run(folder) -> bool:
+    """A run trained on conversations through its tokenizer's chat template (recorded in chat.json)."""
+    return (run_of(Path(folder)) / CHAT_FILE).is_file()
 
 
 def read_labels(run_dir) -> list[str] | None:

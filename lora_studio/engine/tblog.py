@@ -16,7 +16,7 @@ import os
 import time
 from typing import Callable
 
-from lora_studio.engine.events import Eval, Failed, Finished, Started, Step
+from lora_studio.engine.events import Eval, Failed, Finished, Samples, Started, Step
 
 TAGS_STEP = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
              "tokens_per_s": "train/tokens_per_s", "padding": "train/padding"}
@@ -51,6 +51,8 @@ class TensorBoardLog:
             for name, value in (event.stats or {}).items():
                 self.scalar(f"eval/{name}", value, event.step)
             self.writer.flush()
+        elif isinstance(event, Samples):
+            self.writer.add_text("samples", samples_markdown(event.rows), event.step)
         elif isinstance(event, (Finished, Failed)):
             self.close()
 
@@ -80,6 +82,15 @@ class TensorBoardLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def samples_markdown(rows: list[dict]) -> str:
+    """One step's samples as TensorBoard Markdown: each prompt, then its answer verbatim."""
+    parts = []
+    for r in rows:
+        answer = "\n".join("    " + line for line in (r["text"] or "(empty)").splitlines())
+        parts.append(f"**{r['prompt']}**" + ("" if r["stopped"] else " *(cut at the token limit)*") + "\n\n" + answer)
+    return "\n\n".join(parts)
 
 
 def with_tensorboard(emit: Callable, config=None) -> Callable:

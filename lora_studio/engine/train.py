@@ -26,7 +26,7 @@ from lora_studio.engine.checkpoint import epoch_order, load_latest, rng_state, s
 from lora_studio.engine.errors import Failure, NonFiniteLoss, failure_of
 from lora_studio.engine.events import (Checkpoint, Control, Eval, Failed, Finished, Paused, Resumed, Spectra,
                                        Started, Status, Step)
-from lora_studio.engine.runfolder import (LABELS_FILE, METRICS_FILE, RUN_FILE, check_not_training, discard_new_run,
+from lora_studio.engine.runfolder import (CHAT_FILE, LABELS_FILE, METRICS_FILE, RUN_FILE, check_not_training, discard_new_run,
                                           latest_checkpoint, metrics_line, prepare_new_run, read_labels,
                                           read_metrics, trim_metrics, with_absolute_paths, write_run_state)
 from lora_studio.engine.setup import Setup, Stopped, device_name, evaluate_stats, memory, release, setup, to_device
@@ -58,6 +58,10 @@ def write_run_files(s: Setup, run_dir: Path, adapter: bool = True):
     if adapter:
         save_adapter(s.model, run_dir, s.model_ref)
     s.config.save(run_dir / RUN_FILE)
+    if s.data.format == "messages":  # a chat run (runfolder.is_chat_run)
+        from lora_studio.engine.generate import chat_record
+
+        atomic_write_json(run_dir / CHAT_FILE, chat_record(s.tokenizer))
     if s.data.label_names:
         atomic_write_json(run_dir / LABELS_FILE, s.data.label_names)
 
@@ -289,12 +293,17 @@ class Loop:
 
     def baseline(self, state: dict | None):
         """The RNG as the checkpoint left it, or the evaluation of the untrained adapter (step 0)."""
+        from lora_studio.engine.samples import sampler_for_run
+
+        self.sampler = sampler_for_run(self.s, self.run_dir, self.step if state is not None else None, self.dist)
         if state is not None:
             note = set_rng_state(state["rng"])
             if note:
                 self.emit(Status(note))
         elif self.s.data.validation and self.t.eval_every > 0:
             self.last_eval = self.run_eval()
+        if self.sampler and state is None:
+            self.sampler.run(self.s, 0, self.run_dir, self.emit)  # step 0: the base model's answers
         self.dist.seed(self.t.seed, self.step)
         self.model.train()
         self.t_start = time.perf_counter()  # the baseline evaluation is not training time
@@ -357,6 +366,8 @@ class Loop:
             self.report(t0, done, lr, norm, log_due, eval_due)
         if eval_due:
             self.last_eval = self.run_eval()
+        if self.sampler and self.sampler.due(step, self.total, eval_due):
+            self.sampler.run(self.s, step, self.run_dir, self.emit)
         if self.spectra_every and step % self.spectra_every == 0:
             emit_spectra(self.model, step, self.emit)
         if save_due:

@@ -22,6 +22,7 @@ _LOCK = threading.Lock()  # one loaded model at a time, whichever worker thread 
 @dataclass
 class Output:
     text: str = ""  # causal LM: the generated continuation
+    stopped: bool | None = None  # causal LM: it ended on an end token by itself (not cut at max new tokens)
     label: str = ""  # classification: predicted label
     probabilities: list[tuple[str, float]] | None = None  # classification: (label, p), in label order
 
@@ -32,6 +33,7 @@ class Comparison:
     source: str  # which adapter was used, for display
     base: Output
     adapted: Output
+    chat: bool = False  # the prompt went through the chat template
 
 
 def adapter_source(run_dir) -> tuple[Path, str]:
@@ -101,18 +103,23 @@ def _base(model, heads0):
                 state[k].copy_(v)
 
 
-def compare(run_dir, text: str, max_new_tokens: int = 40, chat: bool = False, device: str | None = None
+def compare(run_dir, text: str, max_new_tokens: int = 40, chat: bool | None = None, device: str | None = None
             ) -> Comparison:
-    """Base vs adapted answers for `text`, from the newest adapter of `run_dir`."""
+    """Base vs adapted answers for `text`, from the newest adapter of `run_dir`. `chat` None: through
+    the chat template for a chat run (runfolder.is_chat_run), as raw text otherwise."""
     if not str(text).strip():
         raise UserError("type a text to try (the input is empty)")
+    if chat is None:
+        chat = runfolder.is_chat_run(run_dir)
     with _LOCK:
         model, tok, task, heads0, source = _load(run_dir, device)
         return _compare(model, tok, task, heads0, source, text, max_new_tokens, chat)
 
 
-def compare_live(setup, text: str, max_new_tokens: int = 40, chat: bool = False) -> Comparison:
+def compare_live(setup, text: str, max_new_tokens: int = 40, chat: bool | None = None) -> Comparison:
     """Base vs adapted answers from the live model of a paused run (called in its thread)."""
+    if chat is None:
+        chat = setup.data.format == "messages"
     model = setup.model
     was_training = model.training
     model.eval()
@@ -142,25 +149,18 @@ def _compare(model, tok, task, heads0, source, text, max_new_tokens, chat) -> Co
             base = classify()
         return Comparison(task, source, base, adapted)
 
-    if chat and getattr(tok, "chat_template", None):
-        ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
-    else:
-        ids = tok([text], return_tensors="pt")
-    # only what a causal LM's generate takes: some tokenizers (BERT-style) add token_type_ids too
-    ids = {k: v.to(device) for k, v in ids.items() if k in ("input_ids", "attention_mask")}
-    n = ids["input_ids"].shape[1]
+    from lora_studio.engine.generate import generate, has_template
 
-    def generate() -> Output:
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
-        return Output(text=tok.decode(out[0, n:], skip_special_tokens=True))
+    chat = bool(chat) and has_template(tok)  # a model without a template is tried with the raw text
 
-    adapted = generate()
+    def answer() -> Output:
+        a = generate(model, tok, [text], chat, max_new_tokens)[0]
+        return Output(text=a.text, stopped=a.stopped)
+
+    adapted = answer()
     with _base(model, heads0):
-        base = generate()
-    return Comparison(task, source, base, adapted)
+        base = answer()
+    return Comparison(task, source, base, adapted, chat)
 
 
 def forget():

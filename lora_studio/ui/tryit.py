@@ -109,6 +109,9 @@ class TryItView(QWidget):
         classify = task == "classification"
         self.max_new.setVisible(not classify)
         self.chat.setVisible(not classify)
+        from lora_studio.engine.runfolder import is_chat_run
+
+        self.chat.setChecked(not classify and bool(run_dir) and is_chat_run(run_dir))  # a chat run answers as one
         self.run.setText("Classify with both" if classify else "Generate with both")
         self.base.title.setText("Base model" + (" (untrained head)" if classify else ""))
         for card in (self.base, self.adapted):
