@@ -1,12 +1,16 @@
 """The Data tab: the first rows of the data as a table, the detected format and column roles,
-split sizes and token-length statistics (computed by tokenizing the data in a worker)."""
+split sizes and token-length statistics (computed by tokenizing the data in a worker), and what is
+trained: the data check's warnings above the table, the selected row's tokens (data_check.py)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QTableView, QVBoxLayout, QWidget
 
+from lora_studio.ui.data_check import TrainedView, run_check
 from lora_studio.ui.session import Session
 from lora_studio.ui.widgets import Card, count, label
 
@@ -31,6 +35,9 @@ class DataView(QWidget):
         lay.addLayout(cards)
         self.problem = label("", "Error", wrap=True)
         lay.addWidget(self.problem)
+        self.trained = TrainedView()
+        lay.addWidget(self.trained)
+        self._check_gen = 0
         self.model = QStandardItemModel(self)
         self.table = QTableView()
         self.table.setModel(self.model)
@@ -41,6 +48,7 @@ class DataView(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(26)
         self.table.horizontalHeader().setStretchLastSection(True)
         lay.addWidget(self.table, 1)
+        self.table.selectionModel().currentRowChanged.connect(lambda cur, _: self.trained.show_row(cur.row() + 1))
         session.data_loading.connect(self._loading)
         session.data_ready.connect(self.show_preview)
         session.data_stats.connect(self.show_stats)
@@ -58,6 +66,8 @@ class DataView(QWidget):
 
     def _failed(self, failure):
         self._problem(failure.message)
+        self._check_gen += 1
+        self.trained.show_check(None)
         if getattr(self, "_reading", None):  # the file itself could not be read: no old rows under its name
             self.source.setText(f"Could not read {self._reading}")
             self.model.clear()
@@ -103,3 +113,17 @@ class DataView(QWidget):
             self.labels.set(str(len(s.label_names)), names)
         else:
             self.labels.set("–", f"{s.format}: the model learns the text itself")
+        self._start_check()
+
+    def _start_check(self):
+        """The data check (what is trained, warnings) with the model's tokenizer, in a worker."""
+        self._check_gen += 1
+        gen, session = self._check_gen, self.session
+        if session.info is None or session.draft.model.task != "causal-lm":
+            self.trained.show_check(None)
+            return
+        self.trained.show_check(None, "Checking what is trained …")
+        session.tasks.start(run_check, dataclasses.replace(session.draft.data), session.draft.model.task,
+                            session.info.resolved, session.draft.model.trust_remote_code,
+                            on_done=lambda c: gen == self._check_gen and self.trained.show_check(c),
+                            on_failed=lambda f: gen == self._check_gen and self.trained.show_check(None, f.message))
