@@ -2,7 +2,7 @@
 row by row (engine/datacheck.py), tokenized by the model's own tokenizer.
 
 --model takes a model folder, a hub id, or a run folder (its base model and data settings); without
-it, the chat demo's model (SmolLM2-135M-Instruct) when it is on this machine."""
+it, the chat demo's model (SmolLM2-135M-Instruct, as `train --demo chat` gets it)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,11 @@ from pathlib import Path
 
 from lora_studio.engine.errors import UserError
 
-DEMO_CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
 def add_data_parser(sub):
     d = sub.add_parser("data", help="check a data file: format, token counts, what is trained, warnings")
     d.add_argument("file", help="data file or folder (.jsonl .json .csv .tsv .parquet .txt, a datasets folder)")
     d.add_argument("--model", help="model folder, hub id or run folder whose tokenizer to use (default: the "
-                   "chat demo's SmolLM2-135M-Instruct when it is on this machine)")
+                   "chat demo's SmolLM2-135M-Instruct, fetched once as `train --demo chat` does)")
     d.add_argument("--max-length", type=int, help="tokens per example (default: the run's, else 256)")
     d.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages"],
                    help="how rows are read (default: detected from the columns, or the run's)")
@@ -31,24 +28,11 @@ def add_data_parser(sub):
 
 
 def default_model() -> str:
-    """The chat demo's model, from the HF cache or the folder the chat demo converted, else a UserError."""
-    try:
-        import huggingface_hub
+    """The chat demo's model (SmolLM2-135M-Instruct): from the HF cache or the folder `train --demo
+    chat` made; fetched and converted once (with progress on stderr) when neither is there."""
+    from lora_studio.engine.demo_chat import chat_model_path
 
-        if isinstance(huggingface_hub.try_to_load_from_cache(DEMO_CHAT_MODEL, "tokenizer_config.json"), str):
-            return DEMO_CHAT_MODEL
-    except Exception:  # noqa: BLE001 - no usable cache: the next source, or the error below
-        pass
-    try:  # the plain HF folder the chat demo builds once (engine/chat_demo), when that exists here
-        from lora_studio.engine import chat_demo  # type: ignore[attr-defined]
-
-        folder = chat_demo.cached_model_dir()
-        if folder and (Path(folder) / "config.json").is_file():
-            return str(folder)
-    except (ImportError, AttributeError):
-        pass
-    raise UserError(f"no --model given and the chat demo's model ({DEMO_CHAT_MODEL}) is not on this machine: "
-                    "give --model FOLDER|HUB_ID|RUN_DIR (the model you will train), or run the chat demo once")
+    return chat_model_path()
 
 
 def resolve(a):

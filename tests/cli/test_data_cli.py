@@ -9,7 +9,6 @@ import sys
 import pytest
 
 import tiny
-from lora_studio import cli_data
 from lora_studio.cli import main
 from lora_studio.config import RunConfig
 
@@ -65,14 +64,23 @@ def test_run_folder_gives_model_and_max_length(capsys, model, data_file, tmp_pat
     assert [w["code"] for w in json.loads(out)["warnings"]] == ["answer_truncated"]
 
 
-def test_errors(capsys, model, data_file, tmp_path, monkeypatch):
+def test_errors(capsys, model, data_file, tmp_path):
     code, _, err = run(capsys, "data", str(tmp_path / "missing.jsonl"), "--model", model)
     assert code == 2 and err.startswith("error: data file") and err.count("\n") == 1
     code, _, err = run(capsys, "data", data_file, "--model", model, "--show", "-1")
     assert code == 2 and "--show" in err
-    monkeypatch.setattr(cli_data, "DEMO_CHAT_MODEL", "nobody/not-cached-anywhere")
-    code, _, err = run(capsys, "data", data_file)
-    assert code == 2 and "no --model given" in err
+
+
+@pytest.mark.slow
+def test_default_model_is_the_chat_demos(capsys, smollm2_dir):
+    """No --model: SmolLM2's tokenizer (the chat demo's); its chat data trains each answer and <|im_end|>."""
+    from lora_studio.engine.demo_chat import data_paths
+
+    code, out, err = run(capsys, "data", data_paths()[1], "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["model"] == smollm2_dir and report["format"] == "messages" and report["rows"] == 80
+    assert "<|im_end|>" in report["end_tokens"] and report["warnings"] == []
 
 
 @pytest.mark.slow

@@ -146,6 +146,7 @@ def smollm2(request) -> str:
     return str(folder)
 
 
+@pytest.mark.slow
 def test_smollm2_chat_data_trains_im_end(tmp_path, request):
     from lora_studio.engine.models import load_tokenizer
 
