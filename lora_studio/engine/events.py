@@ -65,6 +65,7 @@ class Step:
     mem_peak: int  # bytes: CUDA peak allocated, or peak RSS on CPU
     stats: dict[str, float] | None = None  # the objective's extra numbers (engine/objective.py), by name
     padding: float | None = None  # share of the step's computed positions that were padding (0 when packed)
+    mfu: float | None = None  # model FLOPs utilisation on a listed GPU (engine/flops.py: the convention)
 
 
 @dataclass

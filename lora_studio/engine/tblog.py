@@ -19,7 +19,8 @@ from typing import Callable
 from lora_studio.engine.events import Eval, Failed, Finished, Samples, Started, Step
 
 TAGS_STEP = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
-             "tokens_per_s": "train/tokens_per_s", "padding": "train/padding"}
+             "tokens_per_s": "train/tokens_per_s", "padding": "train/padding",
+             "mfu": "train/mfu"}
 TAGS_EVAL = {"eval_loss": "eval/loss", "accuracy": "eval/accuracy"}
 
 

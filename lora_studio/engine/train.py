@@ -205,6 +205,11 @@ class Loop:
         self.stopping = False  # the stop all processes agreed on at the last step
         self.learned = False  # a non-zero gradient norm was seen (on a reported step)
         self.t_start = time.perf_counter()
+        from lora_studio.engine import flops
+
+        # MFU on a listed GPU (engine/flops.py states the FLOP convention); None elsewhere
+        self.peak = flops.peak_flops(s.device, s.precision)
+        self.flops = flops.count(s.model) if self.peak else None
 
     def run(self, state: dict | None, ckpt: Path | None, notes: list[str]) -> Finished:
         self.restore(state, ckpt, notes)
@@ -314,7 +319,8 @@ class Loop:
         `loss` (of the micro-batch means / accum), and the objective's `stats` weighted by `count`,
         plus host counts: `tokens` (real tokens) and `count` (the units the loss is a mean over)."""
         t, dist, objective = self.t, self.dist, self.objective
-        done = {"loss": torch.zeros((), device=self.device), "tokens": 0, "positions": 0, "count": 0, "stats": {}}
+        done = {"loss": torch.zeros((), device=self.device), "tokens": 0, "positions": 0, "squares": 0, "count": 0,
+                "stats": {}}
         for k in range(self.accum):
             if self.pos >= self.batches_per_epoch:
                 self.epoch, self.pos = self.epoch + 1, 0
@@ -325,6 +331,10 @@ class Loop:
             count = objective.count(host) if real else 0  # a padding part weighs nothing
             done["tokens"] += objective.tokens(host) if real else 0
             done["positions"] += objective.positions(host) if real else 0  # padding included
+            if self.peak and real:
+                from lora_studio.engine.flops import length_squares
+
+                done["squares"] += length_squares(host)
             done["count"] += count
             batch = to_device(host, self.device)
             with dist.sync(last=k == self.accum - 1):  # no gradient reduction before the last
@@ -402,10 +412,17 @@ class Loop:
             tokens = dist.sum_number(done["tokens"])
             positions = dist.sum_number(done["positions"])
             padding = 1.0 - tokens / positions if positions else 0.0  # share of the computed positions
+            mfu = None
+            if self.peak and dt > 0:
+                from lora_studio.engine.flops import step_flops
+
+                squares = dist.sum_number(done["squares"])
+                mfu = step_flops(self.flops, tokens, squares) / dt / (self.peak * dist.world)
             stats = dist.weighted_means(done["stats"], done["count"])
             ev = Step(step, self.total, self.epoch + self.pos / self.batches_per_epoch, loss_value, lr, grad_norm,
-                      tokens / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak, stats or None, padding)
+                      tokens / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak, stats or None, padding, mfu)
             self.log({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": ev.tokens_per_s, "padding": padding,
+                      **({"mfu": mfu} if mfu is not None else {}),
                       "time": time.time(), "epoch": ev.epoch, "grad_norm": grad_norm,
                       "mem_allocated": alloc, "mem_peak": peak, **stats})
             self.emit(ev)

@@ -146,7 +146,7 @@ class RunProcess(QObject):
                                        lr=r.get("lr", nan), grad_norm=r.get("grad_norm", nan),
                                        tokens_per_s=r.get("tokens_per_s", nan), elapsed=r.get("elapsed", nan),
                                        eta=r.get("eta", nan), mem_allocated=int(r.get("mem_allocated", 0) or 0),
-                                       mem_peak=int(r.get("mem_peak", 0) or 0), padding=r.get("padding")))
+                                       mem_peak=int(r.get("mem_peak", 0) or 0), padding=r.get("padding"), mfu=r.get("mfu")))
             if r.get("eval_loss") is not None:
                 self.event.emit(E.Eval(step=step, eval_loss=r["eval_loss"], accuracy=r.get("accuracy")))
 

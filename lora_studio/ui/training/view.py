@@ -188,7 +188,8 @@ class TrainingView(QWidget):
         self.loss.set(f"{ema:.4f}", self._eval_text() or f"last step {ev.loss:.4f}")
         self.speed.value.setText(f"{ev.tokens_per_s:,.0f} tok/s")
         if ev.padding is not None:  # tok/s counts real tokens; the padding share is what the step also computed
-            self.speed.sub.setText(f"{ev.padding:.0%} padding\n{getattr(self, '_speed_sub', '')}".rstrip())
+            mfu = f" · MFU {ev.mfu:.0%}" if ev.mfu is not None else ""
+            self.speed.sub.setText(f"{ev.padding:.0%} padding{mfu}\n{getattr(self, '_speed_sub', '')}".rstrip())
         self.eta.set(duration(ev.eta), f"elapsed {duration(ev.elapsed)}")
         self.memory.value.setText(size(ev.mem_allocated))
         self.memory.sub.setText(f"peak {size(ev.mem_peak)}")
