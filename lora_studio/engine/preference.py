@@ -197,3 +197,42 @@ def preference_loss(model, batch: dict, loss: str = "dpo", beta: float | None = 
              "chosen_logps": sums[:P].detach().mean(), "rejected_logps": sums[P:].detach().mean(),
              "preference_accuracy": (a[:P] > a[P:]).float().mean()}
     return losses.mean(), stats
+
+
+# -- the training loop's objective (engine/objective.py) --------------------------------------
+class PreferenceObjective:
+    """`--task preference`: batches of pairs (data_pref.collate_pairs), the loss of `train.loss`.
+    `count` is pairs: the loss and the stats are means over pairs."""
+
+    name = "preference"
+
+    def __init__(self, config):
+        t = config.train
+        self.kind, self.gamma = t.loss, float(t.simpo_gamma)
+        self.beta = float(t.beta) or DEFAULT_BETA[t.loss]
+        self.from_adapter = bool(config.model.start_from)
+        self.reference = Reference()
+
+    def start(self, model):
+        """Once the run's starting adapter is in `model` (setup), before a checkpoint is loaded over
+        it: with `--from`, that adapter, frozen, is DPO's reference from here on (resume included)."""
+        if self.from_adapter and self.kind == "dpo":
+            self.reference = Reference.of_start(model)
+
+    def collate(self, examples: list[dict], pad_id: int | None) -> dict:
+        from lora_studio.engine.data_pref import collate_pairs
+
+        return collate_pairs(examples, pad_id)
+
+    def count(self, batch: dict) -> int:
+        return int(batch["input_ids"].shape[0]) // 2
+
+    def tokens(self, batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def loss(self, model, batch: dict):
+        return preference_loss(model, batch, self.kind, self.beta, self.gamma, self.reference)
+
+    def eval_sums(self, model, batch: dict, count: int):
+        loss, stats = self.loss(model, batch)
+        return loss * count, {k: v * count for k, v in stats.items()}

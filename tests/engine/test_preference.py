@@ -244,3 +244,88 @@ def test_bad_preference_data_is_one_clear_line(tmp_path, tok, rows, message):
     with pytest.raises(UserError, match=message) as e:
         prepare_preference(cfg, tok)
     assert "\n" not in str(e.value)
+
+
+# -- the training loop ------------------------------------------------------------------------
+def pref_config(folder, data, out, **train):
+    from lora_studio.config import RunConfig
+
+    t = {"max_steps": 2, "batch_size": 3, "lr": 1e-2, "eval_every": 0, "save_every": 0, "save_minutes": 0,
+         "device": "cpu", "warmup_ratio": 0.0, "loss": "dpo", "beta": 0.1, **train}
+    return RunConfig.from_dict({"model": {"path": str(folder), "task": "preference"},
+                                "lora": {"targets": ["q", "v"], "rank": 4, "alpha": 8},
+                                "data": {"path": data, "validation_split": 0.0, "max_length": 64},
+                                "train": t, "out": str(out)})
+
+
+def metrics(run):
+    from lora_studio.engine.runfolder import read_metrics
+
+    return [m for m in read_metrics(run) if "loss" in m]
+
+
+def test_a_dpo_run_starts_at_ln2_logs_rewards_and_is_a_peft_adapter(folder, tmp_path):
+    import peft
+    import transformers
+
+    from lora_studio.engine.adapters import load_adapter
+    from lora_studio.engine.events import Finished
+    from lora_studio.engine.train import train
+
+    data = write(tmp_path / "pairs.jsonl", PAIRS)
+    run = tmp_path / "dpo"
+    assert isinstance(train(pref_config(folder, data, run)), Finished)
+    m = metrics(run)
+    assert m[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # the step's loss is before its update
+    assert m[0]["reward_margin"] == 0.0 and m[0]["reward_accuracy"] == 0.0
+    assert m[1]["loss"] < m[0]["loss"] and m[1]["reward_margin"] > 0  # lr 1e-2: one step moves it
+    assert {"chosen_logps", "rejected_logps"} <= set(m[1])
+    # the run folder is a PEFT adapter: PEFT's model computes what ours does
+    x = {"input_ids": torch.tensor([[1, 40, 50, 60, 70]])}
+    ours = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    load_adapter(ours, run)
+    base = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    theirs = peft.PeftModel.from_pretrained(base, str(run)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(**x).logits, theirs(**x).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_from_a_run_the_first_dpo_loss_is_ln2_again(folder, tmp_path):
+    """--from RUN_DIR: reference = that run's adapter. With the base as reference, as
+    LLaMA-Factory did (its issue 8459), the first loss would not be ln 2."""
+    from lora_studio.engine.train import train
+
+    data = write(tmp_path / "pairs.jsonl", PAIRS)
+    train(pref_config(folder, data, tmp_path / "first", max_steps=3))
+    first = metrics(tmp_path / "first")
+    config = pref_config(folder, data, tmp_path / "second").replace(
+        model={"start_from": str(tmp_path / "first")})
+    train(config)
+    second = metrics(tmp_path / "second")
+    assert second[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert second[0]["reward_margin"] == 0.0
+    # and the policy did start from the first run's adapter: its log-probs are where the first run ended
+    assert second[0]["chosen_logps"] != pytest.approx(first[0]["chosen_logps"], abs=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["dpo", "simpo"])
+def test_resume_continues_exactly(folder, tmp_path, loss):
+    from lora_studio.engine.events import Control, Step
+    from lora_studio.engine.train import train
+
+    data = write(tmp_path / "pairs.jsonl", PAIRS * 2)
+    train(pref_config(folder, data, tmp_path / "whole", max_steps=4, batch_size=2, loss=loss))
+    control = Control()
+
+    def stop_after_two(e):
+        if isinstance(e, Step) and e.step == 2:
+            control.stop()
+
+    cut = pref_config(folder, data, tmp_path / "cut", max_steps=4, batch_size=2, loss=loss)
+    train(cut, stop_after_two, control)
+    train(cut, resume=tmp_path / "cut")
+    whole, resumed = metrics(tmp_path / "whole"), metrics(tmp_path / "cut")
+    assert [m["step"] for m in resumed] == [1, 2, 3, 4]
+    for a, b in zip(whole, resumed):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+        assert a["reward_margin"] == pytest.approx(b["reward_margin"], abs=1e-6)

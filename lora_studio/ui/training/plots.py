@@ -94,7 +94,12 @@ class TrainingPlots(QWidget):
         self.side_curve = self.side.plot(symbol="o", symbolSize=6)
         self.norm_curve = self.norm_plot.plot()
         self.lr_curve = self.lr.plot()
-        self.plots = (self.loss, self.side, self.norm_plot, self.lr)
+        # preference runs (task "preference"): reward accuracy and the completions' log-probs take
+        # the places of the gradient norm and the learning rate; the side plot is the reward margin
+        self.reward_plot, self.logp_plot = pg.PlotItem(), pg.PlotItem()
+        self.reward_curve = self.reward_plot.plot()
+        self.chosen_curve, self.rejected_curve = self.logp_plot.plot(), self.logp_plot.plot()
+        self.plots = (self.loss, self.side, self.norm_plot, self.lr, self.reward_plot, self.logp_plot)
         self.grids = []
         for p in self.plots:
             # a GridItem, not showGrid(): the axes' grid costs several times more to paint
@@ -109,6 +114,7 @@ class TrainingPlots(QWidget):
             p.setMenuEnabled(True)  # right click: log scale, and Export… (PNG, SVG, CSV)
             p.getViewBox().setMouseMode(pg.ViewBox.RectMode)
         self.raw, self.ema, self.eval, self.acc, self.norm, self.rate = (Series() for _ in range(6))
+        self.margin, self.reward_acc, self.chosen, self.rejected = (Series() for _ in range(4))
         self.epochs: list[tuple[int, int]] = []  # (step, epoch number starting there), epoch >= 1
         self._marks: list[pg.InfiniteLine] = []
         self._ema_state = (0.0, 0)
@@ -127,7 +133,8 @@ class TrainingPlots(QWidget):
 
     # -- data ----------------------------------------------------------------------------
     def clear(self):
-        for s in (self.raw, self.ema, self.eval, self.acc, self.norm, self.rate):
+        for s in (self.raw, self.ema, self.eval, self.acc, self.norm, self.rate, self.margin, self.reward_acc,
+                  self.chosen, self.rejected):
             s.clear()
         self._ema_state = (0.0, 0)
         self._last_epoch = None
@@ -142,8 +149,16 @@ class TrainingPlots(QWidget):
     def set_task(self, task: str):
         self.task = task
         classify = task == "classification"
-        self.side.setTitle("Eval accuracy" if classify else "Gradient norm", size="10pt")
-        self.side.setLabel("left", "%" if classify else "‖g‖₂", color=style.colors(style.current())["muted"])
+        prefer = task == "preference"
+        for p in (self.reward_plot, self.logp_plot):
+            if p.scene() is not None:
+                self.view.ci.removeItem(p)
+        if self.lr.scene() is None:  # back from a preference layout: the language model's, first
+            self.view.addItem(self.lr, row=1, col=1, colspan=2)
+        self.side.setTitle("Eval accuracy" if classify else "Reward margin" if prefer else "Gradient norm",
+                           size="10pt")
+        self.side.setLabel("left", "%" if classify else "β·Δlog π" if prefer else "‖g‖₂",
+                           color=style.colors(style.current())["muted"])
         if classify:
             self.side.setYRange(0, 100, padding=0.02)
         self.side_curve.setSymbol("o" if classify else None)
@@ -157,6 +172,10 @@ class TrainingPlots(QWidget):
             self.view.ci.removeItem(self.norm_plot)
             self.view.ci.removeItem(self.lr)
             self.view.addItem(self.lr, row=1, col=1, colspan=2)
+        if prefer:
+            self.view.ci.removeItem(self.lr)
+            self.view.addItem(self.reward_plot, row=1, col=1)
+            self.view.addItem(self.logp_plot, row=1, col=2)
         self._dirty = True
 
     def set_total(self, total: int):
@@ -186,6 +205,16 @@ class TrainingPlots(QWidget):
             self.norm.append(step, grad_norm)
         self._dirty = True
 
+    def add_stats(self, step: int, stats: dict):
+        """A preference step's numbers (Step.stats, or a metrics.jsonl row): reward margin and
+        accuracy, the chosen and rejected completions' log-probs."""
+        for key, series, scale in (("reward_margin", self.margin, 1.0), ("reward_accuracy", self.reward_acc, 100.0),
+                                   ("chosen_logps", self.chosen, 1.0), ("rejected_logps", self.rejected, 1.0)):
+            value = stats.get(key)
+            if value is not None and math.isfinite(value):
+                series.append(step, scale * value)
+        self._dirty = True
+
     def add_eval(self, step: int, eval_loss: float, accuracy: float | None = None):
         if eval_loss is not None and math.isfinite(eval_loss):
             self.eval.append(step, eval_loss)
@@ -200,6 +229,8 @@ class TrainingPlots(QWidget):
             if "loss" in r:
                 self.add_step(r["step"], r["loss"], r.get("lr", math.nan), r.get("grad_norm", math.nan),
                               r.get("epoch"))
+                if "reward_margin" in r:
+                    self.add_stats(r["step"], r)
             if "eval_loss" in r:
                 self.add_eval(r["step"], r["eval_loss"], r.get("accuracy"))
         self.flush()
@@ -217,8 +248,11 @@ class TrainingPlots(QWidget):
         self.raw_curve.setData(*self.raw.data(), skipFiniteCheck=True)
         self.ema_curve.setData(*self.ema.data(), skipFiniteCheck=True)
         self.eval_curve.setData(*self.eval.data())
-        side = self.acc if self.task == "classification" else self.norm
+        side = self.acc if self.task == "classification" else self.margin if self.task == "preference" else self.norm
         self.side_curve.setData(*side.data())
+        self.reward_curve.setData(*self.reward_acc.data(), skipFiniteCheck=True)
+        self.chosen_curve.setData(*self.chosen.data(), skipFiniteCheck=True)
+        self.rejected_curve.setData(*self.rejected.data(), skipFiniteCheck=True)
         self.norm_curve.setData(*self.norm.data(), skipFiniteCheck=True)
         self.lr_curve.setData(*self.rate.data(), skipFiniteCheck=True)
         # auto-range now, not during the paint: a range changed mid-paint costs a second paint
@@ -229,7 +263,8 @@ class TrainingPlots(QWidget):
         p = style.PLOT[style.resolve(theme)]
         self.view.setBackground(c["surface"])
         for plot, title in ((self.loss, "Loss"), (self.side, None), (self.norm_plot, "Gradient norm"),
-                            (self.lr, "Learning rate")):
+                            (self.lr, "Learning rate"), (self.reward_plot, "Reward accuracy"),
+                            (self.logp_plot, "Log-prob chosen / rejected (- -)")):
             for axis in ("left", "bottom"):
                 ax = plot.getAxis(axis)
                 ax.setPen(pg.mkPen(c["border"]))
@@ -240,6 +275,11 @@ class TrainingPlots(QWidget):
         self.loss.setLabel("left", "nats / token", color=c["muted"])
         self.lr.setLabel("left", "lr", color=c["muted"])
         self.norm_plot.setLabel("left", "‖g‖₂", color=c["muted"])
+        self.reward_plot.setLabel("left", "%", color=c["muted"])
+        self.logp_plot.setLabel("left", "nats / answer", color=c["muted"])
+        self.reward_curve.setPen(pg.mkPen(p["acc"], width=2))
+        self.chosen_curve.setPen(pg.mkPen(p["ema"], width=2))
+        self.rejected_curve.setPen(pg.mkPen(p["raw"], width=2, style=Qt.DashLine))
         for grid in self.grids:
             grid.setPen(pg.mkPen(c["border"], width=1))
         self.side.setTitle(self.side.titleLabel.text or "", size="10pt", color=c["text"])
@@ -300,7 +340,9 @@ class TrainingPlots(QWidget):
         """Long format, one row per point: series (train_loss, smoothed_loss, eval_loss,
         eval_accuracy_percent, grad_norm, lr), step, value."""
         series = (("train_loss", self.raw), ("smoothed_loss", self.ema), ("eval_loss", self.eval),
-                  ("eval_accuracy_percent", self.acc), ("grad_norm", self.norm), ("lr", self.rate))
+                  ("eval_accuracy_percent", self.acc), ("grad_norm", self.norm), ("lr", self.rate),
+                  ("reward_margin", self.margin), ("reward_accuracy_percent", self.reward_acc),
+                  ("chosen_logps", self.chosen), ("rejected_logps", self.rejected))
         tmp = f"{path}.part"
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)

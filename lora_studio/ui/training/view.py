@@ -162,6 +162,8 @@ class TrainingView(QWidget):
     def _stepped(self, ev):
         self._last = ev
         self.plots.add_step(ev.step, ev.loss, ev.lr, ev.grad_norm, ev.epoch)
+        if getattr(ev, "stats", None):  # the objective's numbers (a preference run's rewards)
+            self.plots.add_stats(ev.step, ev.stats)
 
     def _evaluated(self, ev):
         self._eval = ev
