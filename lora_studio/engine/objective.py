@@ -94,6 +94,7 @@ class Classification(Objective):
 OBJECTIVES: dict[str, Callable[[object], Objective]] = {
     "causal-lm": lambda config: _packed() if config.train.packing else CausalLM(),
     "classification": lambda config: Classification(),
+    "preference": lambda config: _preference(config),  # engine/preference.py: DPO, ORPO, SimPO
 }
 
 
@@ -101,6 +102,12 @@ def _packed() -> Objective:
     from lora_studio.engine.packing import PackedCausalLM
 
     return PackedCausalLM()
+
+
+def _preference(config) -> Objective:
+    from lora_studio.engine.preference import PreferenceObjective  # it subclasses Objective: imported late
+
+    return PreferenceObjective(config)
 
 
 def objective_for(config) -> Objective:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from lora_studio.engine.loss import CHUNK, _chunk_logits, supports_fused_loss, target_rows
+from lora_studio.engine.objective import Objective
 
 LOSSES = ("dpo", "orpo", "simpo")
 DEFAULT_BETA = {"dpo": 0.1, "orpo": 0.1, "simpo": 2.0}  # DPO/TRL's, ORPO's lambda, SimPO's paper
@@ -200,7 +201,7 @@ def preference_loss(model, batch: dict, loss: str = "dpo", beta: float | None = 
 
 
 # -- the training loop's objective (engine/objective.py) --------------------------------------
-class PreferenceObjective:
+class PreferenceObjective(Objective):
     """`--task preference`: batches of pairs (data_pref.collate_pairs), the loss of `train.loss`.
     `count` is pairs: the loss and the stats are means over pairs."""
 
@@ -208,6 +209,10 @@ class PreferenceObjective:
 
     def __init__(self, config):
         t = config.train
+        if getattr(t, "packing", False):
+            from lora_studio.engine.errors import UserError
+
+            raise UserError("--packing is not available with --task preference yet: drop --packing")
         self.kind, self.gamma = t.loss, float(t.simpo_gamma)
         self.beta = float(t.beta) or DEFAULT_BETA[t.loss]
         self.from_adapter = bool(config.model.start_from)

@@ -142,8 +142,6 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
         if control is not None and control.stop_requested:
             raise Stopped()
 
-    if config.model.task == "preference":  # until the loop takes its loss from the objective seam
-        raise UserError("--task preference is not wired into the training loop yet")
     ref = model_ref(config)
     device = resolve_device(config.train.device)
     if device.type == "cuda":  # index-less CUDA calls (streams, caches, kernels) go to this GPU, not GPU 0
@@ -208,7 +206,10 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     from lora_studio.engine.objective import objective_for
 
     heads0 = initial_heads(model) if config.model.task == "classification" else {}
-    return Setup(config, model, tok, prepared, device, precision, ref, adapted, heads0, objective_for(config))
+    objective = objective_for(config)
+    if hasattr(objective, "start"):  # e.g. DPO's reference: the adapter the run starts from, frozen
+        objective.start(model)
+    return Setup(config, model, tok, prepared, device, precision, ref, adapted, heads0, objective)
 
 
 def checkpointing(model):

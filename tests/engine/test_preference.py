@@ -308,20 +308,26 @@ def test_from_a_run_the_first_dpo_loss_is_ln2_again(folder, tmp_path):
     assert second[0]["chosen_logps"] != pytest.approx(first[0]["chosen_logps"], abs=1e-4)
 
 
-@pytest.mark.parametrize("loss", ["dpo", "simpo"])
-def test_resume_continues_exactly(folder, tmp_path, loss):
+@pytest.mark.parametrize("loss, start", [("dpo", True), ("simpo", False)], ids=["dpo-from", "simpo"])
+def test_resume_continues_exactly(folder, tmp_path, loss, start):
+    """A stopped and resumed run logs what the unbroken one does (DPO --from: the reference is
+    the starting adapter again, not the checkpoint's)."""
     from lora_studio.engine.events import Control, Step
     from lora_studio.engine.train import train
 
     data = write(tmp_path / "pairs.jsonl", PAIRS * 2)
-    train(pref_config(folder, data, tmp_path / "whole", max_steps=4, batch_size=2, loss=loss))
+    model = {}
+    if start:
+        train(pref_config(folder, data, tmp_path / "start", max_steps=2))
+        model = {"start_from": str(tmp_path / "start")}
+    train(pref_config(folder, data, tmp_path / "whole", max_steps=4, batch_size=2, loss=loss).replace(model=model))
     control = Control()
 
     def stop_after_two(e):
         if isinstance(e, Step) and e.step == 2:
             control.stop()
 
-    cut = pref_config(folder, data, tmp_path / "cut", max_steps=4, batch_size=2, loss=loss)
+    cut = pref_config(folder, data, tmp_path / "cut", max_steps=4, batch_size=2, loss=loss).replace(model=model)
     train(cut, stop_after_two, control)
     train(cut, resume=tmp_path / "cut")
     whole, resumed = metrics(tmp_path / "whole"), metrics(tmp_path / "cut")
@@ -329,3 +335,29 @@ def test_resume_continues_exactly(folder, tmp_path, loss):
     for a, b in zip(whole, resumed):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
         assert a["reward_margin"] == pytest.approx(b["reward_margin"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_from_a_run_then_merge(folder, tmp_path):
+    """`train --task preference --from RUN`: the first DPO loss is ln 2; a flag that would reshape the
+    adapter is one line, exit 2; the run merges like any other."""
+    import subprocess
+    import sys
+
+    from lora_studio.engine.train import train
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "lora_studio", *args], capture_output=True, text=True)
+
+    data = write(tmp_path / "pairs.jsonl", PAIRS)
+    train(pref_config(folder, data, tmp_path / "sft", max_steps=2, loss="orpo"))
+    flags = ["train", "--task", "preference", "--from", str(tmp_path / "sft"), "--data", data,
+             "--validation-split", "0", "--max-steps", "1", "--batch-size", "3", "--device", "cpu", "--quiet"]
+    bad = cli(*flags, "--rank", "2", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "--rank" in bad.stderr and not (tmp_path / "bad").exists()
+    out = cli(*flags, "--loss", "dpo", "--out", str(tmp_path / "dpo"))
+    assert out.returncode == 0, out.stderr
+    assert metrics(tmp_path / "dpo")[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    merged = cli("merge", str(tmp_path / "dpo"), "--out", str(tmp_path / "merged"))
+    assert merged.returncode == 0 and "verified" in merged.stdout, merged.stderr
