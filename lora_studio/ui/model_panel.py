@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QSettings, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QPushButton
 
+from lora_studio.ui.download_dialog import DownloadDialog, needs_download
 from lora_studio.ui.session import Session
 from lora_studio.ui.style import repolish
 from lora_studio.ui.widgets import Section, icon, label, short_count
@@ -108,9 +109,24 @@ class ModelPanel(Section):
             self.load(folder)
 
     def load(self, ref: str):
-        """Inspect `ref` ("" = the demo); the task is inferred from the model."""
+        """Inspect `ref` ("" = the demo); the task is inferred from the model. A hub id that is not
+        in the cache is downloaded first, in a dialog with progress and Cancel."""
         self.path.setEditText(ref or DEMO)
-        self.session.load_model(ref, task="keep" if ref == self.session.draft.model.path else None)
+        task = "keep" if ref == self.session.draft.model.path else None
+        if ref and needs_download(ref):
+            self._download(ref, task)
+            return
+        self.session.load_model(ref, task=task)
+
+    def _download(self, ref: str, task):
+        dialog = DownloadDialog(ref, self.session.draft.model.allow_pickle, self)
+        dialog.sig_done.connect(lambda folder: self.session.load_model(ref, task=task))
+        dialog.sig_cancelled.connect(lambda: self._show_state(
+            f"Download of {ref} cancelled; what was fetched is kept: choose it again to continue"))
+        dialog.sig_failed.connect(lambda failure: self._failed(failure, ref))
+        self.download = dialog
+        self._show_state(f"Downloading {ref} …")
+        dialog.open()
 
     # -- session -> view -----------------------------------------------------------------
     def _sync(self):
