@@ -77,17 +77,44 @@ def _head_params(model: nn.Module, names: list[str]) -> int:
     return total
 
 
-def activation_bytes(config, batch: int, seq: int, precision: str, checkpointing: bool) -> int:
-    """Korthikanti et al. (2022) per-layer estimate s*b*h*(34 + 5*a*s/h) bytes at 16 bits,
-    doubled in fp32; with checkpointing only each layer's input (s*b*h) is kept, plus one layer."""
+def activation_bytes(config, batch: int, seq: int, precision: str, checkpointing: bool,
+                     targets=("q", "k", "v", "o"), attention: str = "flash") -> int:
+    """Bytes autograd keeps for one micro-batch. Counted per token and layer from what each op saves
+    for its backward (a frozen linear saves nothing: its dX needs only its weight):
+      - the norms' inputs, upcast to fp32 by HF's RMSNorm/LayerNorm: 4 B x h each (2 per layer);
+      - attention, `flash`: SDPA's flash and memory-efficient kernels (CUDA) save q, k, v, the output
+        and a per-head logsumexp, never the s x s scores (FlashAttention-2, Dao 2023; torch's
+        _scaled_dot_product_{flash,efficient}_attention backward signatures); `math` (the CPU
+        kernels) also saves the scores and the softmax, Korthikanti et al. (2022)'s 5 a s term;
+      - the MLP's nonlinearity: SwiGLU saves gate, up and silu(gate) (3 x ffn), GELU its input;
+      - the inputs of the adapted linears (LoRA's A needs x for dA; q, k, v share theirs).
+    16-bit tensors in bf16/fp16, twice that in fp32. Measured against this on a CPU with the project's
+    training_loss (tests/engine/test_cuda_paths.py); the review's Llama-3.2-1B layer (bf16, LoRA on
+    q,k,v,o) saved 39.2 B per token and hidden unit, and this counts 41.
+    With checkpointing each layer keeps only its input (s b h), plus one layer recomputed."""
     tc = text_config(config)
-    h = getattr(tc, "hidden_size", None) or getattr(tc, "n_embd", None) or getattr(tc, "dim", 0)
+    h = getattr(tc, "hidden_size", None) or getattr(tc, "n_embd", None) or getattr(tc, "dim", 0) or 1
     a = getattr(tc, "num_attention_heads", None) or getattr(tc, "n_head", None) or getattr(tc, "n_heads", 1)
     layers = getattr(tc, "num_hidden_layers", None) or getattr(tc, "n_layer", None) or getattr(tc, "n_layers", 1)
-    scale = BYTES.get(precision, 4) / 2
-    per_layer = seq * batch * h * (34 + 5 * a * seq / max(h, 1)) * scale
+    head = getattr(tc, "head_dim", None) or h // max(a, 1)
+    kv = (getattr(tc, "num_key_value_heads", None) or a) * head
+    ffn = getattr(tc, "intermediate_size", None) or getattr(tc, "n_inner", None) or getattr(tc, "ffn_dim", None) \
+        or getattr(tc, "hidden_dim", None) or 4 * h
+    act = str(getattr(tc, "hidden_act", None) or getattr(tc, "activation_function", "") or "")
+    gated = act in ("silu", "swish") or str(getattr(tc, "model_type", "")).startswith("gemma")
+    half = BYTES.get(precision, 4)  # bytes of one activation element
+    targets = set(targets or ())
+    per_token = 2 * 4 * h  # two norm inputs in fp32
+    per_token += half * (2 * a * head + 2 * kv) + 4 * a  # q, k, v, output; fp32 logsumexp per head
+    if attention != "flash":
+        per_token += 5 * a * seq * half / 2  # scores, softmax (and a dropout mask) per head and key
+    per_token += half * ffn * (3 if gated else 1)
+    adapted_inputs = (h if targets & {"q", "k", "v"} else 0) + (a * head if "o" in targets else 0) + \
+        (h if targets & {"gate", "up"} else 0) + (ffn if "down" in targets else 0)
+    per_token += half * adapted_inputs
+    per_layer = seq * batch * per_token
     if checkpointing:
-        return int(layers * seq * batch * h * BYTES.get(precision, 4) + per_layer)
+        return int(layers * seq * batch * h * half + per_layer)
     return int(layers * per_layer)
 
 
@@ -107,10 +134,10 @@ def base_weight_bytes(model: nn.Module, precision: str = "fp32", quantize: str =
 
 def estimate(model: nn.Module, spec: LoraSpec, precision: str = "fp32", batch: int = 8,
              seq: int = 512, checkpointing: bool = False, quantize: str = "none",
-             optimizer: str = "adamw") -> Budget:
+             optimizer: str = "adamw", device: str = "cuda") -> Budget:
     """The budget of adapting `model` (meta or real, not yet injected) with `spec`; `quantize`
     (none | nf4 | int8) is the base's precision, `optimizer` (adamw | adamw8bit | paged_adamw)
-    sets the optimizer-state bytes."""
+    sets the optimizer-state bytes; `device` (cuda | cpu) which attention kernels run."""
     if lora_layers(model):
         raise ValueError("estimate() takes the base model, before inject()")
     modules = []
@@ -135,7 +162,8 @@ def estimate(model: nn.Module, spec: LoraSpec, precision: str = "fp32", batch: i
     trainable = adapter + heads
     total = base + adapter
     wbytes = BYTES.get(precision, 4)
-    act = activation_bytes(model.config, batch, seq, precision, checkpointing)
+    act = activation_bytes(model.config, batch, seq, precision, checkpointing, spec.targets,
+                           "flash" if device == "cuda" else "math")
     # LoRA: frozen base at `precision` (or 4-/8-bit); adapters/heads fp32 with fp32 grads and AdamW (m, v).
     from lora_studio.engine.quantize import optimizer_state_bytes
 

@@ -35,12 +35,34 @@ class LossModule(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+    def forward(self, batch: dict, targets=None, fn=None):
+        """The objective's (loss, stats) of `batch`, or fn(model, batch): evaluation passes its own `fn`,
+        so that its forward goes through the root too (FSDP2 must see the root's forward first, where
+        it lazily initialises; each block then gathers and frees its own shards as in training).
+        `targets` is the batch's host-found target rows (setup.Batch.targets) as an argument of its own:
+        DDP and FSDP2 on CUDA rebuild the batch dict when they move inputs (`type(obj)(items)`), which
+        drops the attribute, and the fused loss would then find the rows on the GPU (a sync per
+        micro-batch)."""
+        from lora_studio.engine.setup import Batch
+
+        if targets is not None or not isinstance(batch, Batch):
+            batch = Batch(batch)
+            batch.targets = targets
+        if fn is not None:
+            return fn(self.model, batch)
         if self.objective is None:
             from lora_studio.engine.objective import Objective
 
             self.objective = Objective()
         return self.objective.loss(self.model, batch)
+
+
+def refuse_sharded_bnb(mode: str, optimizer: str):
+    """bitsandbytes' 8-bit and paged optimizers call kernels that take no DTensor (FSDP2's sharded
+    parameters): refused by name before anything is loaded, not a NotImplementedError at step 1."""
+    if mode == "fsdp" and optimizer in ("adamw8bit", "paged_adamw"):
+        raise UserError(f"--optimizer {optimizer} cannot step FSDP2's sharded parameters (bitsandbytes takes "
+                        "no DTensor): use --optimizer adamw with --distributed fsdp, or --distributed ddp")
 
 
 def launched() -> bool:
@@ -54,7 +76,8 @@ def init_from_env(device: str = "auto") -> None:
     if td.is_initialized():
         return
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    # any CUDA device (auto, cuda, cuda:N as the GUI saves it) means nccl and this process's own GPU
+    cuda = torch.cuda.is_available() and (device in ("auto", "cuda") or str(device).startswith("cuda:"))
     if cuda:
         if local >= torch.cuda.device_count():
             raise UserError(f"process {local} on this machine has no GPU of its own ({torch.cuda.device_count()} "
@@ -103,12 +126,14 @@ class Dist:
         return "fsdp", f"the model ({size / 2**30:.1f} GiB) needs over 60% of one GPU ({free / 2**30:.0f} GiB): " \
                        f"sharded over {self.world} GPUs"
 
-    def wrap(self, model: nn.Module, mode: str, device: torch.device, objective=None) -> str:
+    def wrap(self, model: nn.Module, mode: str, device: torch.device, objective=None,
+             optimizer: str = "adamw") -> str:
         """Wrap the objective's loss of `model` for `mode` (ddp | fsdp | auto); returns the sentence
         that says what was chosen and why ("" in one process: nothing is wrapped)."""
         if not self.many:
             return ""
         self.mode, why = self.choose(mode, model, device)
+        refuse_sharded_bnb(self.mode, optimizer)
         self.device = device
         runner = LossModule(model, objective)
         if self.mode == "ddp":
@@ -126,7 +151,7 @@ class Dist:
         the processes is the mean over the global micro-batch (count 0: a padding part)."""
         if self.runner is None:
             return objective.loss(model, batch)
-        loss, stats = self.runner(batch)
+        loss, stats = self.runner(dict(batch), getattr(batch, "targets", None))
         return loss * self.weight(torch.tensor(count, device=self.device)), stats
 
     def autocast(self, s):
@@ -227,11 +252,13 @@ class Dist:
         if self.many:
             td.barrier()
 
-    def full_root(self):
-        """Evaluation calls the inner model directly: unshard the FSDP2 root's own parameters."""
-        if self.mode != "fsdp":
-            return contextlib.nullcontext()
-        return _unsharded(self.runner)
+    def forward(self, model: nn.Module, fn, batch: dict):
+        """fn(model, batch) for evaluation. Under FSDP2 through the wrapped root (a forward that goes
+        around it makes the first block initialise as a root of its own: "FSDP state has already been
+        lazily initialized"); one process and DDP call the model as it is (no collective)."""
+        if self.mode != "fsdp" or self.runner is None:
+            return fn(model, batch)
+        return self.runner(dict(batch), getattr(batch, "targets", None), fn)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def gather(self, model: nn.Module, optimizer) -> tuple[dict | None, dict | None]:
@@ -245,11 +272,14 @@ class Dist:
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         names = _trainable_names(self.runner)
-        msd = get_model_state_dict(self.runner, options=opts)
+        # the trained tensors only: the frozen base is never gathered (for a 70B base under FSDP2 that
+        # would be 140 GB into rank 0's host memory at every checkpoint)
+        msd = get_model_state_dict(self.runner, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                          ignore_frozen_params=True))
         osd = get_optimizer_state_dict(self.runner, optimizer, options=opts)
         if not self.main:  # with cpu_offload the full state lands on rank 0 only
             return None, None
-        # keep the trained tensors only: ignore_frozen_params would still let a tied lm_head.weight in
+        # keep the trained tensors only (a tied lm_head.weight may still come with ignore_frozen_params)
         adapter = {n: msd[n] for n in names}
         index = {n: i for i, n in enumerate(_optimizer_names(self.runner, optimizer))}
         state = {index[n]: v for n, v in osd["state"].items() if n in index}
@@ -345,12 +375,3 @@ def _fsdp_no_sync(runner):
             runner.set_requires_gradient_sync(True)
 
     return ctx()
-
-
-@contextlib.contextmanager
-def _unsharded(runner):
-    runner.unshard()
-    try:
-        yield
-    finally:
-        runner.reshard()

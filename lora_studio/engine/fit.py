@@ -70,7 +70,7 @@ def will_it_fit(model: nn.Module, spec: LoraSpec, gpu_bytes: int, batch: int = 8
         for ckpt in (False, True):
             mem = estimate(model, spec, precision, batch * per_example, seq, ckpt, quantize, optimizer).memory_lora
             fixed = mem.total - mem.activations
-            one = activation_bytes(model.config, per_example, seq, precision, ckpt)
+            one = activation_bytes(model.config, per_example, seq, precision, ckpt, spec.targets)
             max_batch = max(0, (usable - fixed) // max(one, 1))
             rows.append(FitRow(quantize, label, ckpt, mem.total, mem.weights, mem.optimizer, mem.activations,
                                mem.total <= usable, int(max_batch)))
@@ -105,7 +105,8 @@ def record_peak(run_dir, model_ref: str, config, spec: LoraSpec, precision: str,
 
     mem = estimate(skel, spec, precision if device_type == "cuda" else "fp32",
                    t.batch_size * sequences_per_example(config.model.task),
-                   config.data.max_length, t.gradient_checkpointing, config.model.quantize, t.optimizer).memory_lora
+                   config.data.max_length, t.gradient_checkpointing, config.model.quantize, t.optimizer,
+                   device="cuda" if device_type == "cuda" else "cpu").memory_lora
     out = {"estimate_bytes": mem.total, "estimate": {**asdict(mem), "total": mem.total},
            "measured_peak_bytes": int(measured_peak),
            "measured_by": "cuda.max_memory_allocated" if device_type == "cuda" else "peak RSS of the process",

@@ -131,8 +131,8 @@ def skeleton_from_config(config, task: str = "causal-lm", num_labels: int = 2, t
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
+        if torch.cuda.is_available():  # this process's GPU, with its index (set_device refuses a bare "cuda")
+            return _cuda_device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -159,7 +159,19 @@ def _cuda_device(device: str) -> torch.device:
     if index and int(index) >= torch.cuda.device_count():
         raise UserError(f"device {device} does not exist: this process sees {', '.join(visible_gpus())}; "
                         "pick one of those (CUDA_VISIBLE_DEVICES renumbers GPUs from 0)")
-    return torch.device("cuda", int(index) if index else torch.cuda.current_device())
+    local = torch_run_local_rank()
+    if local is not None:  # under torchrun every process takes its own GPU, whatever index was saved
+        return torch.device("cuda", local)
+    return torch.device("cuda", int(index) if index else 0)
+
+
+def torch_run_local_rank() -> int | None:
+    """LOCAL_RANK when this process is one of several started by torchrun (None in one process)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    return None
 
 
 def load_model(ref: str, task: str = "causal-lm", dtype: str | torch.dtype | None = "float32",

@@ -136,13 +136,17 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     from lora_studio.engine import data as data_mod
     from lora_studio.engine.fast import speed_up
     from lora_studio.engine.lora import inject
-    from lora_studio.engine.models import load_config, load_model, load_tokenizer, resolve_device
+    from lora_studio.engine.models import load_config, load_tokenizer, resolve_device
 
     def check_stop():
         if control is not None and control.stop_requested:
             raise Stopped()
 
     ref = model_ref(config)
+    from lora_studio.engine.distributed import launched, refuse_sharded_bnb
+
+    if launched():
+        refuse_sharded_bnb(config.train.distributed, config.train.optimizer)
     device = resolve_device(config.train.device)
     if device.type == "cuda":  # index-less CUDA calls (streams, caches, kernels) go to this GPU, not GPU 0
         torch.cuda.set_device(device)
@@ -170,17 +174,8 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
             emit(Status(f"{split}: {st.summary()}"))
     check_stop()
     emit(Status(f"loading model {ref}"))
-    # Frozen base in the compute dtype on GPUs (half the memory); fp32 on CPUs. Adapters stay fp32.
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32) \
-        if device.type == "cuda" else torch.float32
     names = prepared.label_names
-    from lora_studio.engine.quantize import bnb_config, check_device, compute_dtype
-
-    check_device(config.model.quantize, device)
-    model = load_model(ref, config.model.task, dtype=dtype, device=device,
-                       id2label=dict(enumerate(names)) if names else None,
-                       allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code,
-                       quantization_config=bnb_config(config.model.quantize, compute_dtype(device, precision)))
+    model = load_base(config, ref, device, precision, names)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     torch.manual_seed(config.train.seed)  # also seeds PiSSA's randomised SVD: resume rebuilds the same residual
@@ -210,6 +205,26 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     if hasattr(objective, "start"):  # e.g. DPO's reference: the adapter the run starts from, frozen
         objective.start(model)
     return Setup(config, model, tok, prepared, device, precision, ref, adapted, heads0, objective)
+
+
+def base_dtype(device: torch.device, precision: str) -> torch.dtype:
+    """The frozen base's dtype: the compute dtype on GPUs (half the memory); fp32 on CPUs."""
+    if device.type != "cuda":
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def load_base(config: RunConfig, ref: str, device: torch.device, precision: str, label_names=None):
+    """The base model as a run of `config` trains on it: dtype, quantization and device. Training and
+    Try it on a finished run (engine/tryit.py) both load through here, so they see the same base."""
+    from lora_studio.engine.models import load_model
+    from lora_studio.engine.quantize import bnb_config, check_device, compute_dtype
+
+    check_device(config.model.quantize, device)
+    return load_model(ref, config.model.task, dtype=base_dtype(device, precision), device=device,
+                      id2label=dict(enumerate(label_names)) if label_names else None,
+                      allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code,
+                      quantization_config=bnb_config(config.model.quantize, compute_dtype(device, precision)))
 
 
 def checkpointing(model):
@@ -250,10 +265,11 @@ def evaluate(s: Setup, batch_size: int, step: int = 0, emit: Callable = lambda e
 
 
 def evaluate_stats(s: Setup, batch_size: int, step: int = 0, emit: Callable = lambda e: None,
-                   control=None) -> tuple[float, dict[str, float]]:
+                   control=None, forward: Callable | None = None) -> tuple[float, dict[str, float]]:
     """(mean loss, the objective's stats) over the validation set, weighted by the objective's
     count (target tokens for causal LMs). Uses the training batch size and the objective's loss
-    (the fused one for causal LMs): no full logits, no more memory than a step."""
+    (the fused one for causal LMs): no full logits, no more memory than a step.
+    `forward(model, fn, batch)` runs fn(model, batch) (Dist.forward: through the FSDP2 root)."""
     from lora_studio.engine.objective import objective_for
 
     objective = s.objective or objective_for(s.config)
@@ -261,6 +277,7 @@ def evaluate_stats(s: Setup, batch_size: int, step: int = 0, emit: Callable = la
     if not examples:
         return float("nan"), {}
     model, was_training = s.model, s.model.training
+    forward = forward or (lambda m, fn, b: fn(m, b))
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=s.device)
     weight, sums = 0, {}
@@ -269,7 +286,7 @@ def evaluate_stats(s: Setup, batch_size: int, step: int = 0, emit: Callable = la
         for i in range(0, len(examples), batch_size):
             host = objective.collate(examples[i:i + batch_size], s.tokenizer.pad_token_id)
             n = objective.count(host)
-            loss, stats = objective.eval_sums(model, to_device(host, s.device), n)
+            loss, stats = forward(model, lambda m, b: objective.eval_sums(m, b, n), to_device(host, s.device))
             total += loss.double()
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v.double()

@@ -250,7 +250,7 @@ class Loop:
         warmup = t.warmup_steps or int(t.warmup_ratio * self.total)
         if state is not None:
             load_adapter(model, ckpt)  # before wrapping: FSDP2 shards what was loaded
-        wrapped = dist.wrap(model, t.distributed, self.device, self.objective)
+        wrapped = dist.wrap(model, t.distributed, self.device, self.objective, t.optimizer)
         if wrapped:
             self.emit(Status(wrapped))
         self.params = trainable_parameters(model)
@@ -443,8 +443,8 @@ class Loop:
     def run_eval(self) -> tuple[float, float | None]:
         t0 = time.perf_counter()
         stop_before = self.control.stop_requested
-        with self.dist.full_root():  # every process evaluates the whole validation set
-            loss, stats = evaluate_stats(self.s, self.bs, self.step, self.emit, self.control)
+        # every process evaluates the whole validation set (under FSDP2 through the wrapped root)
+        loss, stats = evaluate_stats(self.s, self.bs, self.step, self.emit, self.control, forward=self.dist.forward)
         self.eval_seconds = time.perf_counter() - t0
         if self.control.stop_requested and not stop_before and not self.dist.many:  # cut short by the stop
             self.emit(Status(f"the evaluation at step {self.step} was stopped before its end: not recorded"))

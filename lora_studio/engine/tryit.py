@@ -56,14 +56,20 @@ def _load(run_dir, device: str | None = None):
     run = runfolder.run_of(Path(run_dir))
     info = runfolder.run_info(run)
     base_ref, task, labels = info.base_model, info.task, info.labels
-    seed = 42
+    seed, cfg = 42, None
     if runfolder.is_run(run):
         cfg = RunConfig.load(run / runfolder.RUN_FILE)
         seed, device = cfg.train.seed, device or cfg.train.device
     dev = resolve_device(device or "cpu")
     torch.manual_seed(seed)  # as engine.train.setup: the untrained head starts the same
-    model = load_model(base_ref, task, dtype=torch.float32, device=dev,
-                       id2label=dict(enumerate(labels)) if labels else None)
+    if cfg is not None:  # the base the adapter was trained on: the run's precision, quantization, device
+        from lora_studio.engine.setup import load_base, resolve_precision
+
+        precision = resolve_precision(cfg.train.precision, dev) if dev.type == "cuda" else "fp32"
+        model = load_base(cfg, base_ref, dev, precision, labels)
+    else:  # an adapter folder without its run: full precision
+        model = load_model(base_ref, task, dtype=torch.float32, device=dev,
+                           id2label=dict(enumerate(labels)) if labels else None)
     tok = load_tokenizer(base_ref)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id

@@ -235,7 +235,7 @@ def test_planner_estimate_within_20_percent_of_measured_peak(tmp_path, quantize)
     spec = LoraSpec(targets=ALL, rank=8)
     batch, seq = 4, 32
     mem = estimate(skeleton_from_config(_config("llama"), "causal-lm"), spec, "fp32", batch, seq,
-                   quantize=quantize).memory_lora
+                   quantize=quantize, device="cpu").memory_lora
     model = _quantized(_folder(tmp_path, "llama"), quantize) if quantize != "none" else \
         T.AutoModelForCausalLM.from_pretrained(_folder(tmp_path, "llama"))
     inject(model, spec)
