@@ -173,7 +173,7 @@ def test_auto_choosing_fsdp_refuses_a_bnb_optimizer_before_sharding():
 
     model = tiny.build("llama")
     with pytest.raises(UserError, match="--optimizer adamw8bit cannot step FSDP2"):
-        Dist(0, 2).wrap(model, "fsdp", torch.device("cpu"), "adamw8bit")
+        Dist(0, 2).wrap(model, "fsdp", torch.device("cpu"), optimizer="adamw8bit")
 
 
 # -- N6: Try it on a finished run loads the base the way the run trained it ----------------------
