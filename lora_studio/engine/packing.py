@@ -116,12 +116,12 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     if query.shape[0] != 1 or query.shape[2] != bounds[-1] or attention_mask is not None:
         raise ValueError(f"a packed batch is one row of {bounds[-1]} tokens with no attention mask; got "
                          f"query {tuple(query.shape)}, mask {None if attention_mask is None else attention_mask.shape}")
-    outs = []
-    for a, b in zip(bounds[:-1], bounds[1:]):  # (1, H, L_i, d) views, one example each
-        out, _ = _attention(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, dropout=dropout,
-                            scaling=scaling, is_causal=True, **kwargs)
-        outs.append(out)  # (1, L_i, H, d)
-    return torch.cat(outs, dim=1), None
+    lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    # split, not slicing: split's backward is one concatenation, where each slice's backward would
+    # write its gradient into a zero tensor of the whole row (B full-size fills and adds per layer)
+    outs = [_attention(module, q, k, v, None, dropout=dropout, scaling=scaling, is_causal=True, **kwargs)[0]
+            for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
+    return torch.cat(outs, dim=1), None  # (1, N, H, d)
 
 
 def mask(*args, attention_mask=None, **kwargs):

@@ -131,3 +131,38 @@ def test_dropout_attention_equals_formula(monkeypatch, causal, padding):
     w = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(out, (q, k, v), w), torch.autograd.grad(ref, (q, k, v), w)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "phi3"])
+def test_fast_rmsnorm_equals_the_models_own(arch):
+    """Each Llama-form RMSNorm, swapped by speed_up: the same output, input gradient and (when
+    trained) weight gradient as transformers' module, fp32 and bf16; gemma's (1 + w) form is left."""
+    import copy
+
+    from lora_studio.engine.fast import FastRMSNorm, fuse_norms
+
+    model = tiny.build(arch)
+    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm")]
+    refs = [copy.deepcopy(m) for m in norms]
+    assert fuse_norms(model) == len(norms) == 2 * model.config.num_hidden_layers + 1
+    g = torch.Generator().manual_seed(0)
+    for fast, ref in zip(norms, refs):
+        assert isinstance(fast, FastRMSNorm) and isinstance(fast, type(ref))
+        with torch.no_grad():
+            ref.weight.add_(torch.randn(ref.weight.shape, generator=g))
+            fast.weight.copy_(ref.weight)
+        x = torch.randn(3, 5, ref.weight.shape[0], generator=g) * 3
+        up = torch.randn(x.shape, generator=g)
+        results = []
+        for m in (ref, fast):
+            xi = x.clone().requires_grad_(True)
+            m.weight.requires_grad_(True)
+            out = m(xi)
+            gx, gw = torch.autograd.grad((out * up).sum(), (xi, m.weight))
+            results.append((out, gx, gw))
+        for a, b in zip(*results):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        for m in (ref, fast):
+            m.to(torch.bfloat16)
+        torch.testing.assert_close(fast(x.bfloat16()), ref(x.bfloat16()), rtol=1e-2, atol=1e-2)
+    assert fuse_norms(tiny.build("gemma")) == 0
