@@ -10,7 +10,8 @@ import json
 import sys
 
 from lora_studio.cli_data import add_data_parser, cmd_data
-from lora_studio.cli_train import _cmd_sweep, add_train_flags, cmd_train
+from lora_studio.cli_train import add_train_flags, cmd_train
+from lora_studio.core import names
 from lora_studio.engine.errors import UserError
 
 
@@ -45,21 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("budget", help="trainable parameters and memory, from the config alone")
     b.add_argument("--model", help="model folder or hub id (default: the packaged MiniLM)")
-    b.add_argument("--task", choices=["causal-lm", "classification", "preference"],
+    b.add_argument("--task", choices=names.TASKS,
                    help="preference: each example is a pair, two sequences")
     b.add_argument("--targets", default="q,v")
     b.add_argument("--layers")
     b.add_argument("--rank", type=int, default=8, help="(default 8)")
     b.add_argument("--alpha", type=float, help="(default 2 x rank)")
     b.add_argument("--rslora", action="store_true")
-    b.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+    b.add_argument("--precision", choices=[p for p in names.PRECISIONS if p != "auto"],
                    help="compute precision (default: bf16 with --quantize or a GPU table, the precision such runs "
                         "compute in; else fp32)")
     b.add_argument("--batch-size", type=int, default=8, help="(default 8)")
     b.add_argument("--max-length", type=int, default=512, help="(default 512)")
     b.add_argument("--trust-remote-code", action="store_true")
-    b.add_argument("--quantize", choices=["none", "nf4", "int8"], default="none", help="base precision")
-    b.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw"], default="adamw")
+    b.add_argument("--quantize", choices=names.QUANTIZE, default="none", help="base precision")
+    b.add_argument("--optimizer", choices=names.OPTIMIZERS, default="adamw")
     b.add_argument("--gradient-checkpointing", action="store_true")
     b.add_argument("--gpu-memory", type=float, metavar="GB",
                    help="GPU memory in GiB (default: the CUDA GPU's, when there is one): prints the will-it-fit table")
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("run_dir")
     m.add_argument("--out", required=True)
     m.add_argument("--model", help="base model (default: the one recorded in the run)")
-    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="(default float32)")
+    m.add_argument("--dtype", default="float32", choices=names.MERGE_DTYPES, help="(default float32)")
     m.add_argument("--adapter-only", action="store_true",
                    help="write only the PEFT adapter (its newest weights) to --out, no merge")
     m.add_argument("--overwrite", action="store_true", help="replace what is in --out")
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     gg.add_argument("run_dir")
     gg.add_argument("--out", required=True, metavar="FILE.gguf")
     gg.add_argument("--adapter-only", action="store_true", help="llama.cpp's LoRA adapter file (apply with --lora)")
-    gg.add_argument("--type", default=None, choices=["f32", "f16", "q8_0"],
+    gg.add_argument("--type", default=None, choices=names.GGUF_TYPES,
                     help="tensor type (default: f16 merged, f32 adapter)")
     gg.add_argument("--llama-cpp", metavar="DIR", help="llama.cpp checkout or llama-cpp-python sdist (its converter)")
     gg.add_argument("--model", help="base model (default: the one recorded in the run)")
@@ -322,6 +323,12 @@ def cmd_try(a) -> int:
         show("base   ", c.base)
     show("adapted" if a.base else "answer", c.adapted)
     return 0
+
+
+def _cmd_sweep(a) -> int:
+    from lora_studio.cli_sweep import cmd_sweep
+
+    return cmd_sweep(a)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from lora_studio.core import names
 from lora_studio.engine.errors import UserError
 
 # train flags that change the math of a run: refused with --resume (the run keeps its own settings)
@@ -28,17 +29,17 @@ def add_train_flags(t):
                    help="a packaged demo: classification (MiniLM, the default with no model and no data) or "
                         "chat (SmolLM2-135M-Instruct learns an answer style; fetched and converted once)")
     t.add_argument("--model", help="local model folder or hub id (default: the packaged MiniLM)")
-    t.add_argument("--task", choices=["causal-lm", "classification", "preference"],
+    t.add_argument("--task", choices=names.TASKS,
                    help="preference: prompt/chosen/rejected pairs, trained with --loss")
     t.add_argument("--from", dest="start_from", metavar="RUN_DIR",
                    help="start from the trained adapter of this run (e.g. an SFT run); for DPO it is the reference")
-    t.add_argument("--loss", choices=["dpo", "orpo", "simpo"], help="preference loss (default dpo)")
+    t.add_argument("--loss", choices=names.PREFERENCE_LOSSES, help="preference loss (default dpo)")
     t.add_argument("--beta", type=float, help="preference beta (default: dpo 0.1, orpo 0.1, simpo 2.0)")
     t.add_argument("--simpo-gamma", type=float, help="SimPO's target reward margin (default 0.5)")
     t.add_argument("--data", help="training data file/folder (.jsonl .json .csv .parquet .txt, datasets folder)")
     t.add_argument("--validation-data", help="a separate validation file")
     t.add_argument("--validation-split", type=float, help="fraction held out for validation (default 0.1)")
-    t.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages", "classification"])
+    t.add_argument("--format", choices=names.FORMATS)
     for role in ("text", "prompt", "completion", "messages", "label"):
         t.add_argument(f"--{role}-column", help=f"the column holding the {role} (default: detected)")
     t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
@@ -48,7 +49,7 @@ def add_train_flags(t):
     t.add_argument("--dropout", type=float, help="dropout on the adapter input (default 0)")
     t.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(r)")
     t.add_argument("--dora", action="store_true", default=None, help="DoRA: weight-decomposed update (magnitude x direction)")
-    t.add_argument("--init", choices=["kaiming", "gaussian", "pissa", "olora"],
+    t.add_argument("--init", choices=names.INITS,
                    help="adapter init: kaiming (default), gaussian, pissa (W0's top singular vectors), olora (QR of W0)")
     t.add_argument("--loraplus-ratio", type=float, help="LoRA+: B's learning rate = X x A's (paper: 16; 1 = off)")
     steps = t.add_mutually_exclusive_group()
@@ -60,16 +61,16 @@ def add_train_flags(t):
                    help="causal LM: lay each micro-batch's examples end to end in one row (no padding; "
                         "positions restart and attention stays within each example: the same loss)")
     t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    t.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    t.add_argument("--schedule", choices=names.SCHEDULES)
     t.add_argument("--warmup-steps", type=int)
     t.add_argument("--max-length", type=int, help="tokens; longer examples are truncated (default 256)")
     t.add_argument("--seed", type=int, help="0 .. 2^32-1 (default 42)")
-    t.add_argument("--device", help="auto | cpu | cuda | mps")
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    t.add_argument("--device", help=" | ".join(names.DEVICES))
+    t.add_argument("--precision", choices=names.PRECISIONS)
     t.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    t.add_argument("--quantize", choices=["none", "nf4", "int8"],
+    t.add_argument("--quantize", choices=names.QUANTIZE,
                    help="base precision: nf4 = 4-bit QLoRA, int8 (bitsandbytes: pip install 'lora-studio[qlora]')")
-    t.add_argument("--optimizer", choices=["adamw", "adamw8bit", "paged_adamw"],
+    t.add_argument("--optimizer", choices=names.OPTIMIZERS,
                    help="AdamW, or bitsandbytes' 8-bit / paged AdamW")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; 0: at the end)")
     t.add_argument("--save-every", type=int, help="steps between checkpoints (default 200)")
@@ -84,7 +85,7 @@ def add_train_flags(t):
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--out", help="run folder (a PEFT adapter folder plus run.toml, metrics.jsonl, checkpoints/)")
     t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    t.add_argument("--distributed", choices=["auto", "ddp", "fsdp"],
+    t.add_argument("--distributed", choices=names.DISTRIBUTED,
                    help="with several processes: ddp replicates the model, fsdp shards the frozen base "
                         "(default auto: DDP when the model fits one device)")
 
@@ -369,9 +370,3 @@ def launch(a) -> int:
     finally:
         signal.signal(signal.SIGINT, old)
     return 130 if interrupted else rc
-
-
-def _cmd_sweep(a) -> int:
-    from lora_studio.cli_sweep import cmd_sweep
-
-    return cmd_sweep(a)

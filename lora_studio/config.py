@@ -12,21 +12,11 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from lora_studio.engine.errors import UserError
-from lora_studio.engine.layers import check_lora, parse_layers
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DISTRIBUTED = ("auto", "ddp", "fsdp")
-SCHEDULES = ("linear", "cosine", "constant")
-FORMATS = ("auto", "text", "prompt-completion", "messages", "classification")
-INITS = ("kaiming", "gaussian", "pissa", "olora")
-HEADS = ("classifier", "score")  # classification heads trained in full (PEFT's modules_to_save)
-SEED_MAX = 2**32 - 1
-QUANTIZE = ("none", "nf4", "int8")  # base precision (engine/quantize.py)
-OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw")
-TASKS = ("causal-lm", "classification", "preference")
-PREFERENCE_LOSSES = ("dpo", "orpo", "simpo")  # engine/preference.py
+from lora_studio.core.errors import UserError
+# the enumerations live in core/names.py; imported here too, as `from lora_studio.config import PRECISIONS`
+from lora_studio.core.names import (DEVICES, DISTRIBUTED, FORMATS, HEADS, INITS, OPTIMIZERS,  # noqa: F401
+                                    PRECISIONS, PREFERENCE_LOSSES, PRINCIPAL_INITS, QUANTIZE, SCHEDULES,
+                                    SEED_MAX, TASKS, check_lora, parse_layers)
 
 
 @dataclass
@@ -61,7 +51,7 @@ class LoraConfig:
                                                                         self.dropout)
         if self.init not in INITS:
             raise UserError(f"init {self.init!r} unknown: use one of {', '.join(INITS)}")
-        if self.dora and self.init in ("pissa", "olora"):
+        if self.dora and self.init in PRINCIPAL_INITS:
             raise UserError("DoRA with PiSSA/OLoRA init is not supported: choose DoRA or init pissa|olora")
         self.layers = str(self.layers) if self.layers not in (None, "") else "all"
         parse_layers(self.layers)
@@ -69,7 +59,7 @@ class LoraConfig:
     def to_spec(self, task: str = "causal-lm", **overrides):
         """The engine's LoraSpec for these settings: the one conversion (training, CLI, GUI).
         A classification run also trains its head (`modules_to_save`)."""
-        from lora_studio.engine.lora import LoraSpec
+        from lora_studio.core.spec import LoraSpec
 
         kwargs = dict(targets=list(self.targets), rank=self.rank, alpha=self.alpha, dropout=self.dropout,
                       layers=parse_layers(self.layers), rslora=self.rslora,
@@ -228,7 +218,7 @@ class RunConfig:
         return tomli_w.dumps({"out": out, **d})
 
     def save(self, path) -> Path:
-        from lora_studio.engine.atomic import atomic_write_bytes
+        from lora_studio.core.atomic import atomic_write_bytes
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

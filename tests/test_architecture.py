@@ -1,5 +1,6 @@
 """The layering rules, checked: engine/ never imports Qt; the core that the GUI thread uses before
-torch has loaded (config, events, errors, runfolder, layers) never imports torch; every module
+torch has loaded (core/, config, events, errors, runfolder) never imports torch; the layers ui > cli > engine >
+config > core hold; there is no import circle; every module
 imports on a system without `resource` (Windows). Contracts live in .importlinter."""
 
 import subprocess
@@ -13,7 +14,7 @@ def test_import_contracts_hold():
     out = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
                           "lint_imports_command()"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "2 kept, 0 broken" in out.stdout
+    assert "3 kept, 0 broken" in out.stdout  # no Qt in engine, a torch-free core, the layers
 
 
 def _all_modules() -> list[str]:
@@ -57,3 +58,74 @@ def test_core_modules_load_no_torch():
                              text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"loaded: {out.stdout}"  # RunConfig.save() no longer imports torch
+
+
+def _import_circles() -> list[list[str]]:
+    """Strongly connected groups of lora_studio modules (lazy imports inside functions count)."""
+    import grimp
+
+    g = grimp.build_graph("lora_studio")
+    mods = sorted(g.modules)
+    adj = {m: sorted(set(g.find_modules_directly_imported_by(m)) & set(mods)) for m in mods}
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in adj[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on.discard(group[-1])
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for m in mods:
+        if m not in index:
+            visit(m)
+    return found
+
+
+def test_no_import_circles():
+    assert _import_circles() == []
+
+
+def test_argparse_and_config_read_the_core_enumerations():
+    from lora_studio.cli import build_parser
+    from lora_studio.core import names
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    choices = {a.dest: tuple(a.choices) for a in train._actions if a.choices}
+    assert choices["task"] == names.TASKS and choices["init"] == names.INITS
+    assert choices["precision"] == names.PRECISIONS and choices["quantize"] == names.QUANTIZE
+    assert choices["optimizer"] == names.OPTIMIZERS and choices["distributed"] == names.DISTRIBUTED
+    assert choices["schedule"] == names.SCHEDULES and choices["format"] == names.FORMATS
+    from lora_studio import config
+
+    assert config.INITS is names.INITS and config.PRECISIONS is names.PRECISIONS  # re-exported, not copied
+
+
+def test_scaling_and_precision_are_pure_core_functions():
+    import math
+
+    import pytest
+
+    from lora_studio.core.errors import UserError
+    from lora_studio.core.names import resolve_precision, scaling
+
+    assert scaling(8, 16) == 2.0 and scaling(16, 16, rslora=True) == 16 / math.sqrt(16)
+    assert resolve_precision("auto", "cuda", bf16_ok=True) == "bf16"
+    assert resolve_precision("auto", "cuda", bf16_ok=False) == "fp16"
+    assert resolve_precision("auto", "cpu") == resolve_precision("auto", "mps") == "fp32"
+    with pytest.raises(UserError, match="fp16 training is for GPUs"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(UserError, match="T4 has no native bf16"):
+        resolve_precision("bf16", "cuda", bf16_ok=False, gpu_name="T4")

@@ -20,7 +20,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lora_studio.engine.atomic import atomic_write_bytes, atomic_write_json, public_mode  # noqa: F401 - re-exported
+from lora_studio.core.atomic import atomic_write_bytes, atomic_write_json, public_mode  # noqa: F401 - re-exported
+from lora_studio.core.names import PRINCIPAL_INITS
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.runfolder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from lora_studio.engine import variants
@@ -107,7 +108,7 @@ def save_adapter(model: nn.Module, out_dir, base_model_name_or_path: str | None 
     spec: LoraSpec = getattr(model, "lora_studio_spec", None) or LoraSpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    convert = not residual and spec.init in ("pissa", "olora")
+    convert = not residual and spec.init in PRINCIPAL_INITS
     ranks = {n: _peft_rank_alpha(m, spec.rslora, residual) for n, m in layers.items()}
     common = max(set(ranks.values()), key=list(ranks.values()).count)
     rank_pattern = {n: ra[0] for n, ra in ranks.items() if ra[0] != common[0]}

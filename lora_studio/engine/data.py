@@ -115,10 +115,6 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
     per split of a causal format, one `Traced` per row (what `datacheck` shows)."""
     import datasets
 
-    if task == "preference":  # (prompt, chosen, rejected) pairs: engine/data_pref.py
-        from lora_studio.engine.data_pref import prepare_preference
-
-        return prepare_preference(cfg, tokenizer, seed)
     cfg.validate()
     path, validation_path = (cfg.path, cfg.validation_path) if cfg.path else demo_path(task)
     source = _open(path)

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_studio.core.names import ROLES  # noqa: F401 - data format -> the columns it reads
 from lora_studio.config import DataConfig
 from lora_studio.engine.errors import UserError
 
@@ -28,8 +29,6 @@ CANDIDATES = {
 }
 CLASSIFICATION_TEXT = ("text", "sentence", "content", "review", "document", "utterance", "message",
                        "query", "question", "input")
-ROLES = {"text": ("text",), "prompt-completion": ("prompt", "completion"), "messages": ("messages",),
-         "classification": ("text", "label")}
 EXPECTED = {"text": "a `text` column", "prompt-completion": "`prompt` + `completion` columns",
             "messages": "a `messages` column (chat)", "classification": "`text` + `label` columns"}
 VALIDATION_SPLITS = ("validation", "valid", "val", "dev", "test")

@@ -20,9 +20,9 @@ import torch
 import torch.distributed as td
 import torch.nn as nn
 
+from lora_studio.core.names import DISTRIBUTED as MODES
 from lora_studio.engine.errors import UserError
 
-MODES = ("auto", "ddp", "fsdp")
 TIMEOUT_S = float(os.environ.get("LORA_STUDIO_DIST_TIMEOUT", "300"))  # a stuck collective fails after this
 
 

@@ -14,11 +14,9 @@ import errno
 import traceback
 from dataclasses import dataclass
 
+from lora_studio.core.errors import UserError  # noqa: F401 - the one input error, from the core
+
 KINDS = ("user", "disk", "oom", "nonfinite", "bug")
-
-
-class UserError(ValueError):
-    """The user's input is wrong. The message says what and how to fix it (CLI: exit 2)."""
 
 
 class NonFiniteLoss(UserError):

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
+from lora_studio.core.names import GGUF_TYPES as TYPES
 from lora_studio.engine import runfolder
 from lora_studio.engine.errors import UserError
 
 INSTALL = "pip install 'lora-studio[gguf]'"
-TYPES = ("f32", "f16", "q8_0")
 # HF architecture -> (gguf architecture name, q/k rows permuted by llama.cpp's converter)
 ARCH = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
         "MixtralForCausalLM": ("llama", True), "Qwen2ForCausalLM": ("qwen2", False),

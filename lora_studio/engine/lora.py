@@ -12,47 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lora_studio.engine.errors import UserError
-from lora_studio.engine.layers import check_lora
+from lora_studio.core.spec import LoraSpec  # noqa: F401 - the public `from lora_studio.engine.lora import LoraSpec`
 from lora_studio.engine import variants
+from lora_studio.engine.errors import UserError
 from lora_studio.engine.targets import Site, resolve
 
 HALF = (torch.float16, torch.bfloat16)
-
-
-@dataclass
-class LoraSpec:
-    """What to adapt and how. Validated on construction."""
-
-    targets: list[str] = field(default_factory=lambda: ["q", "v"])  # logical (q k v o gate up down) or module regex
-    rank: int = 8  # r: rank of every adapted matrix (per slice for fused ones)
-    alpha: float = 16.0  # scaling numerator: s = alpha / r (rsLoRA: alpha / sqrt(r))
-    dropout: float = 0.0  # dropout on the adapter's input; skipped entirely when 0
-    layers: list[int] | None = None  # layer indices to adapt; None = all
-    rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
-    modules_to_save: list[str] = field(default_factory=list)  # leaf names trained in full (task heads)
-    rank_pattern: dict[str, int] = field(default_factory=dict)  # module name -> rank override
-    alpha_pattern: dict[str, float] = field(default_factory=dict)  # module name -> alpha override
-    dora: bool = False  # weight-decomposed update (DoRA): trained magnitude x direction (engine/variants.py)
-    init: str = "kaiming"  # kaiming | gaussian | pissa | olora (engine/variants.py)
-
-    def __post_init__(self):
-        self.targets, self.rank, self.alpha, self.dropout = check_lora(self.targets, self.rank, self.alpha,
-                                                                        self.dropout)
-        if self.init not in variants.INITS:
-            raise UserError(f"init {self.init!r} unknown: use one of {', '.join(variants.INITS)}")
-
-    def scaling(self, r: int, alpha: float) -> float:
-        return alpha / math.sqrt(r) if self.rslora else alpha / r
-
-    def rank_of(self, name: str) -> tuple[int, float]:
-        return self.rank_pattern.get(name, self.rank), float(self.alpha_pattern.get(name, self.alpha))
 
 
 class LoraLayer(nn.Module):

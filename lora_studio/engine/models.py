@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from lora_studio.engine.demo import demo_model_path  # noqa: F401 - re-exported
+from lora_studio.core.names import TASKS  # noqa: F401 - preference: a causal LM
 from lora_studio.engine.errors import UserError
 
-TASKS = ("causal-lm", "classification", "preference")  # preference: a causal LM
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

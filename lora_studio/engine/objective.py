@@ -3,7 +3,11 @@
 An `Objective` turns tokenized examples into a batch and a batch into a loss. The loop
 (engine/train.py) and evaluation (engine/setup.py `evaluate`) know nothing else about the task:
 causal LM and classification live here, and a new one (packing, preference losses) is one class
-plus one line in `OBJECTIVES`, without touching the loop. The contract (docs/architecture.md):
+(in its own module, subclassing `Objective`) plus one line in `engine/tasks.py`'s `OBJECTIVES`,
+without touching the loop. The contract (docs/architecture.md):
+
+- `prepare(cfg, tokenizer, seed, label_names) -> data.Prepared`: read and tokenize the data
+  (default: `data.prepare` for this task; preference pairs have their own).
 
 - `collate(examples, pad_id) -> dict` of host tensors: the model's inputs plus whatever the
   loss reads (e.g. `position_ids` for packed rows, chosen/rejected ids for preference pairs).
@@ -27,8 +31,6 @@ function the fused causal-LM and plain model losses go through.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from lora_studio.engine import loss as _loss
@@ -37,7 +39,12 @@ from lora_studio.engine import loss as _loss
 class Objective:
     """A task's batch and loss. Subclass it and override what differs (see the module docstring)."""
 
-    name = "objective"
+    name = "objective"  # the task it trains
+
+    def prepare(self, cfg, tokenizer, seed: int = 42, label_names=None):
+        from lora_studio.engine.data import prepare
+
+        return prepare(cfg, tokenizer, self.name, seed=seed, label_names=label_names)
 
     def collate(self, examples: list[dict], pad_id: int | None) -> dict:
         from lora_studio.engine.data import collate
@@ -87,34 +94,3 @@ class Classification(Objective):
     def eval_sums(self, model, batch: dict, count: int):
         out = model(**batch)
         return out.loss.double() * count, {"accuracy": (out.logits.argmax(-1) == batch["labels"]).sum()}
-
-
-# task name -> the objective it trains (a factory of the run's config, so an objective may read its
-# options, e.g. a preference loss's beta)
-OBJECTIVES: dict[str, Callable[[object], Objective]] = {
-    "causal-lm": lambda config: _packed() if config.train.packing else CausalLM(),
-    "classification": lambda config: Classification(),
-    "preference": lambda config: _preference(config),  # engine/preference.py: DPO, ORPO, SimPO
-}
-
-
-def _packed() -> Objective:
-    from lora_studio.engine.packing import PackedCausalLM
-
-    return PackedCausalLM()
-
-
-def _preference(config) -> Objective:
-    from lora_studio.engine.preference import PreferenceObjective  # it subclasses Objective: imported late
-
-    return PreferenceObjective(config)
-
-
-def objective_for(config) -> Objective:
-    """The objective of a RunConfig (its `model.task`)."""
-    task = config.model.task
-    if task not in OBJECTIVES:
-        from lora_studio.engine.errors import UserError
-
-        raise UserError(f"task {task!r} has no training objective: use one of {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[task](config)

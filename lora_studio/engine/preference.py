@@ -205,7 +205,7 @@ class PreferenceObjective(Objective):
     """`--task preference`: batches of pairs (data_pref.collate_pairs), the loss of `train.loss`.
     `count` is pairs: the loss and the stats are means over pairs."""
 
-    name = "preference"
+    name = task = "preference"
 
     def __init__(self, config):
         t = config.train
@@ -223,6 +223,12 @@ class PreferenceObjective(Objective):
         it: with `--from`, that adapter, frozen, is DPO's reference from here on (resume included)."""
         if self.from_adapter and self.kind == "dpo":
             self.reference = Reference.of_start(model)
+
+    def prepare(self, cfg, tokenizer, seed: int = 42, label_names=None):
+        """(prompt, chosen, rejected) pairs: engine/data_pref.py."""
+        from lora_studio.engine.data_pref import prepare_preference
+
+        return prepare_preference(cfg, tokenizer, seed)
 
     def collate(self, examples: list[dict], pad_id: int | None) -> dict:
         from lora_studio.engine.data_pref import collate_pairs

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from lora_studio.engine.errors import UserError
 
-from lora_studio.config import OPTIMIZERS, QUANTIZE  # noqa: F401 - re-exported
+from lora_studio.core.names import OPTIMIZERS, QUANTIZE  # noqa: F401 - re-exported
 INSTALL = "pip install 'lora-studio[qlora]'"
 NF4_BLOCK = 64  # weights per absmax (bitsandbytes' default 4-bit blocksize)
 NESTED_BLOCK = 256  # absmaxes per second-level fp32 scale (double quantization)

@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 
 from lora_studio.config import RunConfig
+from lora_studio.core import names as core_names
+from lora_studio.core.names import PRINCIPAL_INITS
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.events import Evaluating, Status
 from lora_studio.engine.runfolder import model_ref
@@ -55,15 +57,10 @@ def bf16_native(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if bf16_native(device) else "fp16"
-        return "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise UserError("fp16 training is for GPUs; on a CPU use fp32 or bf16")
-    if precision == "bf16" and device.type == "cuda" and not bf16_native(device):
-        raise UserError(f"{torch.cuda.get_device_name(device)} has no native bf16: use --precision fp16 or fp32")
-    return precision
+    """core.names.resolve_precision for this device (the rule itself is torch-free, for the GUI)."""
+    cuda = device.type == "cuda"
+    return core_names.resolve_precision(precision, device.type, cuda and bf16_native(device),
+                                   torch.cuda.get_device_name(device) if cuda else "")
 
 
 def device_name(device: torch.device) -> str:
@@ -165,7 +162,10 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
         train_path, val_path = data_mod.demo_path(config.model.task)
         dcfg = type(dcfg)(**{**asdict(dcfg), "path": train_path, "validation_path": val_path})
     emit(Status(f"tokenizing {dcfg.path}"))
-    prepared = data_mod.prepare(dcfg, tok, config.model.task, seed=config.train.seed, label_names=label_names)
+    from lora_studio.engine.tasks import objective_for
+
+    objective = objective_for(config)
+    prepared = objective.prepare(dcfg, tok, seed=config.train.seed, label_names=label_names)
     if not prepared.train:
         raise UserError(f"{dcfg.path} has no usable training examples after tokenization "
                         f"({prepared.stats['train'].summary()}): check the data, or raise --max-length")
@@ -186,7 +186,7 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
 
         emit(Status(f"starting from the adapter of {config.model.start_from}"))
         load_adapter(model, config.model.start_from)
-    if config.lora.init in ("pissa", "olora"):
+    if config.lora.init in PRINCIPAL_INITS:
         emit(Status(f"{config.lora.init} init of {len(adapted)} matrices took {time.perf_counter() - t0:.2f} s"))
     speed_up(model, device)  # fused GELU-tanh everywhere; the fast dropout on CPUs
     if config.train.packing:  # attention per packed example: no (N, N) mask (engine/packing.py)
@@ -198,10 +198,7 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     check_stop()
     from lora_studio.engine.tryit import initial_heads
 
-    from lora_studio.engine.objective import objective_for
-
     heads0 = initial_heads(model) if config.model.task == "classification" else {}
-    objective = objective_for(config)
     if hasattr(objective, "start"):  # e.g. DPO's reference: the adapter the run starts from, frozen
         objective.start(model)
     return Setup(config, model, tok, prepared, device, precision, ref, adapted, heads0, objective)
@@ -270,7 +267,7 @@ def evaluate_stats(s: Setup, batch_size: int, step: int = 0, emit: Callable = la
     count (target tokens for causal LMs). Uses the training batch size and the objective's loss
     (the fused one for causal LMs): no full logits, no more memory than a step.
     `forward(model, fn, batch)` runs fn(model, batch) (Dist.forward: through the FSDP2 root)."""
-    from lora_studio.engine.objective import objective_for
+    from lora_studio.engine.tasks import objective_for
 
     objective = s.objective or objective_for(s.config)
     examples = s.data.validation

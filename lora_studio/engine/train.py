@@ -192,7 +192,7 @@ class Loop:
     (engine/distributed.py `Dist`: every call is a no-op in one process)."""
 
     def __init__(self, s: Setup, run_dir: Path, emit, control: Control, dist, spectra_every: int = 0):
-        from lora_studio.engine.objective import objective_for
+        from lora_studio.engine.tasks import objective_for
 
         self.s, self.run_dir, self.emit, self.control, self.dist = s, run_dir, emit, control, dist
         self.t, self.model, self.device = s.config.train, s.model, s.device

@@ -82,7 +82,7 @@ def _load(run_dir, device: str | None = None):
 
 def initial_heads(model) -> dict:
     """The task head's weights as they start (seeded, untrained): the base model's answer uses them."""
-    from lora_studio.config import HEADS
+    from lora_studio.core.names import HEADS
 
     return {k: v.detach().clone() for k, v in model.state_dict().items()
             if k.split(".")[0] in (*HEADS, "pre_classifier")}

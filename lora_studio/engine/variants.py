@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lora_studio.config import INITS  # noqa: F401 - the one list, shared with the torch-free config
+from lora_studio.core.names import INITS, PRINCIPAL_INITS  # noqa: F401
 from lora_studio.engine.errors import UserError
 
 PISSA_NITER = 4  # subspace iterations of torch.svd_lowrank (PEFT's `pissa_niter_4`)
@@ -34,10 +34,10 @@ def check(sites, spec):
     """Refuse, before the model is touched, what cannot be kept exact on disk."""
     if spec.init not in INITS:
         raise UserError(f"init {spec.init!r} unknown: use one of {', '.join(INITS)}")
-    if spec.dora and spec.init in ("pissa", "olora"):
+    if spec.dora and spec.init in PRINCIPAL_INITS:
         raise UserError("DoRA with PiSSA/OLoRA init is not supported: choose --dora or --init pissa|olora")
     fused = [s.name for s in sites if s.slices]
-    if fused and (spec.dora or spec.init in ("pissa", "olora")):
+    if fused and (spec.dora or spec.init in PRINCIPAL_INITS):
         what = "DoRA" if spec.dora else spec.init
         raise UserError(f"{what} cannot adapt part of a fused projection ({fused[0]} holds several); "
                         f"in PEFT format its math would change. Target the whole module by name "
@@ -59,7 +59,7 @@ def prepare(layer, spec, generator: torch.Generator | None = None):
     if spec.init == "gaussian":
         with torch.no_grad():
             nn.init.normal_(layer.lora_A, std=1 / layer.r)  # PEFT's "gaussian"; B stays zero
-    elif spec.init in ("pissa", "olora"):
+    elif spec.init in PRINCIPAL_INITS:
         init_principal(layer, spec.init)
     if spec.dora:
         layer.use_dora = True

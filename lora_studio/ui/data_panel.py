@@ -9,13 +9,12 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton,
                                QSpinBox)
 
+from lora_studio.core import names
 from lora_studio.ui.session import Session
 from lora_studio.ui.widgets import Section, icon, label
 
-FORMATS = {"classification": ("auto", "classification"),
-           "causal-lm": ("auto", "text", "prompt-completion", "messages")}
-ROLES = {"classification": ("text", "label"), "text": ("text",), "prompt-completion": ("prompt", "completion"),
-         "messages": ("messages",)}
+FORMATS = names.FORMATS_BY_TASK
+ROLES = names.ROLES
 FILTER = "Data (*.jsonl *.json *.csv *.tsv *.parquet *.txt);;All files (*)"
 
 

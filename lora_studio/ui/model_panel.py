@@ -5,13 +5,15 @@ from __future__ import annotations
 from PySide6.QtCore import QSettings, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QPushButton
 
+from lora_studio.core import names
 from lora_studio.ui.download_dialog import DownloadDialog, needs_download
 from lora_studio.ui.session import Session
 from lora_studio.ui.style import repolish
 from lora_studio.ui.widgets import Section, icon, label, short_count
 
 DEMO = "Demo model (all-MiniLM-L6-v2)"
-TASKS = [("classification", "Classification"), ("causal-lm", "Causal LM")]
+TASK_TEXT = {"classification": "Classification", "causal-lm": "Causal LM"}  # the tasks this panel offers
+TASKS = [(t, text) for t, text in TASK_TEXT.items() if t in names.TASKS]
 RECENT_KEY, MAX_RECENT = "models/recent", 8
 
 

@@ -17,7 +17,8 @@ from lora_studio.ui import probes
 from lora_studio.engine.errors import Failure
 from lora_studio.ui.tasks import TaskRunner
 
-from lora_studio.engine.layers import LOGICAL  # noqa: E402
+from lora_studio.core import names  # noqa: E402
+from lora_studio.core.names import LOGICAL  # noqa: E402
 
 
 @dataclass
@@ -222,7 +223,7 @@ class Session(QObject):
 
     def scaling(self) -> float:
         lc = self.draft.lora
-        return lc.alpha / (lc.rank ** 0.5 if lc.rslora else lc.rank)
+        return names.scaling(lc.rank, lc.alpha, lc.rslora)
 
     # -- training settings and output ----------------------------------------------------
     def set_train(self, **values):
@@ -301,17 +302,17 @@ class Session(QObject):
 
     # -- budget --------------------------------------------------------------------------
     def budget_precision(self) -> str:
-        """The precision training will use (engine.train.resolve_precision, without torch)."""
+        """The precision training will use (core.names.resolve_precision; a refused one as it is)."""
         t = self.draft.train
-        if t.precision != "auto":
-            return t.precision
         devs = {d.value: d for d in self.info.devices} if self.info else {}
         dev = "cuda:0" if t.device == "cuda" else t.device
         if dev == "auto":
             dev = next((v for v in devs if v.startswith("cuda")), "cpu")
-        if dev.startswith("cuda") and dev in devs:
-            return "bf16" if devs[dev].bf16 else "fp16"
-        return "fp32"
+        cuda = dev.startswith("cuda") and dev in devs
+        try:
+            return names.resolve_precision(t.precision, "cuda" if cuda else "cpu", cuda and devs[dev].bf16)
+        except UserError:
+            return t.precision
 
     def lora_spec(self):
         return self.draft.lora.to_spec(self.draft.model.task)

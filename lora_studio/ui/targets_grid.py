@@ -8,14 +8,13 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QFrame, QGridLayout, QPushButton, QScrollArea,
                                QToolButton, QVBoxLayout, QWidget)
 
+from lora_studio.core.names import ATTENTION, LOGICAL
 from lora_studio.ui.session import Session
 from lora_studio.ui.style import repolish
 from lora_studio.ui.widgets import label
 
 NAMES = {"q": "query", "k": "key", "v": "value", "o": "output", "gate": "gate", "up": "up", "down": "down"}
-ATTENTION = ("q", "k", "v", "o")
-PRESETS = (("Paper default (q+v)", ("q", "v")), ("All attention", ATTENTION),
-           ("Attention + MLP", ("q", "k", "v", "o", "gate", "up", "down")))
+PRESETS = (("Paper default (q+v)", ("q", "v")), ("All attention", ATTENTION), ("Attention + MLP", LOGICAL))
 
 
 class TargetsGrid(QWidget):

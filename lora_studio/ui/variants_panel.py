@@ -11,6 +11,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout
 
 from lora_studio.config import INITS, OPTIMIZERS, QUANTIZE, RunConfig
+from lora_studio.core.names import PRINCIPAL_INITS
 from lora_studio.ui.widgets import Section, label
 
 INIT_TEXT = {"kaiming": "Kaiming (LoRA paper)", "gaussian": "Gaussian", "pissa": "PiSSA (from W0's SVD)",
@@ -27,7 +28,7 @@ OPT_TEXT = {"adamw": "AdamW", "adamw8bit": "AdamW 8-bit", "paged_adamw": "Paged 
 OPT_TIPS = {"adamw": "torch AdamW: two fp32 states per trainable parameter",
             "adamw8bit": "bitsandbytes AdamW with 8-bit states: ~4x less optimizer memory (CUDA only)",
             "paged_adamw": "bitsandbytes paged AdamW: states move to CPU memory under pressure (CUDA only)"}
-EXCLUSIVE_INITS = ("pissa", "olora")  # not combinable with DoRA
+EXCLUSIVE_INITS = PRINCIPAL_INITS  # not combinable with DoRA
 
 
 def _combo(keys, texts: dict, tips: dict, tooltip: str) -> QComboBox:

@@ -12,6 +12,7 @@ import tiny
 from lora_studio.config import RunConfig
 from lora_studio.engine import events as E
 from lora_studio.engine import objective as O
+from lora_studio.engine import tasks
 from lora_studio.engine import train as T
 
 
@@ -38,7 +39,7 @@ def llama_folder(tmp_path_factory):
 
 
 def test_an_objective_plugs_in_and_its_stats_are_logged_by_name(tmp_path, llama_folder, monkeypatch):
-    monkeypatch.setitem(O.OBJECTIVES, "causal-lm", lambda config: Doubled())
+    monkeypatch.setitem(tasks.OBJECTIVES, "causal-lm", lambda config: Doubled())
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": f"what comes after {i} ?", "completion": " seven"})
                               for i in range(24)))
@@ -79,12 +80,12 @@ def test_the_built_in_objectives_count_on_the_host():
     examples = [{"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 7, 8]},
                 {"input_ids": [5, 6], "labels": [-100, 6]}]
     batch = collate(examples, 0)
-    causal = O.objective_for(RunConfig().replace(model={"task": "causal-lm"}))
+    causal = tasks.objective_for(RunConfig().replace(model={"task": "causal-lm"}))
     assert isinstance(causal, O.CausalLM)
     assert causal.count(batch) == 3  # positions that predict a target token
     assert causal.tokens(batch) == 6  # real tokens: padding excluded
     rows = collate([{"input_ids": [1, 2, 3], "labels": 1}, {"input_ids": [1], "labels": 0}], 0)
-    cls = O.objective_for(RunConfig().replace(model={"task": "classification"}))
+    cls = tasks.objective_for(RunConfig().replace(model={"task": "classification"}))
     assert isinstance(cls, O.Classification) and cls.count(rows) == 2 and cls.tokens(rows) == 4
 
 

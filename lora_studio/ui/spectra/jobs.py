@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora_studio.engine import runfolder
-from lora_studio.engine.layers import LOGICAL
+from lora_studio.core.names import LOGICAL
 from lora_studio.engine.runfolder import run_of, step_of
 
 # display names of module leaves for architectures outside engine.targets' table

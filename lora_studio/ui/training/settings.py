@@ -9,11 +9,12 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit,
                                QMessageBox, QPushButton, QSpinBox, QStackedWidget)
 
+from lora_studio.core import names
 from lora_studio.ui.session import Session
 from lora_studio.ui.widgets import NumberValidator, Section, icon, label, parse_number
 
-PRECISIONS = (("auto", "Auto (bf16 on GPUs, fp32 on CPU)"), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"))
-SCHEDULES = ("linear", "cosine", "constant")
+PRECISIONS = tuple((p, "Auto (bf16 on GPUs, fp32 on CPU)" if p == "auto" else p) for p in names.PRECISIONS)
+SCHEDULES = names.SCHEDULES
 
 
 def spin(lo: int, hi: int, tip: str, step: int = 1, suffix: str = "") -> QSpinBox:
