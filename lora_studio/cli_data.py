@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from lora_studio.core import names
 from lora_studio.engine.errors import UserError
 
 def add_data_parser(sub):
@@ -18,7 +19,7 @@ def add_data_parser(sub):
     d.add_argument("--model", help="model folder, hub id or run folder whose tokenizer to use (default: the "
                    "chat demo's SmolLM2-135M-Instruct, fetched once as `train --demo chat` does)")
     d.add_argument("--max-length", type=int, help="tokens per example (default: the run's, else 256)")
-    d.add_argument("--format", choices=["auto", "text", "prompt-completion", "messages"],
+    d.add_argument("--format", choices=names.FORMATS_BY_TASK["causal-lm"],
                    help="how rows are read (default: detected from the columns, or the run's)")
     d.add_argument("--show", type=int, default=0, metavar="N", help="print the first N rows with the trained "
                    "tokens marked ([[…]], green on a terminal)")

@@ -7,7 +7,7 @@ causal LM and classification live here, and a new one (packing, preference losse
 without touching the loop. The contract (docs/architecture.md):
 
 - `prepare(cfg, tokenizer, seed, label_names) -> data.Prepared`: read and tokenize the data
-  (default: `data.prepare` for this task; preference pairs have their own).
+  (default: `data.prepare` for the objective's `task`; preference pairs have their own).
 
 - `collate(examples, pad_id) -> dict` of host tensors: the model's inputs plus whatever the
   loss reads (e.g. `position_ids` for packed rows, chosen/rejected ids for preference pairs).
@@ -39,12 +39,13 @@ from lora_studio.engine import loss as _loss
 class Objective:
     """A task's batch and loss. Subclass it and override what differs (see the module docstring)."""
 
-    name = "objective"  # the task it trains
+    name = "objective"  # what it is called
+    task = "causal-lm"  # the task whose data it trains on (data.prepare's `task`)
 
     def prepare(self, cfg, tokenizer, seed: int = 42, label_names=None):
         from lora_studio.engine.data import prepare
 
-        return prepare(cfg, tokenizer, self.name, seed=seed, label_names=label_names)
+        return prepare(cfg, tokenizer, self.task, seed=seed, label_names=label_names)
 
     def collate(self, examples: list[dict], pad_id: int | None) -> dict:
         from lora_studio.engine.data import collate
@@ -89,7 +90,7 @@ class CausalLM(Objective):
 class Classification(Objective):
     """Cross-entropy of one label per example; evaluation adds `accuracy`."""
 
-    name = "classification"
+    name = task = "classification"
 
     def eval_sums(self, model, batch: dict, count: int):
         out = model(**batch)
