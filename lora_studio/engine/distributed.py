@@ -43,7 +43,7 @@ class LossModule(nn.Module):
         DDP and FSDP2 on CUDA rebuild the batch dict when they move inputs (`type(obj)(items)`), which
         drops the attribute, and the fused loss would then find the rows on the GPU (a sync per
         micro-batch)."""
-        from lora_studio.engine.setup import Batch
+        from lora_studio.engine.step import Batch
 
         if targets is not None or not isinstance(batch, Batch):
             batch = Batch(batch)
@@ -155,7 +155,7 @@ class Dist:
         return loss * self.weight(torch.tensor(count, device=self.device)), stats
 
     def autocast(self, s):
-        from lora_studio.engine.setup import autocast
+        from lora_studio.engine.step import autocast
 
         return contextlib.nullcontext() if self.mode == "fsdp" else autocast(s)  # FSDP2: MixedPrecisionPolicy
 

@@ -22,6 +22,7 @@ from lora_studio.core.names import PRINCIPAL_INITS
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.events import Evaluating, Status
 from lora_studio.engine.runfolder import model_ref
+from lora_studio.engine.step import Batch, autocast, to_device  # noqa: F401 - also imported from here
 
 
 @dataclass
@@ -104,12 +105,6 @@ def _ru_maxrss() -> int:
         return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
-
-
-def autocast(s: Setup):
-    if s.precision in ("bf16", "fp16"):
-        return torch.autocast(s.device.type, dtype=torch.bfloat16 if s.precision == "bf16" else torch.float16)
-    return torch.autocast(s.device.type, enabled=False)
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -196,8 +191,6 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     if config.train.gradient_checkpointing:
         checkpointing(model)
     check_stop()
-    from lora_studio.engine.tryit import initial_heads
-
     heads0 = initial_heads(model) if config.model.task == "classification" else {}
     if hasattr(objective, "start"):  # e.g. DPO's reference: the adapter the run starts from, frozen
         objective.start(model)
@@ -224,6 +217,14 @@ def load_base(config: RunConfig, ref: str, device: torch.device, precision: str,
                       quantization_config=bnb_config(config.model.quantize, compute_dtype(device, precision)))
 
 
+def initial_heads(model) -> dict:
+    """The task head's weights as they start (seeded, untrained): the base model's answer uses them."""
+    from lora_studio.core.names import HEADS
+
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k.split(".")[0] in (*HEADS, "pre_classifier")}
+
+
 def checkpointing(model):
     """Activation checkpointing, non-reentrant (transformers 5 renamed gradient_checkpointing_enable)."""
     kwargs = {"use_reentrant": False}
@@ -231,27 +232,6 @@ def checkpointing(model):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:  # transformers < 5.x
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-class Batch(dict):
-    """A batch on its device, plus `targets`: (rows, labels) of the positions that have a next-token
-    target, found on the host before the copy (causal LMs), so the fused loss need not find them on
-    the GPU (a boolean mask's size is a sync point). Still a plain dict for model(**batch)."""
-
-    targets: tuple | None = None
-
-
-def to_device(batch: dict, device: torch.device) -> Batch:
-    from lora_studio.engine.loss import target_rows
-
-    targets = target_rows(batch["labels"]) if batch.get("labels") is not None and batch["labels"].dim() == 2 else None
-    if device.type == "cuda":  # pinned host memory makes the copy asynchronous
-        move = lambda v: v.pin_memory().to(device, non_blocking=True)  # noqa: E731
-    else:
-        move = lambda v: v.to(device)  # noqa: E731
-    out = Batch({k: move(v) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})  # host ints stay
-    out.targets = tuple(move(t) for t in targets) if targets is not None else None
-    return out
 
 
 def evaluate(s: Setup, batch_size: int, step: int = 0, emit: Callable = lambda e: None,

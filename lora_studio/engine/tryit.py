@@ -47,6 +47,7 @@ def _load(run_dir, device: str | None = None):
     from lora_studio.config import RunConfig
     from lora_studio.engine.adapters import load_adapter
     from lora_studio.engine.models import load_model, load_tokenizer, resolve_device
+    from lora_studio.engine.setup import initial_heads
 
     path, source = adapter_source(run_dir)
     key = (str(path), (path / runfolder.ADAPTER_WEIGHTS).stat().st_mtime_ns)
@@ -78,14 +79,6 @@ def _load(run_dir, device: str | None = None):
     model.eval()  # after the adapter is in: its LoRA dropout must be off, or answers are random
     _CACHE[key] = (model, tok, task, heads0)
     return _CACHE[key] + (source,)
-
-
-def initial_heads(model) -> dict:
-    """The task head's weights as they start (seeded, untrained): the base model's answer uses them."""
-    from lora_studio.core.names import HEADS
-
-    return {k: v.detach().clone() for k, v in model.state_dict().items()
-            if k.split(".")[0] in (*HEADS, "pre_classifier")}
 
 
 @contextlib.contextmanager
