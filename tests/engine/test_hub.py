@@ -82,6 +82,13 @@ def test_unknown_name_fails_after_one_request(online, model_dir, monkeypatch):
         with pytest.raises(UserError, match="no model of that name"):
             hub.download("tiny-org/no-such-model")
         assert len(server.requests) == 1
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{sock.getsockname()[1]}")
+    with pytest.raises(UserError, match="cannot be reached"):
+        hub.download(REPO)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
         hub.download(REPO)
