@@ -228,6 +228,14 @@ class MainWindow(QMainWindow):
         except UserError as e:
             self.error("Cannot start training", e)
             return
+        from lora_studio.ui.download_dialog import DownloadDialog, needs_download
+
+        if needs_download(config.model.path):  # e.g. a configuration opened with a hub model not cached yet
+            self.download = DownloadDialog(config.model.path, config.model.allow_pickle, self)
+            self.download.sig_done.connect(lambda _: self._begin(config, overwrite=overwrite))
+            self.download.sig_failed.connect(lambda failure: self.error("Cannot download the model", failure))
+            self.download.open()
+            return
         self._begin(config, overwrite=overwrite)
 
     def _new_run_dir(self) -> Path:

@@ -77,3 +77,19 @@ def qtbot_left():
     from PySide6.QtCore import Qt
 
     return Qt.LeftButton
+
+
+def test_start_with_a_hub_model_not_cached_downloads_it_first(qtbot, server, window, monkeypatch):
+    """A configuration whose model is a hub id not in the cache (e.g. opened from a run.toml):
+    Start downloads it in the dialog, and training begins only once it is there."""
+    from PySide6.QtCore import Qt
+
+    begun = []
+    monkeypatch.setattr(window, "_begin", lambda config, resume=None, overwrite=False: begun.append(config))
+    window.session.draft.model.path = REPO
+    qtbot.mouseClick(window.header.start, Qt.LeftButton)
+    dialog = window.download
+    assert dialog.isVisible() and begun == [] and not window.controller.running
+    with qtbot.waitSignal(dialog.sig_done, timeout=60_000):
+        pass
+    assert [c.model.path for c in begun] == [REPO] and hub.cached(REPO)
