@@ -334,6 +334,13 @@ def cmd_train(a) -> int:
         else:
             print(f"error: {result.message}", file=sys.stderr)
         return result.exit_code
+    if getattr(a, "demo", None) == "chat" and not result.stopped:
+        from lora_studio.engine.demo_chat import evaluate, metric_lines
+
+        print("scoring base and adapted answers on held-out prompts …", file=sys.stderr, flush=True)
+        for line in metric_lines(evaluate(result.out)):
+            print(line, flush=True)
+        print(f"see them: lora-studio try {result.out} --text \"What is the capital of Peru?\" --base", flush=True)
     return 130 if result.stopped else 0
 
 

@@ -37,8 +37,10 @@ PREFIX = "In short:"
 # the demo's own settings (flags given on the command line win)
 SETTINGS = {"lora": {"targets": ["q", "k", "v", "o"], "rank": 8, "alpha": 16},
             "data": {"max_length": 128},
-            "train": {"max_steps": 40, "batch_size": 8, "lr": 2e-3, "warmup_steps": 4, "eval_every": 10,
+            "train": {"max_steps": 20, "batch_size": 8, "lr": 2e-3, "warmup_steps": 2, "eval_every": 10,
                       "save_every": 0}}
+METRIC_PROMPTS = 24  # held-out prompts the demo scores at its end (base and adapted)
+METRIC_TOKENS = 48
 
 
 def _say(msg: str):
@@ -196,3 +198,30 @@ def score(answers) -> dict:
     n = max(len(answers), 1)
     return {"style": sum(in_style(t) for t, _ in answers) / n, "stopped": sum(bool(s) for _, s in answers) / n,
             "n": len(answers)}
+
+
+def evaluate(run_dir, n: int | None = -1, max_new_tokens: int = METRIC_TOKENS) -> dict:
+    """The held-out metric of a chat-demo run, base vs adapted, on the first `n` held-out prompts
+    (-1: METRIC_PROMPTS; None: all 80): {"base": score, "adapted": score, "prompts": n, "seconds": s}."""
+    import time
+
+    n = METRIC_PROMPTS if n == -1 else n
+    from lora_studio.engine import tryit
+    from lora_studio.engine.generate import generate
+
+    t0 = time.perf_counter()
+    prompts = held_out(n)
+    with tryit._LOCK:
+        model, tok, _task, heads0, _source = tryit._load(run_dir)
+        adapted = generate(model, tok, prompts, True, max_new_tokens)
+        with tryit._base(model, heads0):
+            base = generate(model, tok, prompts, True, max_new_tokens)
+    return {"base": score((a.text, a.stopped) for a in base), "adapted": score((a.text, a.stopped) for a in adapted),
+            "prompts": len(prompts), "seconds": time.perf_counter() - t0}
+
+
+def metric_lines(m: dict) -> list[str]:
+    b, a = m["base"], m["adapted"]
+    return [f"held-out ({m['prompts']} prompts, greedy, at most {METRIC_TOKENS} tokens): answers in the new "
+            f"style (one line, \"{PREFIX} …\") {b['style']:.0%} -> {a['style']:.0%}; stop on their own "
+            f"{b['stopped']:.0%} -> {a['stopped']:.0%} (base -> adapted)"]

@@ -14,6 +14,8 @@ from lora_studio.ui.widgets import Section, icon, label, short_count
 DEMO = "Demo model (all-MiniLM-L6-v2)"
 TASK_TEXT = {"classification": "Classification", "causal-lm": "Causal LM"}  # the tasks this panel offers
 TASKS = [(t, text) for t, text in TASK_TEXT.items() if t in names.TASKS]
+CHAT_DEMO = "Chat demo (SmolLM2-135M-Instruct)"  # a preset: model, chat data and settings (Session.use_chat_demo)
+CHAT_DEMO_KEY = ":chat-demo:"
 RECENT_KEY, MAX_RECENT = "models/recent", 8
 
 
@@ -89,11 +91,14 @@ class ModelPanel(Section):
         self.path.blockSignals(True)
         self.path.clear()
         self.path.addItem(DEMO, "")
+        self.path.addItem(CHAT_DEMO, CHAT_DEMO_KEY)
         for ref in recent_models():
             self.path.addItem(ref, ref)
         self.path.blockSignals(False)
 
     def _ref_of_text(self, text: str) -> str:
+        if text.strip() == CHAT_DEMO:
+            return CHAT_DEMO_KEY
         return "" if text.strip() in ("", DEMO) else text.strip()
 
     def _chosen(self, index: int):
@@ -113,6 +118,10 @@ class ModelPanel(Section):
     def load(self, ref: str):
         """Inspect `ref` ("" = the demo); the task is inferred from the model. A hub id that is not
         in the cache is downloaded first, in a dialog with progress and Cancel."""
+        if ref == CHAT_DEMO_KEY:
+            self.path.setEditText(CHAT_DEMO)
+            self.session.use_chat_demo()
+            return
         self.path.setEditText(ref or DEMO)
         task = "keep" if ref == self.session.draft.model.path else None
         if ref and needs_download(ref):

@@ -162,6 +162,26 @@ class Session(QObject):
                          on_done=lambda info: self._model_done(gen, info, trust),
                          on_failed=lambda f: self._model_failed(gen, f, ref))
 
+    def use_chat_demo(self):
+        """The chat demo preset: SmolLM2-135M-Instruct (fetched and converted once, in a worker), the
+        packaged chat data and the demo's settings (engine/demo_chat.py), as `train --demo chat`."""
+        from lora_studio.engine import demo_chat
+
+        self.model_loading.emit("the chat demo model (SmolLM2-135M-Instruct: fetched and converted once)")
+        self.tasks.start(demo_chat.chat_model_path, on_done=self._chat_demo_ready,
+                         on_failed=lambda f: self.model_failed.emit(f, ""))
+
+    def _chat_demo_ready(self, path: str):
+        from lora_studio.engine import demo_chat
+
+        for section in ("lora", "train"):
+            for key, value in demo_chat.SETTINGS[section].items():
+                setattr(getattr(self.draft, section), key, value)
+        self.changed.emit("train")
+        train, validation = demo_chat.data_paths()
+        self.set_data(path=train, validation_path=validation, format="messages", **demo_chat.SETTINGS["data"])
+        self.load_model(path, task="causal-lm")
+
     def _model_done(self, gen: int, info: probes.ModelInfo, trust: bool):
         if gen != self._gen["model"]:
             return

@@ -1,15 +1,17 @@
 """The Training tab: readouts (step/total, loss, tokens/s, ETA, memory, device), a banner for
-what happened (stopped, done, failed) with the next action, and the live plots."""
+what happened (stopped, done, failed) with the next action, and the live plots; beside them, the
+Samples view (answers to a few prompts at step 0 and each evaluation, causal LMs)."""
 
 from __future__ import annotations
 
 import math
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget, QFrame
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QTabWidget, QVBoxLayout, QWidget, QFrame
 
 from lora_studio.ui.style import repolish
 from lora_studio.ui.training.plots import TrainingPlots
+from lora_studio.ui.training.samples_view import SamplesView
 from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.widgets import Card, duration, label, size
 
@@ -94,7 +96,12 @@ class TrainingView(QWidget):
         fl = QVBoxLayout(frame)
         fl.setContentsMargins(8, 10, 12, 8)
         fl.addWidget(self.plots)
-        lay.addWidget(frame, 1)
+        self.samples = SamplesView()
+        self.views = QTabWidget()
+        self.views.setDocumentMode(True)
+        self.views.addTab(frame, "Curves")
+        self.views.addTab(self.samples, "Samples")
+        lay.addWidget(self.views, 1)
         self.reset()
 
         self._last = None
@@ -111,6 +118,7 @@ class TrainingView(QWidget):
         c.stepped.connect(self._stepped)
         c.evaluated.connect(self._evaluated)
         c.evaluating.connect(self._evaluating)
+        c.samples.connect(self.samples.add)
         c.paused.connect(lambda ev: self.banner.show_message(
             f"Paused after step {ev.step}. Try the adapter as it is now in the Try it tab, or resume (Space).",
             "info", self._try))
@@ -126,6 +134,7 @@ class TrainingView(QWidget):
         self.progress.setValue(0)
         self.banner.hide()
         self._last, self._eval = None, None
+        self.samples.clear()
 
     @property
     def _try(self):
@@ -141,7 +150,11 @@ class TrainingView(QWidget):
 
     # -- events --------------------------------------------------------------------------
     def _started(self, ev):
+        from lora_studio.engine.samples import read_samples
+
         self.banner.hide()
+        if ev.start_step > 0:  # resumed: the samples written up to the checkpoint
+            self.samples.load(read_samples(ev.out))
         self.progress.setRange(0, max(1, ev.total_steps))
         self.progress.setValue(ev.start_step)
         self.plots.set_task(ev.task)
@@ -251,8 +264,11 @@ class TrainingView(QWidget):
 
     def show_history(self, records: list[dict], run_dir: str, resumable_step: int | None):
         """A reopened run folder: its curves, and how to continue it."""
+        from lora_studio.engine.samples import read_samples
+
         self.reset()
         self.plots.load_metrics(records)
+        self.samples.load(read_samples(run_dir))
         steps = [r["step"] for r in records if "loss" in r]
         last = steps[-1] if steps else 0
         self.step.set(f"{last:,}", f"steps logged in {run_dir}")

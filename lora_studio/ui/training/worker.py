@@ -58,9 +58,9 @@ class TrainingController(QObject):
 
     Signals:
         state_changed(str): idle | starting | running | paused | stopping
-        status, evaluating, started, stepped, evaluated, checkpointed, spectra, paused, resumed (object):
+        status, evaluating, started, stepped, evaluated, checkpointed, spectra, samples, paused, resumed (object):
             the engine event of that kind (events.Status, Evaluating, Started, Step, Eval, Checkpoint,
-            Spectra, Paused, Resumed), in the GUI thread
+            Spectra, Samples, Paused, Resumed), in the GUI thread
         finished(object): events.Finished or events.Failed, exactly once, last
     """
 
@@ -72,6 +72,7 @@ class TrainingController(QObject):
     evaluated = Signal(object)
     checkpointed = Signal(object)
     spectra = Signal(object)
+    samples = Signal(object)
     paused = Signal(object)
     resumed = Signal(object)
     finished = Signal(object)
@@ -174,7 +175,7 @@ class TrainingController(QObject):
 
         handler = {E.Status: self.status.emit, E.Evaluating: self.evaluating.emit, E.Started: self._started,
                    E.Step: self._stepped, E.Eval: self.evaluated.emit, E.Checkpoint: self.checkpointed.emit,
-                   E.Spectra: self.spectra.emit, E.Paused: self._paused, E.Resumed: self._resumed,
+                   E.Spectra: self.spectra.emit, E.Samples: self.samples.emit, E.Paused: self._paused, E.Resumed: self._resumed,
                    E.Finished: self._finished, E.Failed: self._finished}.get(type(ev))
         if handler is not None:
             handler(ev)
