@@ -266,3 +266,17 @@ def test_a_packed_run_trains_the_padded_run(tmp_path, llama_folder):
     for a, b in zip(evals[False], evals[True]):
         assert abs(a - b) <= 1e-4
     assert abs(rows[False][-1]["loss"] - rows[False][0]["loss"]) > 1e-3  # it trained: the check is not vacuous
+
+
+def test_packing_with_gradient_checkpointing():
+    from lora_studio.engine.setup import checkpointing
+
+    model = adapted("llama")
+    ex = examples()
+    l_pad, g_pad = loss_and_grads(model, collate(ex, 0))
+    packing.use_packed_attention(model)
+    checkpointing(model)
+    l_pack, g_pack = loss_and_grads(model, packing.pack(ex))
+    torch.testing.assert_close(l_pack, l_pad, atol=1e-5, rtol=1e-5)
+    for name in g_pad:
+        torch.testing.assert_close(g_pack[name], g_pad[name], atol=1e-6, rtol=1e-4, msg=name)
