@@ -17,6 +17,9 @@ def cmd_sweep(a) -> int:
     if not a.out:
         raise UserError("give the sweep folder with --out DIR")
     config = config_from_args(a)
+    from lora_studio.cli_train import check_quantize
+
+    check_quantize(config)
     control = Control()
     old = signal.signal(signal.SIGINT, lambda *_: control.stop())
     try:

@@ -277,6 +277,18 @@ def resume_config(a):
     return config.replace(train=changes) if changes else config
 
 
+def check_quantize(config):
+    """A quantized base this machine cannot train on is refused before anything starts (one line);
+    one it can, slowly (the CPU), gets a note."""
+    from lora_studio.engine.quantize import preflight
+
+    error, warning = preflight(config.model.quantize, config.train.device)
+    if error:
+        raise UserError(error)
+    if warning:
+        print(f"note: {warning}", file=sys.stderr)
+
+
 _PEER = ("remote worker", "closed by peer", "reset by peer", "connection closed", "broken pipe",
          "communicator was aborted", "ncclremoteerror", "socket timeout", "recvbytes", "sendbytes")
 
@@ -294,6 +306,7 @@ def cmd_train(a) -> int:
     if getattr(a, "nproc", None) is not None:
         return launch(a)
     config = resume_config(a) if a.resume else config_from_args(a)
+    check_quantize(config)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # a hub model not cached yet: download it with progress
         from lora_studio.cli_hub import fetch
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from lora_studio.engine.errors import UserError
 
-from lora_studio.core.names import OPTIMIZERS, QUANTIZE  # noqa: F401 - re-exported
+from lora_studio.core.names import HEADS, OPTIMIZERS, QUANTIZE  # noqa: F401 - re-exported
 INSTALL = "pip install 'lora-studio[qlora]'"
 NF4_BLOCK = 64  # weights per absmax (bitsandbytes' default 4-bit blocksize)
 NESTED_BLOCK = 256  # absmaxes per second-level fp32 scale (double quantization)
@@ -28,12 +28,76 @@ OPT8_MIN_SIZE = 4096  # smaller tensors keep 32-bit optimizer state (bnb's min_8
 
 
 def require_bitsandbytes(what: str = "a quantized base"):
-    """The bitsandbytes module, or one line saying how to get it."""
+    """The bitsandbytes module, or one line saying how to get it. Imported quietly: on a machine
+    without the GPU it was built for it warns at length on import, and `preflight` says in one
+    line what matters (can this machine train with it)."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    log = logging.getLogger("bitsandbytes")
+    level = log.level
     try:
-        import bitsandbytes
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            log.setLevel(logging.ERROR)
+            import bitsandbytes
     except ImportError:
         raise UserError(f"{what} needs bitsandbytes, which is not installed: {INSTALL}") from None
+    finally:
+        log.setLevel(level)
     return bitsandbytes
+
+
+_PROBED: dict = {}
+
+
+def preflight(quantize: str, device: str | None = "auto") -> tuple[str | None, str | None]:
+    """Can this machine train on a `quantize`d base? (error, warning), each one line or None, for
+    the CLI and the GUI to show BEFORE a run starts: bitsandbytes missing, a device it does not
+    run on, or a 4-/8-bit layer that cannot run forward and backward here (tried on a 64 x 64 layer)."""
+    if quantize in (None, "", "none"):
+        return None, None
+    try:
+        bnb = require_bitsandbytes(f"a base quantized to {quantize}")
+    except UserError as e:
+        return str(e), None
+    want = device or "auto"
+    kind = ("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else torch.device(want).type
+    if kind not in ("cpu", "cuda"):
+        return (f"a base quantized to {quantize} runs on CUDA GPUs or the CPU, not {kind}: choose the cuda or cpu device, "
+                "or no quantization"), None
+    key = (quantize, kind)
+    if key not in _PROBED:
+        _PROBED[key] = _probe(bnb, quantize, kind)
+    if _PROBED[key]:
+        return (f"this machine cannot train on a {quantize} base with bitsandbytes {bnb.__version__} on the "
+                f"{kind.upper()} ({_PROBED[key]}): {'use a CUDA GPU, or ' if kind == 'cpu' else ''}"
+                "train without quantization"), None
+    if kind == "cpu":
+        return None, (f"a base quantized to {quantize} on the CPU: bitsandbytes' CPU kernels are far slower than a GPU's and "
+                      "save memory only; fine for trying QLoRA on a small model")
+    return None, None
+
+
+def _probe(bnb, quantize: str, kind: str) -> str:
+    """"" when a 64 x 64 bitsandbytes layer runs forward and backward on `kind`, else why not."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if quantize == "nf4":
+                layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32, quant_type="nf4")
+            else:
+                layer = bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False)
+            layer = layer.to(kind)
+            x = torch.randn(2, 64, device=kind, requires_grad=True)
+            layer(x).float().sum().backward()
+        return "" if x.grad is not None and bool(x.grad.abs().sum() > 0) else "its layers give no gradient"
+    except Exception as e:  # noqa: BLE001 - whatever bitsandbytes raises, it cannot train here
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
 
 
 def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
@@ -43,8 +107,9 @@ def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
     return {"fp16": torch.float16, "fp32": torch.float32}.get(precision, torch.bfloat16)
 
 
-def bnb_config(quantize: str, dtype: torch.dtype = torch.float32):
-    """transformers' BitsAndBytesConfig for `quantize` (None for "none")."""
+def bnb_config(quantize: str, dtype: torch.dtype = torch.float32, task: str = "causal-lm"):
+    """transformers' BitsAndBytesConfig for `quantize` (None for "none"). A classifier's head is
+    trained in full, so it stays out of quantization (with the LM head, which transformers keeps)."""
     if quantize not in QUANTIZE:
         raise UserError(f"quantize {quantize!r} unknown: use one of {', '.join(QUANTIZE)}")
     if quantize == "none":
@@ -52,10 +117,22 @@ def bnb_config(quantize: str, dtype: torch.dtype = torch.float32):
     require_bitsandbytes()
     from transformers import BitsAndBytesConfig
 
+    skip = {"llm_int8_skip_modules": [*HEADS, "lm_head"]} if task == "classification" else {}
     if quantize == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, **skip)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype)
+                              bnb_4bit_compute_dtype=dtype, **skip)
+
+
+def for_training(model: nn.Module) -> nn.Module:
+    """A quantized base about to be trained. bitsandbytes repacks a 4-bit weight for its CPU
+    inference kernel the first time the layer runs in eval mode without gradients (on CPUs with
+    AVX512-BF16: the step-0 evaluation); after that, backward through the layer gives wrong (zero)
+    gradients and the run learns nothing. Training keeps the trainable layout."""
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
+    return model
 
 
 def check_device(quantize: str, device: torch.device):
@@ -87,6 +164,8 @@ def quantizable(model: nn.Module) -> list[tuple[str, int, int]]:
     from transformers.quantizers.quantizers_utils import should_convert_module
 
     skip = get_keys_to_not_convert(model) + list(getattr(model, "_keep_in_fp32_modules", None) or [])
+    if type(model).__name__.endswith("ForSequenceClassification"):  # its head is trained: not quantized
+        skip += [*HEADS, "lm_head"]
     out = []
     for name, m in model.named_modules():
         if not name or not should_convert_module(name, skip):
@@ -144,7 +223,7 @@ def quantized_logits(base_ref: str, task: str, run_dir, quantize: str, inputs: d
     dtype = compute_dtype(device, "auto")
     model = load_model(base_ref, task, dtype=dtype, device=device, id2label=id2label,
                        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                       quantization_config=bnb_config(quantize, dtype)).eval()
+                       quantization_config=bnb_config(quantize, dtype, task)).eval()
     load_adapter(model, run_dir)
     with torch.no_grad():
         out = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()

@@ -171,6 +171,9 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     emit(Status(f"loading model {ref}"))
     names = prepared.label_names
     model = load_base(config, ref, device, precision, names)
+    from lora_studio.engine.quantize import for_training
+
+    for_training(model)  # a 4-bit base: no CPU inference repacking (it would zero the gradients)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     torch.manual_seed(config.train.seed)  # also seeds PiSSA's randomised SVD: resume rebuilds the same residual
@@ -208,13 +211,17 @@ def load_base(config: RunConfig, ref: str, device: torch.device, precision: str,
     """The base model as a run of `config` trains on it: dtype, quantization and device. Training and
     Try it on a finished run (engine/tryit.py) both load through here, so they see the same base."""
     from lora_studio.engine.models import load_model
-    from lora_studio.engine.quantize import bnb_config, check_device, compute_dtype
+    from lora_studio.engine.quantize import bnb_config, check_device, compute_dtype, preflight
 
     check_device(config.model.quantize, device)
+    refused = preflight(config.model.quantize, str(device))[0]  # before loading anything
+    if refused:
+        raise UserError(refused)
     return load_model(ref, config.model.task, dtype=base_dtype(device, precision), device=device,
                       id2label=dict(enumerate(label_names)) if label_names else None,
                       allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code,
-                      quantization_config=bnb_config(config.model.quantize, compute_dtype(device, precision)))
+                      quantization_config=bnb_config(config.model.quantize, compute_dtype(device, precision),
+                                                     config.model.task))
 
 
 def initial_heads(model) -> dict:
