@@ -248,6 +248,7 @@ def marked(tok, row: Row, max_length: int, color: bool = False) -> str:
 
 def to_json(c: Check, tok=None, show: int = 0) -> dict:
     out = {k: v for k, v in asdict(c).items() if k != "detail"}
+    out["trained_per_row"] = [r.trained_tokens for r in c.detail]  # 0 for a row training drops
     if show and tok is not None:
         out["shown"] = [{"row": r.row, "kept": r.kept, "trained_tokens": r.trained_tokens,
                          "tokens": [{"id": i, "text": p, "trained": m}

@@ -298,9 +298,3 @@ def cached(repo: str, tokenizer_only: bool = False, cache: Path | str | None = N
         return all((folder / s).exists() for s in shards)
     return any(n.endswith((".safetensors", ".bin")) for n in names)
 
-
-def ensure(repo: str, progress=None, allow_pickle: bool = False, tokenizer_only: bool = False) -> None:
-    """Download `repo` unless it is cached already (or HF_HUB_OFFLINE leaves only the cache to use)."""
-    if not is_hub_id(repo) or cached(repo, tokenizer_only):
-        return
-    download(repo, progress, allow_pickle=allow_pickle, tokenizer_only=tokenizer_only)

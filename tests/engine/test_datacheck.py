@@ -118,6 +118,10 @@ def test_answer_truncated_and_no_trained_tokens(tmp_path, gpt2_tok):
     first = c.detail[0]
     assert len(first.ids) > 16 and first.trained[16:] == [False] * (len(first.ids) - 16)
     assert "✂" in datacheck.marked(gpt2_tok, first, 16)
+    color = datacheck.marked(gpt2_tok, c.detail[3], 16, color=True)  # a terminal: green, not brackets
+    assert color == "one\x1b[42;30m two<|endoftext|>\x1b[0m" and "[[" not in color
+    assert datacheck.to_json(c)["trained_per_row"] == [r.trained_tokens for r in c.detail] and \
+        datacheck.to_json(c)["trained_per_row"][1:3] == [0, 0]
     assert c.tokens["max"] == len(first.ids) and c.tokens["min"] == len(c.detail[3].ids)
     assert c.trained_tokens["min"] == c.detail[3].trained_tokens  # " two" + eos
 
