@@ -243,10 +243,9 @@ def cmd_gguf(a) -> int:
 def cmd_inspect(a) -> int:
     from lora_studio.engine import spectra
     from lora_studio.engine.adapters import read_adapter
+    from lora_studio.engine.runfolder import adapter_of
 
-    from lora_studio.engine.runfolder import newest_adapter
-
-    ad = read_adapter(newest_adapter(a.run_dir)[0])
+    ad = read_adapter(adapter_of(a.run_dir))
     if a.amplification:
         from lora_studio.engine.spectra import with_amplification
 
@@ -255,7 +254,7 @@ def cmd_inspect(a) -> int:
         result = spectra.analyse(ad)
     other = None
     if a.compare:
-        other = spectra.similarity(ad, read_adapter(a.compare))
+        other = spectra.similarity(ad, read_adapter(adapter_of(a.compare)))
     if a.json:
         out = spectra.to_json(result)
         if other is not None:

@@ -43,12 +43,6 @@ class ExportResult:
     quantize: str = "none"
 
 
-def run_info(run_dir: Path) -> tuple[str, str, list[str] | None]:
-    """(base model, task, label names) of a run or PEFT adapter folder (engine.runfolder.run_info)."""
-    info = runfolder.run_info(run_dir)
-    return info.base_model, info.task, info.labels
-
-
 def check_trained(adapter_dir: Path):
     """Refuse an adapter whose every B is zero: it was never trained and would merge into the base
     model unchanged (a run killed before its first checkpoint has only its initial adapter)."""
@@ -86,12 +80,14 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
     if dtype not in DTYPES:
         raise UserError(f"dtype {dtype!r} unknown: use float32, bfloat16 or float16")
     target = DTYPES[dtype]
-    base_ref, task, labels = run_info(run_dir)
-    base_ref = model or base_ref
+    info = runfolder.run_info(run_dir)
+    base_ref, task, labels = model or info.base_model, info.task, info.labels
+    # the run's own trust flags: a run trained on custom code or .bin weights merges as it trained
+    allow_pickle, trust_remote_code = allow_pickle or info.allow_pickle, trust_remote_code or info.trust_remote_code
     if not base_ref:
         raise UserError(f"{run_dir} does not say which base model it adapts: pass --model")
     out = runfolder.check_export_target(out, run_dir, overwrite, "merged model")
-    adapter_dir, source = runfolder.newest_adapter(run_dir) if runfolder.is_run(run_dir) else (run_dir, str(run_dir))
+    adapter_dir = runfolder.adapter_of(run_dir)
     ad = check_trained(adapter_dir)
     from lora_studio.engine.quantize import quantized_logits, run_quantize
 
@@ -107,7 +103,7 @@ def merge_and_export(run_dir, out_dir, model: str | None = None, dtype: str = "f
     say("loading base model in full precision" if trained is not None else "loading base model", 0.05)
     base = load_model(base_ref, task, dtype=torch.float32, id2label=id2label,
                       allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    say(f"loading adapter ({source})", 0.2)
+    say(f"loading adapter ({adapter_dir})", 0.2)
     load_adapter(base, adapter_dir)
     base.eval()  # after the adapter is in: LoRA dropout must be off for the reference logits
     with torch.no_grad():
@@ -169,7 +165,7 @@ def export_adapter(run_dir, out_dir, overwrite: bool = False) -> list[str]:
     """Copy the newest PEFT adapter of a run (what PeftModel.from_pretrained reads) to a folder of
     its own, with the run's labels; refused for an untrained or damaged adapter."""
     run_dir = Path(run_dir)
-    adapter, _ = runfolder.newest_adapter(run_dir) if runfolder.is_run(run_dir) else (run_dir, "")
+    adapter = runfolder.adapter_of(run_dir)
     check_trained(adapter)
     out = runfolder.check_export_target(out_dir, run_dir, overwrite, "adapter")
     tmp = runfolder.export_temp(out)
@@ -185,8 +181,8 @@ def export_adapter(run_dir, out_dir, overwrite: bool = False) -> list[str]:
             files.append(runfolder.LABELS_FILE)
         from lora_studio.engine.modelcard import write_model_card
 
-        base_ref, task, _ = run_info(run_dir)
-        write_model_card(tmp, run_dir, "peft", base_ref, task, files=list(files), adapter_dir=adapter)
+        info = runfolder.run_info(run_dir)
+        write_model_card(tmp, run_dir, "peft", info.base_model, info.task, files=list(files), adapter_dir=adapter)
         files += ["README.md"] + (["loss.png"] if (tmp / "loss.png").is_file() else [])
         runfolder.write_export_manifest(tmp, "adapter", adapter=str(adapter.resolve()))
         runfolder.replace_export(tmp, out)

@@ -70,11 +70,11 @@ def rope_rows(rows: int, n_head: int) -> torch.Tensor:
     return torch.arange(rows).view(n_head, 2, d // 2).transpose(1, 2).reshape(rows)
 
 
-def base_config(base_ref: str):
+def base_config(base_ref: str, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(base_ref)
+        return AutoConfig.from_pretrained(base_ref, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001 - any failure here means: we cannot see the base
         raise UserError(f"cannot read the base model's config.json from {base_ref!r} ({type(e).__name__}); "
                         "the adapter GGUF must match the base's layout") from None
@@ -119,8 +119,6 @@ def adapter_tensors(adapter, config) -> tuple[str, float, dict[str, tuple[torch.
 def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False, base_model: str | None = None,
                        card: bool = True) -> GGUFResult:
     """Write the adapter of `run_dir` as a llama.cpp LoRA GGUF at `out` (temp file, then rename)."""
-    from lora_studio.engine.export import run_info
-
     require_gguf()
     import gguf
     import numpy as np
@@ -129,15 +127,14 @@ def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False,
         raise UserError(f"--type {type} is for merged files; an adapter GGUF is f32 or f16")
     out = check_out(out, overwrite, run_dir)
     from lora_studio.engine.export import check_trained
-    from lora_studio.engine.modelcard import newest_adapter
 
-    adapter = check_trained(newest_adapter(Path(run_dir)))  # the AdapterFile, read once
+    adapter = check_trained(runfolder.adapter_of(run_dir))  # the AdapterFile, read once
     if any(m.magnitude is not None for m in adapter.modules.values()):
         raise UserError("a DoRA adapter cannot be written as a llama.cpp LoRA GGUF (llama.cpp has no magnitude "
                         f"vector): export the merged model instead (lora-studio gguf {run_dir} --out FILE.gguf)")
-    base_ref, task, _ = run_info(Path(run_dir))
-    base_ref = base_model or base_ref
-    arch, alpha, tensors = adapter_tensors(adapter, base_config(base_ref))
+    info = runfolder.run_info(run_dir)
+    base_ref, task = base_model or info.base_model, info.task
+    arch, alpha, tensors = adapter_tensors(adapter, base_config(base_ref, info.trust_remote_code))
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
         w = gguf.GGUFWriter(str(tmp), arch)
@@ -327,12 +324,14 @@ def modelfile_text(gguf_name: str, stop: str | None) -> str:
 
 
 def export_merged_gguf(run_dir, out, type: str = "f16", llama_cpp: str | None = None, overwrite: bool = False,
-                       model: str | None = None, verify: bool = True, progress=None) -> GGUFResult:
-    """Merge, convert with llama.cpp's converter, check, verify in llama.cpp, write `out`."""
+                       model: str | None = None, verify: bool = True, progress=None, allow_pickle: bool = False,
+                       trust_remote_code: bool = False) -> GGUFResult:
+    """Merge, convert with llama.cpp's converter, check, verify in llama.cpp, write `out`. The run's
+    own trust flags apply (`allow_pickle`/`trust_remote_code` may add to them)."""
     import shutil
     import tempfile
 
-    from lora_studio.engine.export import merge_and_export, run_info
+    from lora_studio.engine.export import merge_and_export
     from lora_studio.engine.models import load_tokenizer
 
     require_gguf()
@@ -341,17 +340,18 @@ def export_merged_gguf(run_dir, out, type: str = "f16", llama_cpp: str | None = 
         raise UserError(f"--type {type} unknown: use {', '.join(TYPES)}")
     out = check_out(out, overwrite, run_dir)
     converter = find_converter(llama_cpp)
-    base_ref, task, _ = run_info(Path(run_dir))
-    base_ref = model or base_ref
+    info = runfolder.run_info(run_dir)
+    base_ref, task, trust_remote_code = model or info.base_model, info.task, trust_remote_code or info.trust_remote_code
     work = Path(tempfile.mkdtemp(prefix=".lora-studio-gguf-", dir=out.parent))
     try:
         say("merging the adapter", 0.05)
         hf = work / "merged"
-        merge_and_export(run_dir, hf, model=model, dtype="float32")
+        merge_and_export(run_dir, hf, model=model, dtype="float32", allow_pickle=allow_pickle,
+                         trust_remote_code=trust_remote_code)
         say(f"converting with {converter}", 0.4)
         tmp = work / out.name
         convert(hf, tmp, type, converter)
-        tok = load_tokenizer(str(hf))
+        tok = load_tokenizer(str(hf), trust_remote_code)
         problems, stop = check_tokenizer(tmp, tok)
         if problems:
             raise UserError("GGUF not written: " + "; ".join(problems))

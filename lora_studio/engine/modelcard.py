@@ -64,13 +64,6 @@ def _metrics(run_dir: Path) -> list[dict]:
     return read_metrics(run_dir)
 
 
-def newest_adapter(run_dir: Path) -> Path:
-    """The adapter a run folder stands for (its newest complete weights), or the folder itself."""
-    from lora_studio.engine import runfolder
-
-    return runfolder.newest_adapter(run_dir)[0] if runfolder.is_run(run_dir) else run_dir
-
-
 def _run_config(run_dir: Path):
     from lora_studio.config import RunConfig
 
@@ -166,7 +159,9 @@ def render(run_dir, library_name: str, base_model: str, task: str, *, base_param
     from huggingface_hub import ModelCardData
 
     run_dir = Path(run_dir)
-    adapter = read_adapter(adapter_dir or newest_adapter(run_dir))
+    from lora_studio.engine.runfolder import adapter_of
+
+    adapter = read_adapter(adapter_dir or adapter_of(run_dir))
     cfg = _run_config(run_dir)
     base_meta = base_card_metadata(base_model)
     hub = hub_id(base_model)

@@ -101,6 +101,16 @@ def newest_adapter(run_dir) -> tuple[Path, str]:
     raise UserError(f"{run} holds no adapter yet: train first (or wait for the first checkpoint)")
 
 
+def adapter_of(folder) -> Path:
+    """The adapter a folder stands for, the one rule (export, GGUF, spectra, inspect, Try it, the
+    GUI): a PEFT adapter folder (or a checkpoint) itself; a run its freshest adapter, the newest
+    checkpoint or the folder's top, by file time (`newest_adapter`, which also says which)."""
+    folder = Path(folder)
+    if (folder / ADAPTER_CONFIG).is_file() and not (folder / CHECKPOINTS).is_dir():
+        return folder  # any PEFT folder: read_adapter says precisely what is wrong with it
+    return newest_adapter(folder)[0]
+
+
 def run_of(folder) -> Path:
     """The run folder a checkpoint belongs to (a folder that is not a checkpoint is its own)."""
     folder = Path(folder)
@@ -184,8 +194,9 @@ class RunInfo:
     base_model: str  # local folder (absolute) or hub id; "" when the folder does not say
     task: str  # causal-lm | classification
     labels: list[str] | None
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # the run's own trust flags: every loader of its base honours them
     quantize: str = "none"
+    allow_pickle: bool = False
 
 
 def run_info(folder) -> RunInfo:
@@ -197,8 +208,8 @@ def run_info(folder) -> RunInfo:
 
         cfg = RunConfig.load(run / RUN_FILE)
         task = "causal-lm" if cfg.model.task == "preference" else cfg.model.task  # its model is a causal LM
-        return RunInfo(model_ref(cfg), task, labels, cfg.model.trust_remote_code,
-                       getattr(cfg.model, "quantize", None) or getattr(cfg.train, "quantize", None) or "none")
+        return RunInfo(model_ref(cfg), task, labels, cfg.model.trust_remote_code, cfg.model.quantize,
+                       cfg.model.allow_pickle)
     cfg_path = folder / ADAPTER_CONFIG
     if not cfg_path.is_file():
         raise UserError(f"{folder} is neither a run folder nor a PEFT adapter folder (no {ADAPTER_CONFIG})")

@@ -330,8 +330,8 @@ def resize(adapter, out_dir, rank: int | None = None, energy: float | None = Non
         raise UserError(f"energy must be in (0, 1], got {energy!r} (e.g. 0.9)")
     from lora_studio.engine import runfolder
 
-    if not isinstance(adapter, AdapterFile) and runfolder.is_run(adapter):
-        adapter = runfolder.newest_adapter(adapter)[0]
+    if not isinstance(adapter, AdapterFile):
+        adapter = runfolder.adapter_of(adapter)
     ad = adapter if isinstance(adapter, AdapterFile) else read_adapter(adapter)
     if any(m.magnitude is not None for m in ad.modules.values()):
         raise UserError("a DoRA adapter cannot be resized by SVD (its magnitude vector is not low-rank): "
@@ -439,12 +439,13 @@ def with_amplification(folder) -> list[ModuleSpectrum]:
     from lora_studio.engine import runfolder
     from lora_studio.engine.models import load_model
 
-    adapter = runfolder.newest_adapter(folder)[0] if runfolder.is_run(folder) else Path(folder)
+    adapter = runfolder.adapter_of(folder)
     ad = read_adapter(adapter)
     info = runfolder.run_info(adapter)
     if not info.base_model:
         raise UserError(f"{adapter} does not name its base model (base_model_name_or_path): "
                         "the amplification factor needs the base weights W0")
     model = load_model(info.base_model, info.task, trust_remote_code=info.trust_remote_code,
+                       allow_pickle=info.allow_pickle,
                        id2label=dict(enumerate(info.labels)) if info.labels else None)
     return analyse(ad, base_weights=model)

@@ -36,11 +36,6 @@ class Comparison:
     chat: bool = False  # the prompt went through the chat template
 
 
-def adapter_source(run_dir) -> tuple[Path, str]:
-    """The freshest adapter of a run: its newest checkpoint or the run folder, by file time."""
-    return runfolder.newest_adapter(run_dir)
-
-
 def _load(run_dir, device: str | None = None):
     import torch
 
@@ -49,7 +44,7 @@ def _load(run_dir, device: str | None = None):
     from lora_studio.engine.models import load_model, load_tokenizer, resolve_device
     from lora_studio.engine.setup import initial_heads
 
-    path, source = adapter_source(run_dir)
+    path, source = runfolder.newest_adapter(run_dir)  # runfolder.adapter_of's rule, with which one it took
     key = (str(path), (path / runfolder.ADAPTER_WEIGHTS).stat().st_mtime_ns)
     if key in _CACHE:
         return _CACHE[key] + (source,)
@@ -70,8 +65,9 @@ def _load(run_dir, device: str | None = None):
         model = load_base(cfg, base_ref, dev, precision, labels)
     else:  # an adapter folder without its run: full precision
         model = load_model(base_ref, task, dtype=torch.float32, device=dev,
-                           id2label=dict(enumerate(labels)) if labels else None)
-    tok = load_tokenizer(base_ref)
+                           id2label=dict(enumerate(labels)) if labels else None,
+                           allow_pickle=info.allow_pickle, trust_remote_code=info.trust_remote_code)
+    tok = load_tokenizer(base_ref, info.trust_remote_code)  # the run's own trust flags
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     heads0 = initial_heads(model)

@@ -88,10 +88,7 @@ def title_of(adapter: Path) -> str:
 
 def freshest(folder) -> Path:
     """The adapter folder to analyse for a run or adapter folder (its newest adapter)."""
-    folder = Path(folder)
-    if (folder / runfolder.ADAPTER_CONFIG).is_file() and not (folder / runfolder.CHECKPOINTS).is_dir():
-        return folder  # any PEFT folder: read_adapter says precisely what is wrong with it
-    return runfolder.newest_adapter(folder)[0]
+    return runfolder.adapter_of(folder)
 
 
 def _last_step(run: Path) -> int | None:
