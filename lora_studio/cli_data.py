@@ -72,7 +72,7 @@ def cmd_data(a) -> int:
     fetch(ref, tokenizer_only=True)  # a hub id not cached yet: its tokenizer and config, with progress
     task = task or infer_task(ref, a.trust_remote_code)
     tok = load_tokenizer(ref, a.trust_remote_code)
-    c = datacheck.check(a.file, tok, cfg, task, model=ref, end_ids=_model_end_ids(ref))
+    c = datacheck.check(a.file, tok, cfg, task, model=ref, end_ids=datacheck.model_end_ids(ref))
     if a.json:
         print(json.dumps(datacheck.to_json(c, tok, a.show), indent=2, ensure_ascii=False))
         return 0
@@ -84,17 +84,3 @@ def cmd_data(a) -> int:
         print(datacheck.marked(tok, r, c.max_length, color=color))
     return 0
 
-
-def _model_end_ids(ref: str) -> set[int]:
-    """The end tokens a model's own config declares (a folder, or a hub id in the cache)."""
-    from lora_studio.engine.datacheck import generation_end_ids
-
-    if Path(ref).is_dir():
-        return generation_end_ids(ref)
-    try:
-        import huggingface_hub
-
-        found = huggingface_hub.try_to_load_from_cache(ref, "config.json")
-    except Exception:  # noqa: BLE001 - not a valid id: the tokenizer alone decides
-        return set()
-    return generation_end_ids(str(Path(found).parent)) if isinstance(found, str) else set()

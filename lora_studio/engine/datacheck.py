@@ -205,6 +205,21 @@ def generation_end_ids(model_dir: str) -> set[int]:
     return out
 
 
+def model_end_ids(ref: str) -> set[int]:
+    """The end tokens a model's own config declares: a folder, or a hub id in the HF cache."""
+    from pathlib import Path
+
+    if Path(ref).is_dir():
+        return generation_end_ids(ref)
+    try:
+        import huggingface_hub
+
+        found = huggingface_hub.try_to_load_from_cache(ref, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid id: the tokenizer alone decides
+        return set()
+    return generation_end_ids(str(Path(found).parent)) if isinstance(found, str) else set()
+
+
 # -- showing it ------------------------------------------------------------------------------
 def pieces(tok, ids: list[int], window: int = 8) -> list[str]:
     """The text of each token, so that "".join(pieces) is the decoded row (special tokens shown):

@@ -47,10 +47,7 @@ def run_check(cfg, task: str, model_ref: str, trust_remote_code: bool = False, r
     path, _ = data_files(cfg, task)
     ref = model_ref or demo_model_path()
     tok = load_tokenizer(ref, trust_remote_code)
-    from pathlib import Path
-
-    ends = datacheck.generation_end_ids(ref) if Path(ref).is_dir() else set()
-    c = datacheck.check(path, tok, replace(cfg), task, model=ref, end_ids=ends)
+    c = datacheck.check(path, tok, replace(cfg), task, model=ref, end_ids=datacheck.model_end_ids(ref))
     out = CheckView(c.format, c.max_length, list(c.warnings), dict(c.trained_tokens), list(c.end_tokens))
     for r in c.detail[:rows]:
         out.rows[r.row] = TokenRow(r.row, r.kept, datacheck.pieces(tok, r.ids), list(r.trained))
