@@ -156,7 +156,13 @@ def prepare_preference(cfg, tokenizer, seed: int = 42) -> Prepared:
     train, train_stats = _pairs(table, roles, tokenizer, L, path)
     val, val_stats = _pairs(val_table, roles, tokenizer, L, validation_path or f"{path} (held out)") \
         if val_table is not None else ([], _stats([], L))
-    return Prepared(train, val, "preference", roles, [], {"train": train_stats, "validation": val_stats})
+    held = val_table if val_table is not None and len(val_table) else table
+    prompts = [_value(v) for v in held[roles["prompt"]][:8]]
+    chat = any(isinstance(_value(v), list) for c in ("prompt", "chosen") for v in table[roles[c]][:64])
+    # a chat run (runfolder.is_chat_run): samples, try and Try it go through the template
+    fmt = "preference-chat" if chat else "preference"
+    samples = [_as_messages(p, "user", i) if chat else p for i, p in enumerate(prompts) if p is not None]
+    return Prepared(train, val, fmt, roles, [], {"train": train_stats, "validation": val_stats}, samples)
 
 
 def collate_pairs(examples: list[dict], pad_id: int | None) -> dict:

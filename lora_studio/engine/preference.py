@@ -158,6 +158,11 @@ class Reference:
         params = adapter_tensors(model)
         if len(params) != len(self.frozen):
             raise RuntimeError("the reference adapter does not match the model's adapters")
+        if any(hasattr(p, "full_tensor") for p in params):  # FSDP2 shards (DTensors): no swap of whole tensors
+            from lora_studio.engine.errors import UserError
+
+            raise UserError("DPO from a trained adapter (--from) under FSDP is not supported yet: use "
+                            "--distributed ddp, or one process")
         kept = [p.data for p in params]
         for p, f in zip(params, self.frozen):
             p.data = f

@@ -59,9 +59,9 @@ class Sampler:
 def sampler_for(s) -> Sampler | None:
     """The run's sampler, or None (not a causal LM, turned off, or no prompt to sample)."""
     t = s.config.train
-    if s.config.model.task != "causal-lm" or t.sample_every == 0:
+    if s.config.model.task not in ("causal-lm", "preference") or t.sample_every == 0:
         return None
-    chat = s.data.format == "messages"
+    chat = s.data.format in ("messages", "preference-chat")
     if t.sample_prompts:
         path = Path(t.sample_prompts)
         try:

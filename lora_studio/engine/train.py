@@ -58,7 +58,7 @@ def write_run_files(s: Setup, run_dir: Path, adapter: bool = True):
     if adapter:
         save_adapter(s.model, run_dir, s.model_ref)
     s.config.save(run_dir / RUN_FILE)
-    if s.data.format == "messages":  # a chat run (runfolder.is_chat_run)
+    if s.data.format in ("messages", "preference-chat"):  # a chat run (runfolder.is_chat_run)
         from lora_studio.engine.generate import chat_record
 
         atomic_write_json(run_dir / CHAT_FILE, chat_record(s.tokenizer))

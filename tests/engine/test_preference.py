@@ -231,6 +231,10 @@ def test_message_lists_go_through_the_chat_template(tmp_path, tok):
     assert "user:" in text and "assistant:" in text
     trained = tok.decode(batch["labels"][0][batch["labels"][0] != -100])
     assert "user" not in trained and "jumps over the lazy dog" in trained
+    # a chat run: samples (and try) go through the template, prompted with the held-out questions
+    prepared = prepare_preference(DataConfig(path=str(tmp_path / "pairs.jsonl"), validation_split=0.0), tok)
+    assert prepared.format == "preference-chat"
+    assert prepared.sample_prompts[0] == [{"role": "user", "content": PAIRS[0]["prompt"]}]
 
 
 @pytest.mark.parametrize("rows, message", [
@@ -361,3 +365,40 @@ def test_cli_from_a_run_then_merge(folder, tmp_path):
     assert metrics(tmp_path / "dpo")[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     merged = cli("merge", str(tmp_path / "dpo"), "--out", str(tmp_path / "merged"))
     assert merged.returncode == 0 and "verified" in merged.stdout, merged.stderr
+
+
+def _dist_worker(rank: int, world: int, store: str, config):
+    import torch.distributed as td
+
+    from lora_studio.engine.errors import Failure
+    from lora_studio.engine.train import train
+
+    torch.set_num_threads(1)
+    td.init_process_group("gloo", store=td.FileStore(store, world), rank=rank, world_size=world)
+    result = train(config)
+    if isinstance(result, Failure):
+        raise RuntimeError(f"rank {rank}: {result.message}")
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_same_dpo_adapter_as_one(folder, tmp_path):
+    """Pairs stay whole on a process (a micro-batch is pairs, split by pairs): 2 processes x 2 pairs
+    give the losses and the adapter of 1 process x 4 pairs."""
+    import torch.multiprocessing as mp
+
+    from lora_studio.engine.adapters import read_adapter
+    from lora_studio.engine.train import train
+
+    data = write(tmp_path / "pairs.jsonl", PAIRS * 3)
+    one = pref_config(folder, data, tmp_path / "one", max_steps=2, batch_size=4)
+    train(one)
+    two = pref_config(folder, data, tmp_path / "two", max_steps=2, batch_size=2, distributed="ddp")
+    mp.spawn(_dist_worker, args=(2, str(tmp_path / "store"), two), nprocs=2, join=True)
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    for x, y in zip(a, b):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
+        assert x["reward_margin"] == pytest.approx(y["reward_margin"], abs=1e-5)
+    ra, rb = read_adapter(tmp_path / "one").modules, read_adapter(tmp_path / "two").modules
+    assert ra[next(iter(ra))].B.abs().max() > 1e-3  # it trained
+    for name in ra:
+        torch.testing.assert_close((rb[name].A, rb[name].B), (ra[name].A, ra[name].B), rtol=0, atol=1e-5)
