@@ -1,6 +1,6 @@
 """One DPO step of LoRA Studio vs TRL's DPOTrainer, on the same model and batch, interleaved.
 
-    python benchmarks/bench_dpo.py [--model PATH] [--pairs 4] [--seq 256] [--reps 9] [--device cpu|cuda]
+    python benchmarks/bench_dpo.py [--model PATH | --layers 30] [--pairs 4] [--seq 256] [--reps 9] [--device cpu|cuda]
 
 Both engines adapt a copy of the same base (q, v; rank 8, alpha 16) and train on the same batch of
 `--pairs` preference pairs (chosen rows, then rejected; the first quarter of each row is prompt):
@@ -33,8 +33,8 @@ import transformers as T
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
-def smollm2_shape():
-    cfg = T.LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+def smollm2_shape(layers: int = 30):
+    cfg = T.LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=layers, num_attention_heads=9,
                         num_key_value_heads=3, vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True,
                         rope_theta=100000.0, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
@@ -114,6 +114,7 @@ def trl_step(base, batch, device, tok_dir):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", help="a local causal-LM folder (default: SmolLM2-135M's shape, random weights)")
+    ap.add_argument("--layers", type=int, default=30, help="of the default model (SmolLM2-135M has 30)")
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--reps", type=int, default=9)
@@ -126,11 +127,11 @@ def main():
     else:
         from lora_studio.engine.models import demo_model_path
 
-        base, tok_dir = smollm2_shape(), demo_model_path()  # TRL's trainer wants a tokenizer; ours never reads it
+        base, tok_dir = smollm2_shape(a.layers), demo_model_path()  # TRL's trainer wants a tokenizer; ours never reads it
     base = base.to(a.device)
     batch = make_batch(base.config.vocab_size, a.pairs, a.seq, a.device)
     s_ours, s_trl = ours_step(base, batch, a.device), trl_step(base, batch, a.device, tok_dir)
-    first = {"ours": float(s_ours()), "trl": float(s_trl())}  # also warms up
+    first = {"ours": s_ours().item(), "trl": s_trl().item()}  # also warms up
     s_ours(), s_trl()
     times = {"ours": [], "trl": []}
     for i in range(a.reps):
@@ -157,7 +158,8 @@ def main():
     import trl
 
     print(f"device {a.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, trl {trl.__version__}, "
-          f"model {a.model or 'SmolLM2-135M shape (random)'}, {a.pairs} pairs x {a.seq} tokens, {a.reps} reps")
+          f"model {a.model or f'SmolLM2-135M shape (random), {a.layers} layers'}, {a.pairs} pairs x {a.seq} tokens, "
+          f"{a.reps} reps")
     print(f"load average (1, 5, 15 min): before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
           f"after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     print(f"step-0 loss: ours {first['ours']:.6f}, TRL {first['trl']:.6f} (ln 2 = {0.6931471805599453:.6f})")
