@@ -51,8 +51,9 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 
 # what torch.save (a RuntimeError from its zip writer) and safetensors (SafetensorError) say on a full disk
+# ("unexpected pos N vs M": its zip writer found the file shorter than what it wrote)
 _DISK_FULL = ("no space left on device", "storagefull", "disk quota exceeded", "file write failed",
-              "pytorchstreamwriter failed writing")
+              "pytorchstreamwriter failed writing", "unexpected pos")
 
 
 def is_disk_full(e: BaseException) -> bool:

@@ -352,6 +352,12 @@ def check_export_target(out, source, overwrite: bool = False, what: str = "expor
         if p == src_run or is_protected(p):
             raise UserError(f"{out} is inside the run folder {p} (a run's or the adapter's own folder): "
                             f"write the {what} to a new folder")
+    writable = target
+    while not writable.exists() and writable != writable.parent:
+        writable = writable.parent
+    if not os.access(writable, os.W_OK | os.X_OK):  # before a long merge, not after it
+        raise UserError(f"cannot write the {what} to {out}: {writable} is not writable; choose a folder you can "
+                        "write to")
     if out.exists():
         if out.is_file() and not overwrite:
             raise UserError(f"{out} exists: choose another name, or pass --overwrite to replace it")

@@ -122,7 +122,8 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
         control.drop_calls("the run has ended")
         release(s)
         dist.close()
-    if dist.main and fresh and isinstance(ev, Failure) and ev.kind == "user" and reached["step"] == 0 and run_dir.is_dir():
+    if dist.main and fresh and isinstance(ev, Failure) and ev.kind == "user" and reached["step"] == 0 \
+            and run_dir is not None and run_dir.is_dir():  # None: the folder could not even be made
         discard_new_run(run_dir)
     elif dist.main and run_dir is not None and run_dir.is_dir():  # rank 0 alone writes the run folder
         try:
