@@ -33,11 +33,6 @@ from lora_studio.engine.errors import UserError
 
 INSTALL = "pip install 'lora-studio[gguf]'"
 # HF architecture -> (gguf architecture name, q/k rows permuted by llama.cpp's converter)
-ARCH = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
-        "MixtralForCausalLM": ("llama", True), "Qwen2ForCausalLM": ("qwen2", False),
-        "Qwen3ForCausalLM": ("qwen3", False), "GemmaForCausalLM": ("gemma", False),
-        "Gemma2ForCausalLM": ("gemma2", False), "Phi3ForCausalLM": ("phi3", False),
-        "GPT2LMHeadModel": ("gpt2", False)}
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lora-studio"
 CONVERTER = "convert_hf_to_gguf.py"
 
@@ -87,13 +82,17 @@ def adapter_tensors(adapter, config) -> tuple[str, float, dict[str, tuple[torch.
 
     archs = list(getattr(config, "architectures", None) or [])
     hf_arch = archs[0] if archs else ""
-    if hf_arch not in ARCH:
-        raise UserError(f"adapter-only GGUF is not supported for {hf_arch or 'this model'} "
-                        f"(supported: {', '.join(sorted(ARCH))}); export the merged GGUF instead")
+    from lora_studio.engine.families import FAMILIES, family_of
+
+    fam = family_of(config)  # the llama.cpp architecture of a causal LM's family (engine/families.py)
+    if fam.gguf is None or not hf_arch.endswith(("ForCausalLM", "LMHeadModel")):
+        raise UserError(f"adapter-only GGUF is not supported for {hf_arch or 'this model'} (supported: "
+                        f"{', '.join(sorted(t for t, f in FAMILIES.items() if f.gguf))} causal LMs); "
+                        "export the merged GGUF instead")
     if adapter.heads:
         raise UserError("this adapter trains whole modules (e.g. a classifier head), which a llama.cpp LoRA "
                         "cannot hold: export the merged GGUF instead")
-    name, permuted = ARCH[hf_arch]
+    name, permuted = fam.gguf
     arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == name)
     n_layer = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
     names = gguf.get_tensor_name_map(arch, n_layer)

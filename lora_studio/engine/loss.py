@@ -16,11 +16,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lora_studio.engine.families import FAMILIES
+
 CHUNK = 256  # rows per chunk: 256 x 32k fp32 logits = 32 MB
 
-# logits = lm_head(backbone(x).last_hidden_state), nothing else (no softcapping, no scale)
-PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3", "phi3", "phi", "gpt2", "gpt_neox", "opt", "gemma",
-              "olmo", "olmo2", "smollm3", "bloom"}
+# logits = lm_head(backbone(x).last_hidden_state), nothing else: engine/families.py `plain_head`
+PLAIN_HEAD = {t for t, f in FAMILIES.items() if f.plain_head}
 
 
 class LinearCrossEntropy(torch.autograd.Function):

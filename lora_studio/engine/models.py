@@ -90,7 +90,9 @@ def infer_task(model_ref: str, trust_remote_code: bool = False) -> str:
     archs = " ".join(getattr(cfg, "architectures", None) or [])
     if "CausalLM" in archs or "LMHead" in archs or getattr(cfg, "is_decoder", False):
         return "causal-lm"
-    if cfg.model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "deberta", "deberta-v2"):
+    from lora_studio.engine.families import family_of
+
+    if family_of(cfg).encoder:
         return "classification"
     return "causal-lm"
 

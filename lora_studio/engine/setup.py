@@ -109,19 +109,11 @@ def _ru_maxrss() -> int:
 
 # -- loading ----------------------------------------------------------------------------------
 def _position_limit(config) -> int | None:
-    """The longest input a model with learned absolute positions can take (None: no hard limit)."""
+    """The longest input the model reads (engine/families.py `position_limit`; None: no hard limit)."""
+    from lora_studio.engine.families import position_limit
     from lora_studio.engine.targets import text_config
 
-    tc = text_config(config)
-    if getattr(tc, "rope_theta", None) is not None or getattr(tc, "rope_scaling", None) or \
-            getattr(tc, "rope_parameters", None) or getattr(tc, "model_type", "") in ("bloom", "falcon", "mpt"):
-        return None  # rotary or ALiBi: longer inputs run (quality may drop)
-    n = getattr(tc, "n_positions", None) or getattr(tc, "max_position_embeddings", None)
-    if not n:
-        return None
-    if getattr(tc, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        n -= 2  # positions start after the padding index
-    return int(n)
+    return position_limit(text_config(config))
 
 
 def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, control=None) -> Setup:

@@ -1,9 +1,9 @@
-"""Architecture table: logical projections (q k v o gate up down) -> the modules that hold them.
+"""Which modules a LoRA spec adapts: logical projections (q k v o gate up down) -> sites.
 
-A logical target is matched against module names by a regex on the name's tail. Most
-architectures keep each projection in its own Linear. Some fuse several into one matrix
-(GPT-2 `c_attn`, GPT-NeoX/Bloom `query_key_value`, Phi-3 `qkv_proj`/`gate_up_proj`); there a
-logical target is a set of output rows of that matrix, given by a function of the config.
+Each model family's projection rules live in engine/families.py. A logical target is matched
+against module names by a regex on the name's tail; in a fused matrix (GPT-2 `c_attn`,
+GPT-NeoX/Bloom/Falcon `query_key_value`, Phi-3 `qkv_proj`/`gate_up_proj`) it is a set of output
+rows of that matrix, given by a function of the config.
 
 A target that is not one of the logical names is taken as a regex on module names, as PEFT's
 `target_modules` is (e.g. "c_fc" or r"mlp\\.fc\\d").
@@ -17,90 +17,12 @@ from typing import Callable
 
 import torch.nn as nn
 
+from lora_studio.core.names import ATTENTION, LOGICAL, MLP, format_layers, parse_layers  # noqa: F401
 from lora_studio.engine.errors import UserError
-from lora_studio.engine.layers import ATTENTION, LOGICAL, MLP, format_layers, parse_layers  # noqa: F401
+from lora_studio.engine.families import FAMILIES, GENERIC as _GENERIC, Fused, family_of  # noqa: F401
 
-
-@dataclass(frozen=True)
-class Fused:
-    """A fused projection: `pattern` names the module, `rows(config, out_features)` gives, per
-    logical target it holds, the output rows (as a list of ints) that belong to that target."""
-
-    pattern: str
-    rows: Callable[[object, int], dict[str, list[int]]]
-
-
-def _split_even(names: tuple[str, ...]):
-    def rows(config, out_features):
-        n = out_features // len(names)
-        return {name: list(range(i * n, (i + 1) * n)) for i, name in enumerate(names)}
-
-    return rows
-
-
-def _heads_interleaved(config, out_features):
-    # GPT-NeoX / Bloom: output viewed as (heads, 3, head_dim) -> per head [q | k | v].
-    heads = config.num_attention_heads
-    hs = out_features // (3 * heads)
-    out = {"q": [], "k": [], "v": []}
-    for h in range(heads):
-        for i, name in enumerate(("q", "k", "v")):
-            start = h * 3 * hs + i * hs
-            out[name].extend(range(start, start + hs))
-    return out
-
-
-def _phi3_qkv(config, out_features):
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    q, kv = heads * head_dim, kv_heads * head_dim
-    return {"q": list(range(0, q)), "k": list(range(q, q + kv)), "v": list(range(q + kv, q + 2 * kv))}
-
-
-_LLAMA = {
-    "q": r"self_attn\.q_proj", "k": r"self_attn\.k_proj", "v": r"self_attn\.v_proj",
-    "o": r"self_attn\.o_proj", "gate": r"mlp\.gate_proj", "up": r"mlp\.up_proj",
-    "down": r"mlp\.down_proj",
-}
-_BERT = {
-    "q": r"attention\.self\.query", "k": r"attention\.self\.key", "v": r"attention\.self\.value",
-    "o": r"attention\.output\.dense", "up": r"intermediate\.dense", "down": r"layer\.\d+\.output\.dense",
-}
-_GPT2_QKV = Fused(r"attn\.c_attn", _split_even(("q", "k", "v")))
-_NEOX_QKV = Fused(r"attention\.query_key_value", _heads_interleaved)
-_BLOOM_QKV = Fused(r"self_attention\.query_key_value", _heads_interleaved)
-_PHI3_QKV = Fused(r"self_attn\.qkv_proj", _phi3_qkv)
-_PHI3_GATE_UP = Fused(r"mlp\.gate_up_proj", _split_even(("gate", "up")))
-
-ARCHITECTURES: dict[str, dict[str, str | Fused]] = {
-    **{t: _LLAMA for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
-                           "gemma3_text", "olmo", "olmo2", "granite", "smollm3", "cohere")},
-    "phi3": {"q": _PHI3_QKV, "k": _PHI3_QKV, "v": _PHI3_QKV, "o": r"self_attn\.o_proj",
-             "gate": _PHI3_GATE_UP, "up": _PHI3_GATE_UP, "down": r"mlp\.down_proj"},
-    "phi": {"q": r"self_attn\.q_proj", "k": r"self_attn\.k_proj", "v": r"self_attn\.v_proj",
-            "o": r"self_attn\.dense", "up": r"mlp\.fc1", "down": r"mlp\.fc2"},
-    "gpt2": {"q": _GPT2_QKV, "k": _GPT2_QKV, "v": _GPT2_QKV, "o": r"attn\.c_proj",
-             "up": r"mlp\.c_fc", "down": r"mlp\.c_proj"},
-    "gpt_neox": {"q": _NEOX_QKV, "k": _NEOX_QKV, "v": _NEOX_QKV, "o": r"attention\.dense",
-                 "up": r"mlp\.dense_h_to_4h", "down": r"mlp\.dense_4h_to_h"},
-    "bloom": {"q": _BLOOM_QKV, "k": _BLOOM_QKV, "v": _BLOOM_QKV, "o": r"self_attention\.dense",
-              "up": r"mlp\.dense_h_to_4h", "down": r"mlp\.dense_4h_to_h"},
-    "opt": {"q": r"self_attn\.q_proj", "k": r"self_attn\.k_proj", "v": r"self_attn\.v_proj",
-            "o": r"self_attn\.out_proj", "up": r"fc1", "down": r"fc2"},
-    "bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT,
-    "distilbert": {"q": r"attention\.q_lin", "k": r"attention\.k_lin", "v": r"attention\.v_lin",
-                   "o": r"attention\.out_lin", "up": r"ffn\.lin1", "down": r"ffn\.lin2"},
-}
-
-# For an architecture not in the table: the usual leaf names of each projection.
-_GENERIC = {
-    "q": r"(q_proj|query|q_lin|wq|to_q)", "k": r"(k_proj|key|k_lin|wk|to_k)",
-    "v": r"(v_proj|value|v_lin|wv|to_v)",
-    "o": r"(o_proj|out_proj|out_lin|wo|to_out|attention\.output\.dense|attention\.dense)",
-    "gate": r"(gate_proj|w1)", "up": r"(up_proj|fc1|c_fc|w3|intermediate\.dense|lin1)",
-    "down": r"(down_proj|fc2|w2|lin2)",
-}
+# model_type -> logical target -> module rule, for the families that name their projections
+ARCHITECTURES: dict[str, dict] = {t: f.projections for t, f in FAMILIES.items() if f.projections}
 
 
 @dataclass
@@ -145,7 +67,7 @@ def shape_of(module: nn.Module) -> tuple[int, int, bool]:
 
 
 def table_for(config) -> dict[str, str | Fused] | None:
-    return ARCHITECTURES.get(getattr(text_config(config), "model_type", None) or "")
+    return family_of(text_config(config)).projections
 
 
 def available_targets(model: nn.Module) -> list[str]:

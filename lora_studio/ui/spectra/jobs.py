@@ -15,14 +15,6 @@ from lora_studio.engine import runfolder
 from lora_studio.core.names import LOGICAL
 from lora_studio.engine.runfolder import run_of, step_of
 
-# display names of module leaves for architectures outside engine.targets' table
-_LEAVES = {
-    "q": r"(q_proj|query|q_lin|wq|to_q)", "k": r"(k_proj|key|k_lin|wk|to_k)", "v": r"(v_proj|value|v_lin|wv|to_v)",
-    "o": r"(o_proj|out_proj|out_lin|wo|to_out|attention\.output\.dense|attention\.dense|c_proj)",
-    "gate": r"(gate_proj|w1)", "up": r"(up_proj|fc1|c_fc|w3|intermediate\.dense|lin1)", "down": r"(down_proj|fc2|w2|lin2)",
-}
-
-
 @dataclass
 class Loaded:
     """The spectra of one adapter folder, as the view shows them."""
@@ -60,7 +52,9 @@ def projection(name: str, target: str | None = None) -> str:
             rule = table.get(t)
             if isinstance(rule, str) and re.search(rf"(^|\.)({rule})$", name):
                 return t
-    for t, rule in _LEAVES.items():
+    from lora_studio.engine.families import GENERIC_DISPLAY
+
+    for t, rule in GENERIC_DISPLAY.items():
         if re.search(rf"(^|\.)({rule})$", name):
             return t
     return name.rsplit(".", 1)[-1]
