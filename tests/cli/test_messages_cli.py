@@ -1,0 +1,76 @@
+"""Issue 22: a sweep with relative paths continues when run again (code review 3); messages that
+say the real reason (llama.cpp's converter) and figures on one basis (`budget --quantize`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import tiny
+from lora_studio.cli import main
+
+DATA = Path(__file__).parents[2] / "resources" / "data"
+CAUSAL = DATA / "demo_causal.jsonl"
+
+
+def cli(argv, capsys):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sweep_with_relative_paths_continues_when_run_again(tmp_path, capsys, monkeypatch):
+    tiny.model_folder(tmp_path / "base", "llama")
+    shutil.copy(CAUSAL, tmp_path / "d.jsonl")
+    monkeypatch.chdir(tmp_path)
+    argv = ["sweep", "--model", "./base", "--data", "d.jsonl", "--ranks", "1,2", "--max-steps", "1", "--batch-size",
+            "4", "--max-length", "32", "--eval-every", "0", "--quiet", "--out", "sw"]
+    code, _, err = cli(argv, capsys)
+    assert code == 0, err
+    code, _, err = cli(argv, capsys)  # what "run the same command again to continue" means
+    assert code == 0, err
+    assert err.count("finished before, reused") == 2
+    doc = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert Path(doc["base_config"]["model"]["path"]).is_absolute()
+
+
+FAKE_CONVERTER = '''import sys
+print("INFO:hf-to-gguf:Loading model: merged")
+print("ERROR:hf-to-gguf:cannot find tokenizer merges in model file", file=sys.stderr)
+print("Traceback (most recent call last):", file=sys.stderr)
+print('  File "convert_hf_to_gguf.py", line 1, in <module>', file=sys.stderr)
+print("KeyError: 'merges'", file=sys.stderr)
+sys.exit(1)
+'''
+
+
+def test_converter_failure_names_llama_cpps_own_reason(tmp_path):
+    from lora_studio.engine.errors import UserError
+    from lora_studio.engine.gguf import convert
+
+    conv = tmp_path / "convert_hf_to_gguf.py"
+    conv.write_text(FAKE_CONVERTER)
+    (tmp_path / "merged").mkdir()
+    with pytest.raises(UserError) as e:
+        convert(tmp_path / "merged", tmp_path / "x.gguf", "f16", conv)
+    assert "cannot find tokenizer merges in model file" in str(e.value) and "KeyError: 'merges'" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_budget_with_a_quantized_base_uses_one_precision(tmp_path, capsys):
+    base = tiny.model_folder(tmp_path / "base", "llama")
+    code, out, err = cli(["budget", "--model", base, "--quantize", "nf4", "--gpu-memory", "8"], capsys)
+    assert code == 0, err
+    first = next(line for line in out.splitlines() if line.startswith("training memory at"))
+    assert first.startswith("training memory at bf16"), out
+    code, out, _ = cli(["budget", "--model", base, "--quantize", "nf4", "--precision", "fp32"], capsys)
+    assert "training memory at fp32" in out  # asked for: kept
+    code, out, _ = cli(["budget", "--model", base], capsys)
+    assert "training memory at fp32" in out  # a plain CPU estimate stays fp32
