@@ -139,6 +139,7 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
     L = int(cfg.max_length)
     names: list[str] = []
     if fmt == "classification":
+        check_text_and_label(_col(table, roles["text"]), _col(table, roles["label"]), roles, label_names)
         labels, val_labels, names = _label_ids(table, val_table, roles["label"], label_names)
     stats = {}
     for split, t in (("train", table), ("validation", val_table)):
@@ -180,6 +181,26 @@ def held_out_prompts(fmt: str, table, roles: dict, n: int = 8) -> list:
         if len(out) == n:
             break
     return out
+
+
+def check_text_and_label(texts: list, labels: list, roles: dict, fixed=None):
+    """Refuse text and label columns that look swapped: a text column that holds no text (numbers,
+    or nothing), or class names that are nearly all different and longer than the texts."""
+    tc, lc = roles["text"], roles["label"]
+    swap = (f"are the columns swapped? Name them with --text-column {lc} --label-column {tc}" if tc != lc else
+            "name the columns with --text-column and --label-column")
+    strings = [t for t in texts if isinstance(t, str) and t.strip()]
+    if texts and not strings:
+        kinds = sorted({type(t).__name__ for t in texts if t is not None}) or ["nothing"]
+        raise UserError(f"the text column {tc!r} holds {'/'.join(kinds)}, not text: {swap}")
+    names = [str(v) for v in labels if v is not None]
+    if fixed or len(names) < 20 or not strings:
+        return
+    distinct = len(set(names))
+    longer = sum(map(len, names)) / len(names) > 2 * sum(map(len, strings)) / len(strings)
+    if distinct > 0.9 * len(names) and longer:
+        raise UserError(f"the label column {lc!r} has {distinct} different values in {len(names)} rows, longer "
+                        f"than the texts in {tc!r}: a label is a class name; {swap}")
 
 
 def _col(table, name: str) -> list:

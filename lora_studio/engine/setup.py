@@ -154,8 +154,11 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     objective = objective_for(config)
     prepared = objective.prepare(dcfg, tok, seed=config.train.seed, label_names=label_names)
     if not prepared.train:
+        st = prepared.stats["train"]
+        fix = ("raise --max-length" if st.too_long_prompts and not st.empty else
+               "check that the columns the run reads hold text (--text-column, --label-column, …)")
         raise UserError(f"{dcfg.path} has no usable training examples after tokenization "
-                        f"({prepared.stats['train'].summary()}): check the data, or raise --max-length")
+                        f"({st.summary()}): {fix}")
     for split, st in prepared.stats.items():
         if st is not None:
             emit(Status(f"{split}: {st.summary()}"))

@@ -74,3 +74,19 @@ def test_budget_with_a_quantized_base_uses_one_precision(tmp_path, capsys):
     assert "training memory at fp32" in out  # asked for: kept
     code, out, _ = cli(["budget", "--model", base], capsys)
     assert "training memory at fp32" in out  # a plain CPU estimate stays fp32
+
+
+@pytest.mark.parametrize("rows", ["numbers", "names"])
+def test_swapped_text_and_label_columns_are_named(tmp_path, capsys, rows):
+    base = tiny.model_folder(tmp_path / "bert", "bert")
+    if rows == "numbers":  # integer labels read as the text: every row was dropped, "raise --max-length"
+        data = [{"text": f"review number {i} was {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(30)]
+    else:  # the texts read as class names: one class per row
+        data = [{"text": f"a long customer message number {i} about the app", "label": "bug"} for i in range(30)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    code, _, err = cli(["train", "--model", base, "--task", "classification", "--data", tmp_path / "d.jsonl",
+                        "--text-column", "label", "--label-column", "text", "--max-steps", "1", "--quiet",
+                        "--out", tmp_path / "o"], capsys)
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err
+    assert "--text-column text --label-column label" in lines[0] and "max-length" not in lines[0]
