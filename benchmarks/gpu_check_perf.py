@@ -1,221 +1,239 @@
-"""Issue 15's GPU list for benchmarks/gpu_check.py: bf16/fp16 training steps, an OOM caught and
-explained, an NF4 step, DDP on one GPU, step time and peak memory vs PEFT on a Llama-shaped ~1B
-model (bf16), and MFU against the card's dense bf16 peak."""
+"""The runtime checks and measurements of benchmarks/gpu_check.py: bf16/fp16 steps, an OOM caught,
+QLoRA (NF4 weight memory, training with 8-bit/paged AdamW, checkpoint and resume), and on a
+Llama-3.2-1B-shaped model (random weights from its config): step time, peak memory and tokens/s
+against PEFT, MFU, and the planner's estimate against the measured peak."""
 
 from __future__ import annotations
 
-import copy
 import json
-import os
+import math
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-
-# dense bf16 tensor-core peak, TFLOP/s, from the vendors' data sheets (sparsity not counted)
-BF16_PEAK = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,
-             "A100": 312.0, "L40S": 362.0, "RTX 4090": 165.0, "RTX 6000 Ada": 364.0}
+from gpu_check_lib import CTX, FAIL, OK, cfg, check, fixtures, finished, free, mib, outcome, run, verdict
 
 
-def card_peak(name: str) -> float | None:
-    for key, peak in BF16_PEAK.items():
-        if all(part in name for part in key.split()):
-            return peak
-    return None
+@check("bf16_steps", "15", 120, cpu=True)
+def bf16_steps():
+    """bf16 runs (causal LM, classification; gradient checkpointing off/on) finish with finite losses, the
+    causal LM's falling (the tiny classifier's random-embedding task does not learn in 6 steps)."""
+    out = []
+    for task in ("causal-lm", "classification"):
+        for ckpt in (False, True):
+            r, ev = run(cfg(f"bf16_{task}_{ckpt}", task, "bf16", max_steps=6, lr=1e-2, gradient_checkpointing=ckpt))
+            losses = [e.loss for e in ev if type(e).__name__ == "Step"]
+            good = finished(r) and len(losses) == 6 and all(math.isfinite(x) for x in losses) and \
+                (task != "causal-lm" or losses[-1] < losses[0])
+            out.append((task, ckpt, good, outcome(r), [round(x, 3) for x in losses[::5]]))
+    bad = [o for o in out if not o[2]]
+    return verdict(not bad, f"{len(out) - len(bad)}/{len(out)} good {bad or ''}")
 
 
-def llama_1b():
-    """TinyLlama-1.1B's shape, random weights, built in bf16 on the GPU (nothing downloaded)."""
+@check("fp16_steps_not_skipped", "15", 90)
+def fp16_steps_not_skipped():
+    """fp16 with the GradScaler: the adapter moves (not every step skipped as inf) and the loss falls."""
+    r, ev = run(cfg("fp16_steps", "causal-lm", "fp16", max_steps=8, lr=1e-2))
+    losses = [e.loss for e in ev if type(e).__name__ == "Step"]
+    ok = finished(r) and len(losses) == 8 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    return verdict(ok, f"{outcome(r)}; loss {losses[:1]} -> {losses[-1:]}")
+
+
+@check("oom_caught", "15", 150)
+def oom_caught():
+    """A batch far beyond the card fails as kind "oom" with its advice, and the GPU works after."""
+    from gpu_check_cases import _half_billion
+
+    c = cfg("oom", batch_size=512, max_steps=1, model={"path": str(_half_billion())},
+            data={"path": str(fixtures()["long"]), "max_length": 2048})
+    r, _ = run(c)
+    free()
+    x = torch.ones(1024, 1024, device="cuda").sum().item()
+    return verdict(getattr(r, "kind", None) == "oom" and "batch size" in getattr(r, "message", "") and
+                   x == 1024 * 1024, outcome(r))
+
+
+# -- QLoRA --------------------------------------------------------------------------------------------
+@check("nf4_weight_memory", "15/N23", 180)
+def nf4_weight_memory():
+    """NF4 vs bf16 weight memory on the GPU (0.6B Llama shape, untied 32k head): each within 10 % of the
+    planner's count, and NF4 under 0.7x bf16 (the head and embeddings stay bf16)."""
+    from gpu_check_cases import _half_billion
+    from lora_studio.engine.budget import base_weight_bytes
+    from lora_studio.engine.models import load_model, skeleton
+    from lora_studio.engine.quantize import bnb_config
+
+    folder = str(_half_billion())
+    got = {}
+    for q in ("none", "nf4"):
+        free()
+        before = torch.cuda.memory_allocated()
+        m = load_model(folder, "causal-lm", dtype=torch.bfloat16, device=torch.device("cuda", 0),
+                       quantization_config=bnb_config(q, torch.bfloat16))
+        got[q] = torch.cuda.memory_allocated() - before
+        del m
+    free()
+    skel = skeleton(folder, "causal-lm")
+    plan = {q: base_weight_bytes(skel, "bf16", q) for q in ("none", "nf4")}
+    ratio = got["nf4"] / got["none"]
+    return verdict(ratio <= 0.7 and all(abs(got[q] / plan[q] - 1) <= 0.1 for q in plan),
+                   f"NF4 {mib(got['nf4'])} vs bf16 {mib(got['none'])} ({ratio:.2f}x); planner: NF4 {mib(plan['nf4'])}, "
+                   f"bf16 {mib(plan['none'])}")
+
+
+@check("qlora_train_resume", "N23", 180)
+def qlora_train_resume():
+    """NF4 base through train() with adamw8bit and paged_adamw, gradient checkpointing on: checkpoint at 2,
+    resume to 6; the loss stays finite."""
+    out, ok = [], True
+    for opt in ("adamw8bit", "paged_adamw"):
+        c = cfg(f"qlora_{opt}", model={"quantize": "nf4"}, optimizer=opt, max_steps=6, save_every=2,
+                gradient_checkpointing=True)
+        first, _ = run(c.replace(train={"max_steps": 3}))
+        r, ev = run(c, resume=c.out)
+        losses = [e.loss for e in ev if type(e).__name__ == "Step"]
+        good = finished(first) and finished(r) and r.step == 6 and all(math.isfinite(x) for x in losses)
+        ok &= good
+        out.append(f"{opt}: {outcome(first)}, resumed: {outcome(r)}")
+    return verdict(ok, "; ".join(out))
+
+
+# -- Llama-3.2-1B shape: ours vs PEFT, MFU ------------------------------------------------------------
+BATCH, SEQ, RANK = 4, 2048, 16
+
+
+def llama32_1b(layers: int = 16):
+    """Llama-3.2-1B's shape (hidden 2048, 16 layers, 32/8 heads, SwiGLU 8192, tied 128k vocabulary),
+    random bf16 weights built on the GPU from the config (nothing downloaded)."""
     import transformers as T
 
-    cfg = T.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                        num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
+    c = T.LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=layers, num_attention_heads=32,
+                      num_key_value_heads=8, vocab_size=128256, max_position_embeddings=4096, tie_word_embeddings=True,
+                      rope_theta=500000.0, pad_token_id=0)
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = T.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-    model.config.pad_token_id = 0
-    return model.train()
+        m = T.AutoModelForCausalLM.from_config(c, dtype=torch.bfloat16, attn_implementation="sdpa")
+    return m.train()
 
 
-TARGETS = ["q", "k", "v", "o", "gate", "up", "down"]
-PEFT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-BATCH, SEQ, RANK = 4, 1024, 16
-_MEASURED: dict = {}
-
-
-def _stepper(model, x, ours: bool):
-    from lora_studio.engine.loss import training_loss
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = training_loss(model, x) if ours else model(**x).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
-
-
-def _measure(step, reps: int = 10) -> tuple[float, int]:
-    """(median seconds per step, peak bytes above the model and optimizer state)."""
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def _timed(steps: dict, reps: int = 5) -> dict:
+    """Median seconds per step and peak bytes above the start, alternating the contenders."""
+    times = {k: [] for k in steps}
+    peaks = {}
+    for k, step in steps.items():  # warm-up (and each one's peak)
         step()
         torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), torch.cuda.max_memory_allocated() - base
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        peaks[k] = torch.cuda.max_memory_allocated() - base
+    for _ in range(reps):
+        for k, step in steps.items():
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            torch.cuda.synchronize()
+            times[k].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v), peaks[k]) for k, v in times.items()}
 
 
-def measure_vs_peft() -> dict:
-    """Ours vs PEFT on the same ~1B model, same targets, rank, batch, bf16 autocast. Cached."""
-    if _MEASURED:
-        return _MEASURED
+def perf_1b() -> dict:
+    """Ours vs PEFT on the same model, LoRA r16 on q,k,v,o, batch 4 x 2048, bf16 autocast, AdamW. Cached
+    in the results folder (the MFU check reads the same measurement)."""
+    cache = CTX.root / "perf_1b.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
     import peft
     from torch.utils.flop_counter import FlopCounterMode
 
     from lora_studio import LoraSpec, inject
-    from lora_studio.engine.fast import speed_up
+    from lora_studio.engine import flops
+    from lora_studio.engine.objective import CausalLM
+    from lora_studio.engine.setup import to_device
 
-    base = llama_1b()
-    ids = torch.randint(0, 32000, (BATCH, SEQ), device="cuda")
-    x = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-    ours = copy.deepcopy(base)
-    inject(ours, LoraSpec(targets=TARGETS, rank=RANK, alpha=2 * RANK))
-    speed_up(ours, torch.device("cuda"))
-    step = _stepper(ours, x, True)
+    ids = torch.randint(3, 128256, (BATCH, SEQ))
+    host = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    ours = llama32_1b()
+    inject(ours, LoraSpec(targets=["q", "k", "v", "o"], rank=RANK, alpha=2 * RANK))
+    theirs = peft.get_peft_model(llama32_1b(), peft.LoraConfig(
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], r=RANK, lora_alpha=2 * RANK, task_type="CAUSAL_LM"))
+    objective = CausalLM()
+
+    def stepper(model, fn):
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+        def step():
+            batch = to_device(host, torch.device("cuda", 0))  # as the loop: pinned copy, host target rows
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = fn(model, batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    s_ours = stepper(ours, lambda m, b: objective.loss(m, b)[0])
+    s_peft = stepper(theirs, lambda m, b: m(**b).loss)
     with FlopCounterMode(display=False) as fc:
-        step()
-    flops = fc.get_total_flops()
-    t_ours, m_ours = _measure(step)
-    del ours, step
-    torch.cuda.empty_cache()
-    theirs = peft.get_peft_model(base, peft.LoraConfig(target_modules=PEFT_TARGETS, r=RANK, lora_alpha=2 * RANK,
-                                                       task_type="CAUSAL_LM"))
-    t_peft, m_peft = _measure(_stepper(theirs, x, False))
-    del theirs, base
-    torch.cuda.empty_cache()
-    _MEASURED.update(t_ours=t_ours, t_peft=t_peft, m_ours=m_ours, m_peft=m_peft, flops=flops)
-    return _MEASURED
+        s_ours()
+    measured = _timed({"ours": s_ours, "peft": s_peft})
+    c = flops.count(ours)
+    tokens = BATCH * SEQ
+    out = {"t_ours": measured["ours"][0], "m_ours": measured["ours"][1], "t_peft": measured["peft"][0],
+           "m_peft": measured["peft"][1], "executed": fc.get_total_flops(),
+           "convention": flops.step_flops(c, tokens, BATCH * SEQ * SEQ), "six_n": 6 * c["frozen"] * tokens,
+           "tokens": tokens, "card": torch.cuda.get_device_name(0),
+           "peak": flops.peak_flops(torch.device("cuda", 0), "bf16")}
+    cache.write_text(json.dumps(out))
+    return out
 
 
-def register_perf(check, cfg, models, free, mib):
-    @check("bf16_autocast_steps", "15")
-    def bf16_autocast_steps():
-        from lora_studio.engine import train as T
+@check("step_vs_peft_1b", "15", 300)
+def step_vs_peft_1b():
+    """Llama-3.2-1B shape, bf16, 4 x 2048, r16 q,k,v,o: step time, tokens/s and peak memory vs PEFT;
+    FAIL if ours is slower than 1.1x PEFT's step or needs more memory than PEFT."""
+    m = perf_1b()
+    return verdict(m["t_ours"] <= 1.1 * m["t_peft"] and m["m_ours"] <= m["m_peft"],
+                   f"step {m['t_ours'] * 1e3:.0f} ms = {m['tokens'] / m['t_ours']:.0f} tokens/s "
+                   f"(PEFT {m['t_peft'] * 1e3:.0f} ms = {m['tokens'] / m['t_peft']:.0f} tokens/s, "
+                   f"{m['t_peft'] / m['t_ours']:.2f}x); peak above the model {mib(m['m_ours'])} "
+                   f"(PEFT {mib(m['m_peft'])})")
 
-        out = []
-        for task in ("causal-lm", "classification"):
-            for ckpt in (False, True):
-                r = T.train(cfg(f"bf16_{task}_{ckpt}", task, "bf16", gradient_checkpointing=ckpt))
-                out.append((task, ckpt, type(r).__name__, getattr(r, "message", "")[:60]))
-        bad = [o for o in out if o[2] != "Finished"]
-        return ("REPRO" if bad else "OK"), f"{len(out) - len(bad)}/{len(out)} runs finished {bad or ''}"
 
-    @check("fp16_autocast_gradscaler_steps", "15")
-    def fp16_autocast_gradscaler_steps():
-        from lora_studio.engine import train as T
+@check("mfu_1b", "15", 300)
+def mfu_1b():
+    """MFU of the same step: engine/flops.py's convention (LoRA: 4N per token for the frozen base, 6 per
+    adapter weight, causal attention 6 d L^2) and the executed FLOPs (FlopCounterMode), over the card's
+    dense bf16 peak; the 6N figure beside them. FAIL under 15 % by the convention."""
+    m = perf_1b()
+    if not m["peak"]:
+        return "SKIP", f"no dense bf16 peak on file for {m['card']} (engine/flops.py PEAKS)"
+    mfu = m["convention"] / m["t_ours"] / m["peak"]
+    return verdict(mfu >= 0.15, f"MFU {mfu:.1%} by the LoRA convention ({m['convention'] / 1e12:.1f} TFLOP/step); "
+                                f"executed {m['executed'] / m['t_ours'] / m['peak']:.1%} "
+                                f"({m['executed'] / 1e12:.1f} TFLOP counted); 6N {m['six_n'] / m['t_ours'] / m['peak']:.1%}"
+                                f"; of {m['card']}'s {m['peak'] / 1e12:.0f} TFLOP/s")
 
-        out = []
-        for task in ("causal-lm", "classification"):
-            ev = []
-            r = T.train(cfg(f"fp16_{task}", task, "fp16", max_steps=8), ev.append)
-            losses = [e.loss for e in ev if type(e).__name__ == "Step"]
-            first, last = (f"{losses[0]:.3f}", f"{losses[-1]:.3f}") if losses else (None, None)
-            out.append((task, f"{type(r).__name__} {getattr(r, 'message', '')[:100]}".strip(), first, last))
-        ok = all(o[1] == "Finished" and o[3] not in (None, "nan") for o in out)
-        return ("OK" if ok else "REPRO"), "; ".join(f"{t}: {n}, loss {a} -> {b}" for t, n, a, b in out)
 
-    @check("oom_caught", "15")
-    def oom_caught():
-        """A batch far beyond the card (1024 x 2048 tokens through a 1024-wide, 8-layer model):
-        train() must return Failure kind "oom" with its advice, and the GPU be usable after."""
-        import transformers as T
+@check("planner_vs_peak", "N8", 240)
+def planner_vs_peak():
+    """The planner's estimate of a bf16 run (0.5B Llama shape, batch 2 x 2048, r16 q,k,v,o) within -20 %/+30 %
+    of the peak train() measures (memory.json)."""
+    from gpu_check_cases import _half_billion
 
-        from lora_studio.engine import train as T_
+    c = cfg("planner", model={"path": str(_half_billion())}, batch_size=2, max_steps=3,
+            lora={"targets": ["q", "k", "v", "o"], "rank": 16, "alpha": 32},
+            data={"path": str(fixtures()["long"]), "max_length": 2048})
+    r, _ = run(c)
+    mem = CTX.root / "runs" / "planner" / "memory.json"
+    if not finished(r) or not mem.exists():
+        return FAIL(outcome(r))
+    d = json.loads(mem.read_text())
+    ratio = d["estimate_bytes"] / max(d["measured_peak_bytes"], 1)
+    return verdict(0.8 <= ratio <= 1.3, f"estimate {mib(d['estimate_bytes'])} (activations "
+                                        f"{mib(d['estimate']['activations'])}), measured {mib(d['measured_peak_bytes'])}:"
+                                        f" {ratio:.2f}x")
 
-        root = Path(models()["llama"]).parent
-        big = root / "llama_wide"
-        if not (big / "config.json").exists():
-            import shutil
 
-            c = T.LlamaConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=8, num_attention_heads=8,
-                              num_key_value_heads=8, vocab_size=30522, pad_token_id=0, bos_token_id=101,
-                              eos_token_id=102, max_position_embeddings=4096)
-            T.AutoModelForCausalLM.from_config(c, dtype=torch.bfloat16).save_pretrained(big)
-            for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-                if (models()["llama"] / f).exists():
-                    shutil.copy(models()["llama"] / f, big / f)
-        data = root / "long.jsonl"
-        data.write_text("\n".join(json.dumps({"text": "lora studio trains adapters " * 600}) for _ in range(1024)))
-        c = cfg("oom", batch_size=1024, max_steps=1)
-        c = c.replace(model={"path": str(big)}, data={"path": str(data), "max_length": 2048, "validation_split": 0.0})
-        r = T_.train(c)
-        free()
-        x = torch.ones(1024, 1024, device="cuda").sum().item()  # the GPU still works
-        kind = getattr(r, "kind", None)
-        return ("OK" if kind == "oom" and x == 1024 * 1024 else "REPRO"), \
-            f"{type(r).__name__} kind {kind}: {getattr(r, 'message', '')[:140]}"
-
-    @check("nf4_step", "15")
-    def nf4_step():
-        if not (HERE / "bench_quantized.py").exists():
-            return "SKIP", "benchmarks/bench_quantized.py is not on this branch (the QLoRA issue adds it)"
-        import math
-
-        from bench_quantized import nf4_step_check
-
-        r = nf4_step_check()
-        if "skipped" in r:
-            return "SKIP", r["skipped"]
-        ok = all(math.isfinite(x) for x in r["losses"])
-        return ("OK" if ok else "REPRO"), (
-            f"{r['params'] / 1e6:.0f}M-parameter Llama, NF4 base, batch {r['batch']} x {r['seq']}: loss "
-            f"{r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} (fell: {r['loss_fell']}), step {r['step_ms']:.0f} ms, peak {mib(r['peak_bytes'])} "
-            f"(planned {mib(r['planned_peak_bytes'])}), weights {mib(r['weights_bytes'])} "
-            f"(planned {mib(r['planned_weights_bytes'])})")
-
-    @check("ddp_one_gpu", "15")
-    def ddp_one_gpu():
-        import lora_studio
-
-        src = Path(lora_studio.__file__).parent
-        if not any("torch.distributed" in p.read_text(encoding="utf-8") for p in src.rglob("*.py")):
-            return "SKIP", "lora_studio has no distributed training yet (nothing to run under torchrun)"
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                            "-m", "lora_studio", "train", "--model", str(models()["llama"]), "--task", "causal-lm",
-                            "--data", str(models()["causal"]), "--max-steps", "2", "--eval-every", "0",
-                            "--out", str(Path(models()["llama"]).parent / "runs" / "ddp"), "--overwrite", "--quiet"],
-                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
-        return ("OK" if r.returncode == 0 else "REPRO"), f"torchrun, 1 process: exit {r.returncode}"
-
-    @check("step_vs_peft_1b", "15")
-    def step_vs_peft_1b():
-        m = measure_vs_peft()
-        return "INFO", (f"Llama-shaped 1.1B, bf16, batch {BATCH} x {SEQ}, rank {RANK} on q k v o gate up down: "
-                        f"step {m['t_ours'] * 1e3:.0f} ms (PEFT {m['t_peft'] * 1e3:.0f} ms, "
-                        f"{m['t_peft'] / m['t_ours']:.2f}x); peak above the model {mib(m['m_ours'])} "
-                        f"(PEFT {mib(m['m_peft'])})")
-
-    @check("mfu_bf16", "15")
-    def mfu_bf16():
-        m = measure_vs_peft()
-        name = torch.cuda.get_device_name()
-        achieved = m["flops"] / m["t_ours"] / 1e12
-        peak = card_peak(name)
-        if peak is None:
-            return "INFO", f"{achieved:.0f} TFLOP/s counted by FlopCounterMode; no bf16 peak on file for {name}"
-        return "INFO", (f"{achieved:.0f} TFLOP/s (FlopCounterMode count of one step, "
-                        f"{m['flops'] / 1e12:.1f} TFLOP) = {achieved / peak:.1%} of {name}'s {peak:.0f} dense bf16")
+__all__ = ["OK"]

@@ -19,9 +19,11 @@ from lora_studio.engine.errors import UserError
 from lora_studio.engine.runfolder import CHECKPOINTS, STATE_FILE, checkpoints, step_of
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device | None = None) -> dict:
+    """The RNG states a resume restores. CUDA's only for a run on a GPU: a CPU run on a GPU machine
+    must not initialise CUDA (a context on GPU 0) at every checkpoint."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

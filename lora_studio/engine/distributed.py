@@ -152,7 +152,7 @@ class Dist:
         if self.runner is None:
             return objective.loss(model, batch)
         loss, stats = self.runner(dict(batch), getattr(batch, "targets", None))
-        return loss * self.weight(torch.tensor(count, device=self.device)), stats
+        return loss * self.weight(_on(torch.tensor(count), self.device)), stats
 
     def autocast(self, s):
         from lora_studio.engine.step import autocast
@@ -239,7 +239,7 @@ class Dist:
         seen by one rank stops all at the same step)."""
         if not self.many:
             return list(flags)
-        t = torch.tensor([float(bool(f)) for f in flags], device=self.device)
+        t = _on(torch.tensor([float(bool(f)) for f in flags]), self.device)
         td.all_reduce(t, op=td.ReduceOp.MAX)
         return [bool(v) for v in t.tolist()]
 
@@ -319,6 +319,14 @@ class Dist:
     def close(self):
         if self.many and td.is_initialized():
             td.destroy_process_group()
+
+
+def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor onto `device` without a host sync (a pageable copy to a GPU waits for it:
+    once per micro-batch that would be N9's sync again)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _trainable_names(runner: nn.Module) -> list[str]:

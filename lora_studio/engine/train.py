@@ -461,7 +461,7 @@ class Loop:
         adapter, opt = dist.gather(model, self.optimizer)  # collective: the full state, on CPU
         st = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "global_batch": self.gbs,
               "optimizer": opt or self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-              "scaler": self.scaler.state_dict(), "rng": rng_state(),
+              "scaler": self.scaler.state_dict(), "rng": rng_state(self.device),
               "elapsed": self.elapsed_before + time.perf_counter() - self.t_start}
         if not dist.main:
             return self.run_dir

@@ -337,3 +337,31 @@ def test_a_checkpoint_gathers_only_the_trained_tensors(tmp_path):
     total = sum(p.numel() for p in tiny.build("llama").parameters())
     assert r["adapter"] > 0 and r["gathered"], r
     assert max(r["gathered"]) <= 2 * r["adapter"] < total, (r, total)  # was the whole model (+ adapter)
+
+
+# -- N22 (the D3 test that did not reproduce) and N16 ---------------------------------------------
+def test_rng_restore_on_fewer_gpus_sets_only_the_visible_ones(monkeypatch):
+    from lora_studio.engine.checkpoint import rng_state, set_rng_state
+
+    fakecuda.visible(monkeypatch, gpus=1)
+    state = rng_state(torch.device("cpu"))
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 3  # saved on a 3-GPU machine
+    calls = []
+
+    def set_one(s, i):
+        if i >= torch.cuda.device_count():
+            raise IndexError("list index out of range")  # what torch does for a GPU that is not there
+        calls.append(i)
+
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_one)
+    assert set_rng_state(state) == "GPU random state restored for 1 of 3 GPUs" and calls == [0]
+
+
+def test_a_cpu_run_on_a_gpu_machine_leaves_cuda_alone(monkeypatch):
+    from lora_studio.engine.checkpoint import rng_state
+
+    fakecuda.visible(monkeypatch, gpus=2)
+    touched = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: touched.append(1) or [torch.zeros(16)])
+    assert "cuda" not in rng_state(torch.device("cpu")) and not touched
+    assert len(rng_state(torch.device("cuda", 0))["cuda"]) == 1 and touched
