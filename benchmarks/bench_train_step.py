@@ -207,7 +207,7 @@ def run_case(case: str, reps: int, precision: str, device: str, checkpointing: b
 
 
 def run_variant(case: str, variant: str, reps: int, precision: str, device: str) -> dict:
-    from lora_studio.engine.variants import EXACT_SVD_BELOW
+    from lora_studio.engine.inits import EXACT_SVD_BELOW
 
     model, x, ours_kw, peft_kw, _ = build_case(case, device)
     dim = min(p.shape[-1] for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n)

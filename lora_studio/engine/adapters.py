@@ -24,7 +24,7 @@ from lora_studio.core.atomic import atomic_write_bytes, atomic_write_json, publi
 from lora_studio.core.names import PRINCIPAL_INITS
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.runfolder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from lora_studio.engine import variants
+from lora_studio.engine import inits
 from lora_studio.engine.lora import LoraLayer, LoraSpec, inject, lora_layers
 
 PREFIX = "base_model.model."
@@ -75,8 +75,8 @@ def _peft_rank_alpha(m: LoraLayer, rslora: bool, residual: bool = False) -> tupl
     R = m.total_rank
     n = R // m.r
     alpha = m.alpha * (math.sqrt(n) if rslora else n)
-    if not residual and variants.converted(m) is not None:
-        return 2 * R, variants.converted_alpha(alpha, rslora)
+    if not residual and inits.converted(m) is not None:
+        return 2 * R, inits.converted_alpha(alpha, rslora)
     return R, alpha
 
 
@@ -86,7 +86,7 @@ def adapter_state(model: nn.Module, residual: bool = False) -> dict[str, torch.T
     `residual` (checkpoints: the A, B that train on the residual base)."""
     out = {}
     for name, m in lora_layers(model).items():
-        conv = None if residual else variants.converted(m)
+        conv = None if residual else inits.converted(m)
         A, B = conv if conv is not None else (m.lora_A, m.b_full())
         out[f"{PREFIX}{name}.lora_A.weight"] = A.detach().to("cpu", copy=True).contiguous()
         out[f"{PREFIX}{name}.lora_B.weight"] = B.detach().to("cpu", copy=True).contiguous()
@@ -136,7 +136,7 @@ def save_adapter(model: nn.Module, out_dir, base_model_name_or_path: str | None 
         "layers_pattern": None,
     }
     k = 2 if convert else 1  # a converted PiSSA/OLoRA file is a plain LoRA of rank 2r
-    conv_alpha = (lambda a: variants.converted_alpha(a, spec.rslora)) if convert else (lambda a: a)
+    conv_alpha = (lambda a: inits.converted_alpha(a, spec.rslora)) if convert else (lambda a: a)
     sidecar = {
         "format": 1,
         "spec": {"targets": spec.targets, "layers": spec.layers, "rank": k * spec.rank, "alpha": conv_alpha(spec.alpha),

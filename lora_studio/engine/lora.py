@@ -28,8 +28,8 @@ HALF = (torch.float16, torch.bfloat16)
 class LoraLayer(nn.Module):
     """A frozen base Linear/Conv1D plus a trainable low-rank update on all or some of its rows."""
 
-    use_dora = False  # set by variants.prepare, which also adds `lora_magnitude_vector` (out,)
-    init_method = "kaiming"
+    variant = None  # variants.Variant (e.g. DoRA, which adds `lora_magnitude_vector` (out,)); None: plain
+    init_method = "kaiming"  # set by inits.init
 
     def __init__(self, base: nn.Module, site: Site, r: int, alpha: float, scaling: float,
                  dropout: float = 0.0, dtype: torch.dtype | None = None):
@@ -62,6 +62,18 @@ class LoraLayer(nn.Module):
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     @property
+    def use_dora(self) -> bool:
+        return self.variant is not None and self.variant.name == "dora"
+
+    def base_weight(self) -> torch.Tensor:
+        """W0 of the frozen base as (out x in), a view in its own dtype (Conv1D stores in x out)."""
+        w = self.base_layer.weight
+        if not w.dtype.is_floating_point or w.dim() != 2 or getattr(w, "quant_state", None) is not None:
+            raise UserError(f"{self.extra_repr()}: DoRA/PiSSA/OLoRA need a float base weight; "
+                            "turn off --quantize for this run")
+        return w.T if self.conv1d else w
+
+    @property
     def total_rank(self) -> int:
         return self.lora_A.shape[0]
 
@@ -80,8 +92,8 @@ class LoraLayer(nn.Module):
         result = self.base_layer(x)
         if self.merged or self.disabled:
             return result
-        if self.use_dora:
-            return variants.dora_forward(self, x, result)
+        if self.variant is not None:
+            return self.variant.forward(self, x, result)
         a = self.lora_A
         xa = x if self.dropout is None else self.dropout(x)
         if xa.dtype != a.dtype and not torch.is_autocast_enabled(x.device.type):
@@ -110,8 +122,8 @@ class LoraLayer(nn.Module):
         if self.quantized:  # bnb would dequantize, add and re-quantize: the update is mostly lost
             raise UserError("cannot merge into a 4-/8-bit base (it would be re-quantized); merge into the "
                             "full-precision base instead: lora-studio merge RUN_DIR --out DIR")
-        if self.use_dora:
-            return variants.dora_apply(self, sign)
+        if self.variant is not None:
+            return self.variant.apply_delta(self, sign)
         w = self.base_layer.weight
         delta = self.delta_weight(torch.float32) * sign  # (out, in) in fp32
         if self.slices is not None:  # touch only adapted rows: the others stay bit-identical
@@ -129,8 +141,10 @@ class LoraLayer(nn.Module):
         parts = f"r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:.4g}"
         if self.slices:
             parts += ", slices=" + "+".join(t for t, _ in self.slices)
-        if self.use_dora or self.init_method != "kaiming":
-            parts += ", dora" * self.use_dora + f", init={self.init_method}" * (self.init_method != "kaiming")
+        if self.variant is not None:
+            parts += f", {self.variant.name}"
+        if self.init_method != "kaiming":
+            parts += f", init={self.init_method}"
         return parts
 
 

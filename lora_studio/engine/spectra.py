@@ -27,6 +27,7 @@ from lora_studio.engine.errors import UserError
 from lora_studio.engine.adapters import (CONFIG_FILE, PREFIX, SIDECAR, WEIGHTS_FILE, AdapterFile, AdapterModule,
                                          atomic_save_tensors, atomic_write_json, read_adapter)
 from lora_studio.engine.lora import lora_layers
+from lora_studio.engine.variants import Variant
 from lora_studio.engine.targets import layer_index
 
 F64 = torch.float64
@@ -149,9 +150,10 @@ DORA_NOTE_NO_BASE = "DoRA: direction update sBA only (no base weights given, so 
 
 def dora_delta(m: AdapterModule, W0: torch.Tensor) -> torch.Tensor:
     """The effective ΔW (out x in, float64) of a DoRA module: what merging adds to W0."""
+    from lora_studio.engine.variants import dora_weight
+
     W0 = W0.to(F64)
-    V = W0 + m.scaling * (m.B.to(F64) @ m.A.to(F64))
-    return (m.magnitude.to(F64) / torch.linalg.norm(V, dim=1))[:, None] * V - W0
+    return dora_weight(W0, m.scaling * (m.B.to(F64) @ m.A.to(F64)), m.magnitude.to(F64)) - W0
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -196,10 +198,8 @@ def weights_of(model: nn.Module, names=None) -> dict[str, torch.Tensor]:
             continue
         w = mod.weight.detach()
         w = (w.T if type(mod).__name__ == "Conv1D" else w).to("cpu", torch.float32)
-        if m is not None and m.merged and m.use_dora:
-            w = w / m._dora_g.detach().cpu()[:, None] - m.delta_weight().detach().cpu()
-        elif m is not None and m.merged:
-            w = w - m.delta_weight().detach().cpu()
+        if m is not None and m.merged:
+            w = (m.variant or Variant()).base_of_merged(m, w, m.delta_weight().detach().cpu())
         out[name] = w
     return out
 

@@ -237,8 +237,7 @@ class Loop:
         metrics.jsonl cut back to the checkpoint; the run files; `Started`."""
         from lora_studio.engine.adapters import load_adapter
         from lora_studio.engine.lora import trainable_parameters
-        from lora_studio.engine.quantize import make_optimizer
-        from lora_studio.engine.variants import optimizer_groups
+        from lora_studio.engine.optim import build_optimizer
 
         s, t, dist, model = self.s, self.t, self.dist, self.model
         self.n, self.accum = len(s.data.train), t.grad_accum
@@ -255,8 +254,7 @@ class Loop:
         if wrapped:
             self.emit(Status(wrapped))
         self.params = trainable_parameters(model)
-        self.optimizer = make_optimizer(t.optimizer, optimizer_groups(model, t.lr, t.loraplus_ratio), t.lr,
-                                        t.weight_decay)
+        self.optimizer = build_optimizer(model, t)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.schedule, warmup, self.total))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
         if state is not None:

@@ -12,7 +12,7 @@ import tiny
 from lora_studio import LoraSpec, inject, load_adapter, merge, save_adapter, unmerge
 from lora_studio.engine import UserError
 from lora_studio.engine.lora import lora_layers
-from lora_studio.engine.variants import optimizer_groups
+from lora_studio.engine.optim import optimizer_groups
 
 DORA = [("llama", ["q", "v"], ["q_proj", "v_proj"]), ("gpt2", ["c_attn"], ["c_attn"])]
 
@@ -129,6 +129,27 @@ def test_dora_spectra_use_effective_delta():
     assert s.note and "DoRA" in s.note
     torch.testing.assert_close(torch.tensor(s.singular_values[:4], dtype=torch.float64),
                                torch.linalg.svdvals(dW)[:4], atol=1e-5, rtol=1e-4)
+
+
+def test_a_merged_dora_model_gives_back_its_base_weights_and_spectra():
+    """The variant seam: the layer holds a Dora variant (no class-level flag), and its merged
+    weight gives back W0 through the variant (spectra of a merged model equal the unmerged's)."""
+    from lora_studio.engine import spectra
+    from lora_studio.engine.variants import Dora
+
+    model = _dora_model("llama", ["q"])
+    m = next(iter(lora_layers(model).values()))
+    assert isinstance(m.variant, Dora) and m.use_dora and "dora" in m.extra_repr()
+    W0 = {k: v.clone() for k, v in spectra.weights_of(model).items()}  # (a view of the live weight)
+    before = spectra.analyse(model, base_weights=model)
+    merge(model)
+    after_w0 = spectra.weights_of(model)
+    after = spectra.analyse(model, base_weights=model)
+    for name, w in W0.items():
+        torch.testing.assert_close(after_w0[name], w, atol=1e-5, rtol=0)
+    for a, b in zip(before, after):
+        torch.testing.assert_close(torch.tensor(a.singular_values), torch.tensor(b.singular_values),
+                                   atol=1e-4, rtol=1e-4)
 
 
 # -- PiSSA / OLoRA / Gaussian -------------------------------------------------------------
