@@ -129,3 +129,11 @@ def test_scaling_and_precision_are_pure_core_functions():
         resolve_precision("fp16", "cpu")
     with pytest.raises(UserError, match="T4 has no native bf16"):
         resolve_precision("bf16", "cuda", bf16_ok=False, gpu_name="T4")
+
+
+def test_docs_name_every_module():
+    """docs/architecture.md lists every module of lora_studio/ (a new module joins its table)."""
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    pkg = ROOT / "lora_studio"
+    missing = [str(p.relative_to(pkg)) for p in sorted(pkg.rglob("*.py")) if f"`{p.relative_to(pkg)}`" not in doc]
+    assert missing == [], f"add these to docs/architecture.md's module table: {missing}"
