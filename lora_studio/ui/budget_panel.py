@@ -72,6 +72,16 @@ class SavingsCards(QWidget):
         session.data_stats.connect(lambda _: self.show_budget(session.budget))
         self.show_budget(session.budget)
 
+    def set_compact(self, on: bool):
+        """A short window (a 1366 × 768 laptop): title and value only, so the plots below keep their
+        height; the sub-lines move to the cards' tooltips."""
+        for card in (self.trainable, self.share, self.file, self.memory):
+            card.sub.setVisible(not on)
+            card.setToolTip(card.sub.text() if on else "")
+            card.layout().setContentsMargins(16, 7 if on else 12, 16, 7 if on else 12)
+        for bar in (self.bar_lora, self.bar_full):
+            bar.setVisible(not on)
+
     def show_budget(self, view: BudgetView):
         b = view.budget
         if b is None:

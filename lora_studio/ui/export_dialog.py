@@ -134,7 +134,7 @@ class ExportDialog(QDialog):
         self.export.setEnabled(False)
         self.progress.setValue(0)
         self.tasks.start(run_export, run, merged, adapter, self.dtype.currentData(), gguf=gguf, gguf_out=gguf_out,
-                         on_done=self._done, on_failed=self._failed, on_progress=self._progress)
+                         on_done=self._done, on_failed=self._failed, on_progress=self._progress, what="the export")
 
     def _progress(self, msg: str, frac: float):
         self.state.setText(msg[:1].upper() + msg[1:] + " …" if frac < 1 else "Done.")
@@ -157,6 +157,7 @@ class ExportDialog(QDialog):
             lines.append(describe(result["gguf"]))
         self.state.setText("Done.")
         self.add_outcome("\n\n".join(lines))
+        self._ended()
 
     def add_outcome(self, text: str):
         """Append an export's result; the earlier ones stay (the dialog grows, its fields never shrink)."""
@@ -174,10 +175,23 @@ class ExportDialog(QDialog):
         from PySide6.QtWidgets import QMessageBox
 
         box = QMessageBox.critical if failure.kind == "bug" else QMessageBox.warning
-        box(self, "Export failed", failure.message)
+        if getattr(self, "_close_pending", None) is None:
+            box(self, "Export failed", failure.message)
+        else:
+            self.error_after_close = failure  # the window asked to close: no dialog on a closing window
+        self._ended()
 
     def done(self, code: int):
+        """Close, or, while an export runs (a merge can take minutes), say so and close once it has
+        ended: never block the window, never drop the running thread."""
         if self.tasks.busy:
-            self.state.setText("Finishing the export first …")
-            self.tasks.wait_all()
+            self._close_pending = code
+            self.state.setText("The export is still running: this window closes when it has finished.")
+            return
         super().done(code)
+
+    def _ended(self):
+        code = getattr(self, "_close_pending", None)
+        if code is not None:
+            self._close_pending = None
+            QDialog.done(self, code)  # the task has returned; its thread only quits now (the runner keeps it)

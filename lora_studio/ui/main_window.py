@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 from lora_studio.engine import runfolder
 from lora_studio.engine.errors import Failure, UserError
 from lora_studio.ui import style, window_layout
-from lora_studio.ui.runs import RunFiles, runs_root
+from lora_studio.ui.runs import RunFiles, runs_root, same_run, trained_elsewhere
 from lora_studio.ui.session import Draft, Session
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.training.view import evaluating_text
@@ -24,7 +24,8 @@ from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.widgets import app_icon, commit_edits, icon
 
 STATES = {"idle": ("Ready", ""), "starting": ("Starting …", "running"), "running": ("Training", "running"),
-          "paused": ("Paused", "paused"), "stopping": ("Stopping …", "paused")}
+          "pausing": ("Pausing …", "paused"), "paused": ("Paused", "paused"), "stopping": ("Stopping …", "paused")}
+ACTIVE = ("starting", "running", "pausing", "paused", "stopping")
 
 
 class MainWindow(QMainWindow):
@@ -48,6 +49,8 @@ class MainWindow(QMainWindow):
         self._quiet = False  # closing: no new background work
         self._blocked: dict[str, str] = {}  # why Start must wait: {"model": "Loading model …", ...}
         self._config_path = config_path
+        self._close_when_idle = QTimer(self, interval=300)  # closing waits for a task still running
+        self._close_when_idle.timeout.connect(lambda: self._busy_tasks() or self.close())
 
         window_layout.build(self)
         self.tryit.call_paused = self.controller.call_paused
@@ -83,8 +86,9 @@ class MainWindow(QMainWindow):
         self.tabs.currentChanged.connect(lambda _: self.tabs.currentWidget() is self.spectra_tab
                                          and self.spectra_tab.show_pending(self.controller.running))
         c.finished.connect(self._finished)
-        self.training.sig_continue.connect(lambda: self.continue_run(self.run_dir))
+        self.training.sig_continue.connect(self.continue_run)  # the run the banner names, never "the one shown"
         self.training.sig_export.connect(self.export)
+        self.training.sig_open.connect(self.open_run)
         self.training.sig_try.connect(lambda: self.tabs.setCurrentWidget(self.tryit.parentWidget()))
         self.model_panel.sig_failed.connect(self._model_failed)
         s.model_ready.connect(self._model_ready)
@@ -136,6 +140,17 @@ class MainWindow(QMainWindow):
         self.session.refresh_data()
         if self._config_path:
             self.files.load_config(self._config_path)
+        self._say_interrupted()
+
+    def _say_interrupted(self):
+        """After a relaunch: if the newest run did not finish and has a checkpoint, say so and offer
+        to continue it (a run left by closing the window mid-training, or by a crash)."""
+        newest = self.runs.rows[0] if self.runs.rows else None
+        if newest is None or not newest.resumable or newest.state not in ("stopped", "killed"):
+            return
+        how = "was stopped" if newest.state == "stopped" else "was interrupted (its process ended)"
+        self.training.show_interrupted(newest.path, newest.step, how)
+        self.statusBar().showMessage(f"{newest.name} {how} and can be continued: see the Training tab", 10000)
 
     # -- settings ------------------------------------------------------------------------
     def _restore(self):
@@ -212,10 +227,16 @@ class MainWindow(QMainWindow):
         commit_edits()
         try:
             config = self.session.build()
+            if self._refuse_preflight(config, "start"):  # before anything is asked or written
+                return
             out = config.out or str(self._new_run_dir())
             overwrite = False
             if Path(out).is_file():
                 raise UserError(f"{out} is a file: choose a folder for the run")
+            owner = trained_elsewhere(out) if runfolder.is_run(out) else ""
+            if owner:
+                raise UserError(f"{out} is being trained right now by {owner}: choose another run folder, or "
+                                "wait for that run to end.")
             if Path(out).is_dir() and any(Path(out).iterdir()):
                 answer = QMessageBox.question(self, "Replace this run?",
                                               f"{out} already holds files. Start a new run there? The run in it "
@@ -238,6 +259,14 @@ class MainWindow(QMainWindow):
             return
         self._begin(config, overwrite=overwrite)
 
+    def _refuse_preflight(self, config, what: str) -> bool:
+        from lora_studio.ui.training import preflight
+
+        why = preflight.problem(config)
+        if why:
+            QMessageBox.warning(self, f"Cannot {what} this run here", why)
+        return bool(why)
+
     def _new_run_dir(self) -> Path:
         from lora_studio.config import default_out_dir
 
@@ -246,6 +275,9 @@ class MainWindow(QMainWindow):
     def _begin(self, config, resume: str | None = None, overwrite: bool = False):
         from lora_studio.engine import tryit
 
+        if resume:  # the sidebar shows the settings of the run that trains (its rank, its counts)
+            self.session.apply_config(config)
+            self.session.set_out("")
         tryit.forget()
         self.spectra_tab.forget_pending()
         self.training.reset()
@@ -255,15 +287,53 @@ class MainWindow(QMainWindow):
         self.controller.start(config, resume, overwrite, nproc=self.train_settings.nproc())
         self.tabs.setCurrentWidget(self.training.parentWidget())
 
+    def active_run(self) -> str:
+        """The run this window trains (running, paused, stopping …), or ""."""
+        return self.controller.run_dir if self.controller.running else ""
+
+    def _refuse_busy(self, run_dir: str, what: str) -> bool:
+        """True (after a dialog saying why) when `what` ("open" | "continue" | "export") must not
+        touch `run_dir` now: another run trains in this window, or a process trains this one."""
+        active = self.active_run()
+        name = Path(run_dir).name
+        if active and (what != "export" or same_run(active, run_dir)):
+            doing = "is training" if self.controller.state != "paused" else "is paused"
+            if same_run(active, run_dir):
+                text = f"{name} {doing} in this window: export it once it has finished or been stopped."
+            else:
+                text = (f"{Path(active).name} {doing} in this window, and the Training tab stays on it until it "
+                        f"ends. Stop it first to {what} {name}; meanwhile the Runs tab shows its curves.")
+            QMessageBox.information(self, f"Cannot {what} {name} now", text)
+            return True
+        if self.study.running and what != "export":
+            QMessageBox.information(self, f"Cannot {what} {name} now", "A study is running in the Study tab: "
+                                    "stop it or let it finish first.")
+            return True
+        owner = trained_elsewhere(run_dir)
+        if owner:
+            QMessageBox.information(self, f"Cannot {what} {name} now",
+                                    f"{name} is being trained by {owner}. The Runs tab follows it live; {what} it "
+                                    "once that process has ended.")
+            return True
+        return False
+
     def continue_run(self, run_dir: str):
         from lora_studio.config import RunConfig
 
-        if self.controller.running or not run_dir:
+        if not run_dir or self._refuse_busy(run_dir, "continue"):
+            return
+        st = runfolder.run_state(run_dir)
+        if not st.get("resumable"):  # never restart (and rewrite) a finished run, or one with no checkpoint
+            why = ("it has finished: there is nothing left to train" if st.get("state") == "finished"
+                   else "it has no checkpoint to continue from")
+            QMessageBox.information(self, "Nothing to continue", f"{Path(run_dir).name} cannot be continued: {why}.")
             return
         try:
             config = RunConfig.load(Path(run_dir) / runfolder.RUN_FILE)
         except UserError as e:
             self.error("Cannot continue this run", e)
+            return
+        if self._refuse_preflight(config, "continue"):
             return
         self._begin(config, resume=run_dir)
 
@@ -278,6 +348,12 @@ class MainWindow(QMainWindow):
     def _evaluating(self, ev):
         if self.controller.state in ("starting", "running"):
             self.header.state.setText(evaluating_text(ev))
+        elif self.controller.state == "pausing":
+            self.header.state.setText(self._pausing_text())
+
+    def _pausing_text(self) -> str:
+        ev = self.controller.evaluating_now
+        return f"Pausing after this evaluation … {ev.done:,}/{ev.total:,}" if ev else "Pausing after this step …"
 
     def _stepped(self, ev):
         if self.controller.state == "running":
@@ -305,6 +381,8 @@ class MainWindow(QMainWindow):
         text, kind = STATES[state]
         if state == "idle" and self._blocked:
             text, kind = next(iter(self._blocked.values())), "running" if "model" in self._blocked else "failed"
+        if state == "pausing":
+            text = self._pausing_text()
         if state != "idle" or not self.run_dir or self._blocked:
             self.header.set_state(text, kind)
         running = state != "idle"
@@ -312,20 +390,22 @@ class MainWindow(QMainWindow):
         self.header.start.setEnabled(startable)
         self.act_start.setEnabled(startable)
         self.study.start_button.setEnabled(not running and not self.study.running)
-        pausable = state in ("running", "paused", "starting") and not self.controller.multi  # torchrun: stop only
+        pausable = state in ("running", "pausing", "paused", "starting") and not self.controller.multi  # torchrun: stop only
         self.header.pause.setEnabled(pausable)
         self.act_pause.setEnabled(pausable)
-        self.header.pause.setText("Resume" if state == "paused" else "Pause")
-        self.header.pause.setIcon(icon("play" if state == "paused" else "pause", "#6a7385"))
-        self.header.stop.setEnabled(state in ("running", "paused", "starting"))
-        self.act_stop.setEnabled(state in ("running", "paused", "starting"))
+        held = state in ("pausing", "paused")  # Resume also withdraws a pause not yet reached
+        self.header.pause.setText("Resume" if held else "Pause")
+        self.header.pause.setIcon(icon("play" if held else "pause", "#6a7385"))
+        self.header.stop.setEnabled(state in ("running", "pausing", "paused", "starting"))
+        self.act_stop.setEnabled(state in ("running", "pausing", "paused", "starting"))
         for w in (self.model_panel, self.adapter_panel, self.variants, self.data_panel, self.train_settings, self.grid):
             w.setEnabled(not running)
         self.act_open_run.setEnabled(not running)
         self.act_continue.setEnabled(not running)
         self.header.open_run.setEnabled(not running)
-        for w in (self.header.export, self.act_export):  # export reads the finished adapter files
-            w.setEnabled(not running)
+        for w in (self.header.export, self.act_export):  # export reads the finished adapter files of a run
+            w.setEnabled(not running and bool(self.run_dir))
+        self.runs.set_active(self.active_run(), self.study.running)
         ok = state in ("idle", "paused") and bool(self.run_dir)
         self.tryit.paused_at = self.controller.last_step if state == "paused" else None
         self.tryit.set_available(ok, "" if ok or not self.run_dir else "Pause or stop training to try the adapter.")
@@ -333,7 +413,14 @@ class MainWindow(QMainWindow):
     # -- run folders and configurations (read and written by self.files) -------------------
     def open_run(self, run_dir: str):
         """Show a finished or stopped run: its settings, curves and spectra; offer to continue it.
-        The folder is read in a worker; `run_opened` is emitted once it is shown."""
+        The folder is read in a worker; `run_opened` is emitted once it is shown. While a run trains
+        here, only that run is shown (the Training tab); another is refused with a dialog."""
+        active = self.active_run()
+        if active and same_run(active, run_dir):
+            self.tabs.setCurrentWidget(self.training.parentWidget())
+            return
+        if self._refuse_busy(run_dir, "open"):
+            return
         self.files.open_run(run_dir)
 
     def continue_dialog(self):
@@ -344,16 +431,25 @@ class MainWindow(QMainWindow):
     def export(self, run_dir: str | None = None):
         from lora_studio.ui.export_dialog import ExportDialog
 
-        self.export_dialog = ExportDialog(run_dir or self.run_dir, self)
+        run_dir = run_dir if isinstance(run_dir, str) and run_dir else self.run_dir  # (a button passes False)
+        if not run_dir:
+            self.statusBar().showMessage("Train a run or open one first: Export writes a run's adapter.", 6000)
+            return
+        if self._refuse_busy(run_dir, "export"):
+            return
+        self.export_dialog = ExportDialog(run_dir, self)
         self.export_dialog.open()
 
     def _show_run(self, opened):
         config, run, records, step = opened.config, Path(opened.path), opened.metrics, opened.checkpoint_step
+        if self.controller.running or self.study.running:  # a run started while the folder was read
+            self.statusBar().showMessage(f"not opened: {run.name} (a run is training)", 6000)
+            return
         self.session.apply_config(config)
         self.session.set_out("")  # a new Start makes a new run; Continue resumes this one
         self.run_dir, self.run_task = str(run), config.model.task
-        if step is not None and config.train.max_steps and step >= config.train.max_steps:
-            step = None  # finished: nothing to continue
+        if step is not None and not runfolder.run_state(run).get("resumable"):
+            step = None  # finished (steps or epochs): nothing to continue
         self.training.show_history(records, str(run), step)
         self.training.plots.set_task(config.model.task)
         self.tryit.set_run(self.run_dir, self.run_task)
@@ -395,6 +491,10 @@ class MainWindow(QMainWindow):
                           f"<b>LoRA Studio {lora_studio.__version__}</b><br>A desktop workbench for Low-Rank "
                           "Adaptation (Hu et al. 2021, arXiv:2106.09685).")
 
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        self.cards.set_compact(event.size().height() < 860)  # a laptop: the plots keep their height
+
     # -- closing -------------------------------------------------------------------------
     def closeEvent(self, event):
         if self.controller.running:
@@ -411,16 +511,33 @@ class MainWindow(QMainWindow):
             return
         self._save_settings()
         self.controller.wait()
-        self.quiesce()
+        still = self.quiesce(ms=2000)
+        if still:  # a merge, a model inspection …: never drop it (Qt would abort), let the user choose
+            event.ignore()
+            if not self._close_when_idle.isActive():
+                answer = QMessageBox.question(self, "Still running", f"Still running: {', '.join(still)}. Quit "
+                                              "once it has finished? (No keeps the window open.)")
+                if answer == QMessageBox.Yes:
+                    self.statusBar().showMessage(f"quitting once {', '.join(still)} has finished …")
+                    self._close_when_idle.start()
+                else:
+                    self._quiet = False
+            return
+        self._close_when_idle.stop()
         event.accept()
 
-    def quiesce(self):
+    def _busy_tasks(self) -> list[str]:
+        return [name for runner in self.findChildren(TaskRunner) for name in runner.running()]
+
+    def quiesce(self, ms: int = 30_000) -> list[str]:
         """No more background work: the estimate timers stopped, results still on their way dropped,
-        the study stopped, every worker thread ended (session, try it, export, spectra, fit)."""
+        the study stopped, every worker thread ended (session, try it, export, spectra, fit), waiting
+        up to `ms`. Returns what is still running (nothing is ever dropped while it runs)."""
         self._quiet = True
         self._fit_timer.stop()
         self.fit._timer.stop()
         self.fit._generation += 1  # FitPanel drops results of an older generation
         self.study.shutdown()
         for runner in self.findChildren(TaskRunner):
-            runner.wait_all()
+            runner.wait_all(ms)
+        return self._busy_tasks()

@@ -22,6 +22,29 @@ def runs_root() -> Path:
     return Path(QSettings().value("folders/runs_root", str(Path(docs) / "LoRA Studio" / "runs")))
 
 
+def same_run(a, b) -> bool:
+    """The same run folder, however the two paths are spelled."""
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return str(a) == str(b)
+
+
+def trained_elsewhere(run_dir) -> str:
+    """Who trains `run_dir` when another process does ("process 1234 on host"), else "": its
+    run_state.json says running and names a live process that is not this one."""
+    import os
+    import socket
+
+    st = runfolder.run_state(run_dir)
+    if st.get("state") != "running":  # a dead process's run reads "killed"
+        return ""
+    pid, host = st.get("pid"), st.get("host", "")
+    if pid == os.getpid() and host == socket.gethostname():
+        return ""  # this window trains it (the Training tab, or the Study tab)
+    return f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
+
+
 class RunFiles(QObject):
     """Signals:
         run_read(object): a run folder was read (probes.OpenedRun), to be shown

@@ -91,6 +91,8 @@ class RunsPanel(QWidget):
         super().__init__(parent)
         self.root = Path(root)
         self.rows: list[RunRow] = []
+        self.active = ""  # the run this window trains: nothing else is opened or continued meanwhile
+        self.busy = False  # a study runs in this window
         self._seen: dict[str, tuple] = {}  # run -> (size, mtime) of its metrics.jsonl when last drawn
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -201,12 +203,27 @@ class RunsPanel(QWidget):
         if len(paths) == 1:
             signal.emit(paths[0])
 
+    def set_active(self, run_dir: str, busy: bool = False):
+        """`run_dir`: the run training in this window ("" none); `busy`: a study runs. While either
+        holds, only that run opens (it is the one shown) and nothing is continued."""
+        if (run_dir, busy) != (self.active, self.busy):
+            self.active, self.busy = run_dir, busy
+            self._selection_changed()
+
     def _selection_changed(self):
+        from lora_studio.ui.runs import same_run
+
         paths = self.selected()
         one = self._row(paths[0]) if len(paths) == 1 else None
-        self.open_button.setEnabled(one is not None)
-        self.export_button.setEnabled(one is not None)
-        self.continue_button.setEnabled(one is not None and one.resumable and one.state != "running")
+        mine = one is not None and bool(self.active) and same_run(one.path, self.active)
+        held = bool(self.active) or self.busy
+        self.open_button.setEnabled(one is not None and (mine or (not held and one.state != "running")))
+        self.export_button.setEnabled(one is not None and not mine and one.state != "running")
+        self.continue_button.setEnabled(one is not None and not held and one.resumable and one.state != "running")
+        why = ("a run is training in this window: stop it first" if held else
+               "this run is being trained" if one is not None and one.state == "running" else "")
+        for b in (self.open_button, self.continue_button, self.export_button):
+            b.setToolTip("" if b.isEnabled() else why)
         self.trash_button.setEnabled(bool(paths) and all(self._row(p).state != "running" for p in paths))
         self.draw()
 

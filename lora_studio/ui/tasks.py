@@ -7,6 +7,7 @@ touch widgets; `run()` catches every exception and emits it as a `Failure`.
 
 from __future__ import annotations
 
+import atexit
 from typing import Callable
 
 from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
@@ -81,6 +82,16 @@ class _Relay(QObject):
         self.runner._forget(self.thread)
 
 
+_ALIVE: dict = {}  # QThread -> (Task, _Relay): every task thread until it has ended, whatever became of its runner:
+# a QThread freed while it runs makes Qt abort the process
+
+
+@atexit.register
+def _wait_for_tasks():  # the interpreter exits with a task still running: let it end, never abort
+    for thread in list(_ALIVE):
+        thread.wait()
+
+
 class TaskRunner(QObject):
     """Starts Tasks in their own QThreads and keeps them alive until their thread has ended."""
 
@@ -88,11 +99,13 @@ class TaskRunner(QObject):
         super().__init__(parent)
         self._live: dict[QThread, tuple[Task, _Relay]] = {}
 
-    def start(self, fn: Callable, *args, on_done=None, on_failed=None, on_progress=None, **kwargs) -> Task:
+    def start(self, fn: Callable, *args, on_done=None, on_failed=None, on_progress=None, what: str = "",
+              **kwargs) -> Task:
+        """Run `fn(*args, **kwargs)` in a new thread; `what`: its name in "still running: …" messages."""
         task = Task(fn, *args, with_progress=on_progress is not None, **kwargs)
         thread = QThread()
         relay = _Relay(self, thread, on_done, on_failed, on_progress)
-        thread.setObjectName(getattr(fn, "__name__", "task"))
+        thread.setObjectName(what or getattr(fn, "__name__", "task").strip("_").replace("_", " "))
         task.moveToThread(thread)
         task.done.connect(relay.done, Qt.QueuedConnection)
         task.failed.connect(relay.failed, Qt.QueuedConnection)
@@ -101,19 +114,35 @@ class TaskRunner(QObject):
         thread.started.connect(task.run)
         thread.finished.connect(relay.ended, Qt.QueuedConnection)
         self._live[thread] = (task, relay)
+        for t in [t for t in _ALIVE if t.isFinished()]:
+            del _ALIVE[t]
+        _ALIVE[thread] = (task, relay)
         thread.start()
         return task
 
     def _forget(self, thread: QThread):
         thread.wait()
         self._live.pop(thread, None)
+        _ALIVE.pop(thread, None)
 
     @property
     def busy(self) -> bool:
         return any(not t.isFinished() for t in self._live)
 
-    def wait_all(self, ms: int = 30_000):
-        """Block until every task has ended (closing the window); their results are dropped."""
+    def running(self) -> list[str]:
+        """What is still running, in words (the function names), for "still running: …" messages."""
+        return [t.objectName() for t in self._live if not t.isFinished()]
+
+    def wait_all(self, ms: int = 30_000) -> list[str]:
+        """Wait up to `ms` in all for the tasks to end (closing the window); their results are dropped.
+        Returns what is still running. A running thread is never dropped (Qt would abort the
+        process): it stays here until it ends, whatever the wait."""
+        from PySide6.QtCore import QDeadlineTimer
+
+        deadline = QDeadlineTimer(ms)
         for thread in list(self._live):
-            thread.wait(ms)
-        self._live.clear()
+            if thread.wait(deadline):
+                task, relay = self._live.pop(thread)
+                _ALIVE.pop(thread, None)
+                relay.on_done = relay.on_failed = relay.on_progress = None  # results dropped
+        return self.running()

@@ -63,6 +63,7 @@ class TryItView(QWidget):
         self.run_dir = ""
         self.task = "classification"
         self.paused_at: int | None = None  # the step a running run is paused at
+        self._result_source = ""  # the caption of the result shown: which adapter produced it
         # while paused: fn(setup) -> Future, run in the training thread on the live model
         self.call_paused = None
         self.tasks = TaskRunner(self)
@@ -105,6 +106,7 @@ class TryItView(QWidget):
     def set_run(self, run_dir: str, task: str):
         if run_dir != self.run_dir:
             compare.forget()
+            self._result_source = ""  # the result shown was another run's
         self.run_dir, self.task = run_dir, task
         classify = task == "classification"
         self.max_new.setVisible(not classify)
@@ -120,8 +122,14 @@ class TryItView(QWidget):
             self.prompt.setPlainText(EXAMPLES.get(task, ""))
 
     def set_available(self, ok: bool, why: str = ""):
+        """Called on every state change of the window: the caption of a result shown (which adapter
+        produced it) stays until the run or the availability changes."""
         self.run.setEnabled(ok and bool(self.run_dir))
-        self.source.setText(why or (f"Run: {self.run_dir}" if self.run_dir else EMPTY_HINT))
+        if why:
+            self.source.setText(why)
+        else:
+            self.source.setText(getattr(self, "_result_source", "") or (f"Run: {self.run_dir}" if self.run_dir
+                                                                         else EMPTY_HINT))
 
     def go(self):
         text = self.prompt.toPlainText().strip()
@@ -150,7 +158,8 @@ class TryItView(QWidget):
         self.run.setEnabled(True)
         self.state.setText("")
         note = f" (paused at step {self.paused_at})" if self.paused_at is not None and "live" in result.source else ""
-        self.source.setText(f"Adapter: {result.source}{note}")
+        self._result_source = f"Adapter: {result.source}{note}"
+        self.source.setText(self._result_source)
         self.base.show_output(result.base, result.task)
         self.adapted.show_output(result.adapted, result.task)
 

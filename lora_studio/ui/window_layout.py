@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QHBoxLayout, QScrollArea, QSplitter, QTabWidget,
+from PySide6.QtWidgets import (QAbstractSpinBox, QBoxLayout, QComboBox, QHBoxLayout, QScrollArea, QSplitter, QTabWidget,
                                QVBoxLayout, QWidget)
 
 from lora_studio.ui.adapter_panel import AdapterPanel
@@ -28,6 +28,28 @@ from lora_studio.ui.training.view import TrainingView
 from lora_studio.ui.tryit import TryItView
 from lora_studio.ui.variants_panel import VariantsPanel
 from lora_studio.ui.widgets import Section, label, padded
+
+
+class TargetsPage(QWidget):
+    """The grid beside the numbers; below them when the tab is too narrow for both side by side
+    (a window at its minimum width), so that no number is ever cut."""
+
+    def __init__(self):
+        super().__init__()
+        self.box = QBoxLayout(QBoxLayout.LeftToRight, self)
+        self.grid_section = self.details = None
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        if self.details is None:
+            return
+        inner = self.details.widget().minimumSizeHint().width() + self.details.verticalScrollBar().sizeHint().width()
+        wide = event.size().width() >= self.grid_section.minimumSizeHint().width() + inner + 2 * self.box.spacing()
+        direction = QBoxLayout.LeftToRight if wide else QBoxLayout.TopToBottom
+        if self.box.direction() != direction:
+            self.box.setDirection(direction)
+            self.box.setStretch(0, 5 if wide else 1)  # stacked: the grid and the numbers share the height
+            self.box.setStretch(1, 7 if wide else 1)
 
 
 def build(w):
@@ -66,11 +88,11 @@ def build(w):
     w.sidebar.setObjectName("Sidebar")
     w.sidebar.setWidgetResizable(True)
     w.sidebar.setWidget(side_body)
-    w.sidebar.setMinimumWidth(330)
+    w.sidebar.setMinimumWidth(max(330, side_body.minimumSizeHint().width() + 14))  # (+ its scroll bar): never cut
     w.sidebar.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
 
-    targets = QWidget()
-    tl = QHBoxLayout(targets)
+    targets = TargetsPage()
+    tl = targets.box
     tl.setContentsMargins(0, 12, 0, 0)
     tl.setSpacing(12)
     grid_section = Section("Which projections to adapt")
@@ -88,6 +110,7 @@ def build(w):
     details.setWidget(numbers)
     details.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
     tl.addWidget(details, 7)
+    targets.grid_section, targets.details = grid_section, details
 
     w.tabs = QTabWidget()
     w.tabs.setDocumentMode(True)
@@ -101,7 +124,7 @@ def build(w):
 
     main = QWidget()
     ml = QVBoxLayout(main)
-    ml.setContentsMargins(8, 14, 16, 8)
+    ml.setContentsMargins(8, 14, 8, 8)
     ml.setSpacing(6)
     ml.addWidget(w.cards)
     ml.addWidget(w.tabs, 1)

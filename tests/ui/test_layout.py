@@ -45,3 +45,37 @@ def test_minimum_width_and_folding_sections(qtbot, window):
     qtbot.waitUntil(lambda: fully_visible(s.lr), timeout=2_000)  # Training fields reachable without scrolling
     qtbot.mouseClick(window.model_panel.toggle, Qt.LeftButton)
     assert window.model_panel.content.isVisible()
+
+
+def test_a_short_laptop_window_keeps_the_plots(qtbot, window):
+    """GUI N6/N7: the window fits a 1366 × 768 laptop (~700 px usable under a title bar and a panel),
+    and with a banner up the loss plot keeps a readable height instead of ~40 px of curve."""
+    assert window.minimumSizeHint().height() <= 700
+    window.resize(1366, 768)
+    window.tabs.setCurrentWidget(window.training.parentWidget())
+    window.training.banner.show_message("Done: 60 steps, adapter saved in /home/someone/Documents/LoRA Studio/"
+                                        "runs/run-2026-12-06-024131. Eval loss 0.2345, accuracy 91.5%.", "info",
+                                        ("Try it", None), ("Export…", None))
+    qtbot.waitUntil(lambda: window.height() == 768, timeout=2_000)
+    qtbot.wait(300)
+    assert window.training.plots.loss.height() >= 140
+    assert window.training.plots.loss.getAxis("left").labelText == "nats / example"  # a classifier's loss
+
+
+def test_targets_numbers_whole_at_the_minimum_width(qtbot, window):
+    """GUI N7: at the minimum width the numbers move below the grid rather than being cut."""
+    width = window.minimumSizeHint().width()
+    window.resize(width, 800)
+    window.tabs.setCurrentIndex(0)
+    qtbot.waitUntil(lambda: window.width() == width, timeout=2_000)
+    qtbot.wait(50)
+    area = window.tabs.widget(0).details  # the numbers' scroll area
+    viewport = area.viewport()
+    numbers = [lab for lab in area.widget().findChildren(QLabel)
+               if any(ch.isdigit() for ch in lab.text()) and lab.isVisible()]
+    assert numbers
+    for lab in numbers:
+        right = lab.mapTo(viewport, lab.rect().topRight()).x()
+        assert right <= viewport.width() and not_elided(lab), lab.text()
+    body = window.sidebar.widget()
+    assert body.width() >= body.minimumSizeHint().width()  # the sidebar's fields are not cut either

@@ -12,7 +12,7 @@ def test_axes_units_accuracy_percent_and_menu(qtbot):
     plots.add_eval(1, 0.69, 0.75)
     plots.flush()
     assert list(plots.side_curve.yData) == [75.0]
-    assert plots.loss.getAxis("left").labelText == "nats / token"
+    assert plots.loss.getAxis("left").labelText == "nats / example"  # a classifier's loss is per example
     assert plots.side.getAxis("left").labelText == "%"
     assert plots.side.getViewBox().viewRange()[1][1] >= 100  # the frame is 0-100 %, not around one point
     for p in (plots.loss, plots.side, plots.lr):
@@ -21,6 +21,8 @@ def test_axes_units_accuracy_percent_and_menu(qtbot):
     assert plots.loss.getAxis("left").logMode
     plots.set_task("causal-lm")
     assert plots.side.getAxis("left").labelText == "‖g‖₂"
+    assert plots.loss.getAxis("left").labelText == "nats / token"
+    assert not plots.lr.getAxis("left").autoSIPrefix  # 2e-4 is drawn as 0.0002, not "0.2 (x0.001)"
 
 
 def test_grad_norm_epochs_legend_log_and_saving(qtbot, tmp_path, monkeypatch):

@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QPushButton, QSplitter, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QPushButton, QScrollArea, QSplitter,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from lora_studio.config import RunConfig
 from lora_studio.ui.study.plots import LiveLoss, LossVsRank, PhiView
@@ -97,8 +97,13 @@ class StudyTab(QWidget):
         left.addWidget(runs, 1)
         left_w = QWidget()
         left_w.setLayout(left)
-        left_w.setMinimumWidth(340)
-        left_w.setMaximumWidth(460)
+        left_scroll = QScrollArea()  # a short laptop window scrolls the form rather than grow past the screen
+        left_scroll.setWidgetResizable(True)
+        left_scroll.setFrameShape(QScrollArea.NoFrame)
+        left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        left_scroll.setWidget(left_w)
+        left_scroll.setMinimumWidth(352)
+        left_scroll.setMaximumWidth(472)
 
         self.loss = LiveLoss()
         self.loss_vs_rank = LossVsRank()
@@ -113,7 +118,7 @@ class StudyTab(QWidget):
         lay = QHBoxLayout(self)
         lay.setContentsMargins(12, 12, 12, 12)
         lay.setSpacing(12)
-        lay.addWidget(left_w)
+        lay.addWidget(left_scroll)
         lay.addWidget(right, 1)
         if config is not None:
             self.set_config(config)

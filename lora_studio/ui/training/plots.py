@@ -82,9 +82,9 @@ class TrainingPlots(QWidget):
         self.side = self.view.addPlot(row=1, col=0)
         self.norm_plot = self.view.addPlot(row=1, col=1)
         self.lr = self.view.addPlot(row=1, col=2)
-        self.view.ci.layout.setRowStretchFactor(0, 3)
-        self.view.ci.layout.setRowStretchFactor(1, 2)
-        self.view.ci.setSpacing(14)
+        self.view.ci.layout.setRowStretchFactor(0, 2)  # the loss is what a short window must keep
+        self.view.ci.layout.setRowStretchFactor(1, 1)
+        self.view.ci.setSpacing(10)
         # no setXLink: pyqtgraph links views by screen position, wrong for plots of other widths;
         # set_total frames all three on the same steps instead
         self.raw_curve = self.loss.plot()
@@ -109,6 +109,7 @@ class TrainingPlots(QWidget):
             p.addItem(grid, ignoreBounds=True)
             self.grids.append(grid)
             p.getAxis("left").setWidth(54)  # tick labels changing width must not re-layout (a 2nd paint)
+            p.getAxis("left").enableAutoSIPrefix(False)  # a grad norm of 0.4 is drawn as 0.4, not "400 (x0.001)"
             p.setDownsampling(auto=True, mode="peak")
             p.setClipToView(True)
             p.setMenuEnabled(True)  # right click: log scale, and Export… (PNG, SVG, CSV)
@@ -159,6 +160,7 @@ class TrainingPlots(QWidget):
                            size="10pt")
         self.side.setLabel("left", "%" if classify else "β·Δlog π" if prefer else "‖g‖₂",
                            color=style.colors(style.current())["muted"])
+        self.loss.setLabel("left", self._loss_unit(), color=style.colors(style.current())["muted"])
         if classify:
             self.side.setYRange(0, 100, padding=0.02)
         self.side_curve.setSymbol("o" if classify else None)
@@ -258,6 +260,11 @@ class TrainingPlots(QWidget):
         # auto-range now, not during the paint: a range changed mid-paint costs a second paint
         self.view.scene().prepareForPaint()
 
+    def _loss_unit(self) -> str:
+        """A classifier's loss is cross-entropy per example, a preference loss per pair, a language
+        model's per trained token."""
+        return {"classification": "nats / example", "preference": "nats / pair"}.get(self.task, "nats / token")
+
     def apply_theme(self, theme: str):
         c = style.colors(theme)
         p = style.PLOT[style.resolve(theme)]
@@ -271,8 +278,9 @@ class TrainingPlots(QWidget):
                 ax.setTextPen(pg.mkPen(c["muted"]))
             if title:
                 plot.setTitle(title, size="10pt", color=c["text"])
-            plot.setLabel("bottom", "step", color=c["muted"])
-        self.loss.setLabel("left", "nats / token", color=c["muted"])
+            if plot is not self.loss:  # the loss shares the row below's step axis: its height goes to the curve
+                plot.setLabel("bottom", "step", color=c["muted"])
+        self.loss.setLabel("left", self._loss_unit(), color=c["muted"])
         self.lr.setLabel("left", "lr", color=c["muted"])
         self.norm_plot.setLabel("left", "‖g‖₂", color=c["muted"])
         self.reward_plot.setLabel("left", "%", color=c["muted"])

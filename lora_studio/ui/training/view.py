@@ -29,7 +29,7 @@ class Banner(QFrame):
         super().__init__(parent)
         self.setObjectName("Banner")
         lay = QHBoxLayout(self)
-        lay.setContentsMargins(14, 10, 10, 10)
+        lay.setContentsMargins(14, 6, 10, 6)
         self.text = label("", wrap=True, selectable=True)
         lay.addWidget(self.text, 1)
         self.first = QPushButton()
@@ -58,14 +58,16 @@ class Banner(QFrame):
 
 class TrainingView(QWidget):
     """Signals:
-        sig_continue(): the user asked to continue the stopped run
-        sig_export(): the user asked to export the finished run
+        sig_continue(str): the user asked to continue this stopped run (the folder the banner names)
+        sig_export(str): the user asked to export this run (the folder the banner names)
         sig_try(): the user asked to try the adapted model
+        sig_open(str): the user asked to open this run (the interrupted run a relaunch found)
     """
 
-    sig_continue = Signal()
-    sig_export = Signal()
+    sig_continue = Signal(str)
+    sig_export = Signal(str)
     sig_try = Signal()
+    sig_open = Signal(str)
 
     def __init__(self, controller: TrainingController, parent=None):
         super().__init__(parent)
@@ -107,6 +109,7 @@ class TrainingView(QWidget):
         self._last = None
         self._eval = None
         self._device = ""
+        self.run_dir = ""  # the run the cards and the banner describe; its actions act on it alone
         # bytes the planner expects for this run; main_window may set its own callable
         self.memory_estimate = self._session_estimate
         self.timer = QTimer(self, interval=100)
@@ -140,18 +143,18 @@ class TrainingView(QWidget):
     def _try(self):
         return ("Try it", self.sig_try.emit)
 
-    @property
-    def _continue(self):
-        return ("Continue run", self.sig_continue.emit)
+    def _continue(self, run_dir: str):
+        """A banner action bound to `run_dir`, never to whatever run is shown when it is clicked."""
+        return ("Continue run", lambda: self.sig_continue.emit(run_dir))
 
-    @property
-    def _export(self):
-        return ("Export…", self.sig_export.emit)
+    def _export(self, run_dir: str):
+        return ("Export…", lambda: self.sig_export.emit(run_dir))
 
     # -- events --------------------------------------------------------------------------
     def _started(self, ev):
         from lora_studio.engine.samples import read_samples
 
+        self.run_dir = ev.out
         self.banner.hide()
         if ev.start_step > 0:  # resumed: the samples written up to the checkpoint
             self.samples.load(read_samples(ev.out))
@@ -214,10 +217,13 @@ class TrainingView(QWidget):
 
         self._refresh()
         self.eta.value.setText("–")  # nothing is left to run; "elapsed" stays
+        run_dir = getattr(ev, "out", "") or self.run_dir
         self._show_peak(ev)
         if isinstance(ev, Failed):
+            self.step.sub.setText(f"failed at step {ev.step}")  # never a stale "Evaluating …"
             self.banner.show_message(f"Training failed at step {ev.step}: {ev.message}", "bad")
             return
+        self.step.sub.setText(f"stopped at step {ev.step:,} · resumable" if ev.stopped else f"done · {ev.step:,} steps")
         result = ""
         evl = self._eval  # the result is an evaluation of the trained weights, never the step-0 baseline
         fresh = ev.step > 0 and (not ev.stopped or (evl is not None and evl.step == ev.step))
@@ -226,12 +232,12 @@ class TrainingView(QWidget):
         elif evl is not None and evl.step > 0 and evl.eval_loss is not None and math.isfinite(evl.eval_loss):
             result = f" Last eval (step {evl.step}): loss {evl.eval_loss:.4f}."
         if ev.stopped:
-            self.banner.show_message(f"Stopped at step {ev.step}; a checkpoint is saved in {ev.out}.{result}",
-                                     "info", self._continue, self._export)
+            self.banner.show_message(f"Stopped at step {ev.step}; a checkpoint is saved in {run_dir}.{result}",
+                                     "info", self._continue(run_dir), self._export(run_dir))
         else:
             self.progress.setValue(self.progress.maximum())
-            self.banner.show_message(f"Done: {ev.step} steps, adapter saved in {ev.out}.{result}", "info",
-                                     self._try, self._export)
+            self.banner.show_message(f"Done: {ev.step} steps, adapter saved in {run_dir}.{result}", "info",
+                                     self._try, self._export(run_dir))
 
     def _session_estimate(self) -> int | None:
         """The Targets tab's estimate (activations at the data's real length) of the window's session."""
@@ -267,6 +273,7 @@ class TrainingView(QWidget):
         from lora_studio.engine.samples import read_samples
 
         self.reset()
+        self.run_dir = run_dir
         self.plots.load_metrics(records)
         self.samples.load(read_samples(run_dir))
         steps = [r["step"] for r in records if "loss" in r]
@@ -279,6 +286,14 @@ class TrainingView(QWidget):
             self.loss.set(f"{e['eval_loss']:.4f}", "eval loss" + (f" · accuracy {e['accuracy']:.1%}" if "accuracy" in e else ""))
         if resumable_step is not None:
             self.banner.show_message(f"Run opened: {run_dir} (checkpoint at step {resumable_step}).", "info",
-                                     self._continue, self._export)
+                                     self._continue(run_dir), self._export(run_dir))
         else:
-            self.banner.show_message(f"Run opened: {run_dir}.", "info", self._export)
+            self.banner.show_message(f"Run opened: {run_dir}.", "info", self._export(run_dir))
+
+    def show_interrupted(self, run_dir: str, step: int, how: str):
+        """After a relaunch: the newest run did not finish and can be continued."""
+        if self.controller.running or self.run_dir:
+            return
+        self.banner.show_message(f"The last run, {run_dir}, {how} at step {step:,} and can be continued from "
+                                 "its checkpoint.", "info", self._continue(run_dir),
+                                 ("Open", lambda: self.sig_open.emit(run_dir)))

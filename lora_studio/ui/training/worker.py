@@ -57,7 +57,8 @@ class TrainingController(QObject):
     """Owns the training thread: start, pause/resume, stop, and the run's state for the views.
 
     Signals:
-        state_changed(str): idle | starting | running | paused | stopping
+        state_changed(str): idle | starting | running | pausing | paused | stopping ("pausing": asked to pause,
+            the loop pauses after the step or the evaluation in progress)
         status, evaluating, started, stepped, evaluated, checkpointed, spectra, samples, paused, resumed (object):
             the engine event of that kind (events.Status, Evaluating, Started, Step, Eval, Checkpoint,
             Spectra, Samples, Paused, Resumed), in the GUI thread
@@ -86,6 +87,7 @@ class TrainingController(QObject):
         self.control = None
         self.run_dir = ""
         self.last_step = 0
+        self.evaluating_now = None  # the engine.events.Evaluating of an evaluation in progress, else None
         self.process = None  # a training.process.RunProcess: a run with several processes
 
     @property
@@ -137,12 +139,16 @@ class TrainingController(QObject):
         self.thread.start()
 
     def pause(self):
+        """Ask the loop to pause; "pausing" at once (an evaluation in progress can take a while)."""
         if self.state in ("running", "starting") and self.control:
             self.control.pause()
+            self._set_state("pausing")
 
     def resume(self):
         if self.control and self.control.paused:
             self.control.resume()
+            if self.state == "pausing":  # not paused yet: the request is withdrawn
+                self._set_state("running")
 
     def toggle_pause(self):
         if self.control is None or not self.running:  # (none with several processes: stop and continue)
@@ -173,9 +179,10 @@ class TrainingController(QObject):
     def _event(self, ev):
         from lora_studio.engine import events as E
 
-        handler = {E.Status: self.status.emit, E.Evaluating: self.evaluating.emit, E.Started: self._started,
-                   E.Step: self._stepped, E.Eval: self.evaluated.emit, E.Checkpoint: self.checkpointed.emit,
-                   E.Spectra: self.spectra.emit, E.Samples: self.samples.emit, E.Paused: self._paused, E.Resumed: self._resumed,
+        handler = {E.Status: self.status.emit, E.Evaluating: self._evaluating, E.Started: self._started,
+                   E.Step: self._stepped, E.Eval: self._evaluated, E.Checkpoint: self.checkpointed.emit,
+                   E.Spectra: self.spectra.emit, E.Samples: self.samples.emit, E.Paused: self._paused,
+                   E.Resumed: self._resumed,
                    E.Finished: self._finished, E.Failed: self._finished}.get(type(ev))
         if handler is not None:
             handler(ev)
@@ -195,7 +202,16 @@ class TrainingController(QObject):
 
     def _stepped(self, ev):
         self.last_step = ev.step
+        self.evaluating_now = None
         self.stepped.emit(ev)
+
+    def _evaluating(self, ev):
+        self.evaluating_now = ev if ev.done < ev.total else None
+        self.evaluating.emit(ev)
+
+    def _evaluated(self, ev):
+        self.evaluating_now = None
+        self.evaluated.emit(ev)
 
     def _paused(self, ev):
         if self.state != "stopping":
@@ -215,5 +231,6 @@ class TrainingController(QObject):
         if self.process is not None:
             self.process.deleteLater()
             self.process = None
+        self.evaluating_now = None
         self._set_state("idle")
         self.finished.emit(ev)

@@ -1,0 +1,83 @@
+"""Issue 22, "one truth on screen": what the window says matches what the run does.
+
+Pause during an evaluation is acknowledged at once (N10); after Done the step card no longer says
+"Evaluating …" (N14); a relaunch says the last run was interrupted and offers to continue it
+(N22); the Try it caption names the adapter of the result shown whatever else changes."""
+
+import shutil
+
+from PySide6.QtCore import QSettings, Qt
+
+from gui_helpers import make_draft, open_window, shut
+from test_nothing_lost import _stopped_run
+
+
+def test_pause_during_an_evaluation_is_acknowledged_at_once(window, qtbot):
+    from lora_studio.engine.events import Control, Evaluating
+
+    c = window.controller
+    c.control = Control()  # a run in the middle of its step-20 evaluation (no thread needed)
+    c._set_state("running")
+    try:
+        c._event(Evaluating(20, 128, 200))
+        qtbot.mouseClick(window.header.pause, Qt.LeftButton)
+        assert c.state == "pausing" and c.control.paused
+        assert window.header.state.text() == "Pausing after this evaluation … 128/200"
+        assert window.header.pause.text() == "Resume"
+        c._event(Evaluating(20, 160, 200))
+        assert window.header.state.text() == "Pausing after this evaluation … 160/200"
+        qtbot.mouseClick(window.header.pause, Qt.LeftButton)  # withdrawn before it was reached
+        assert c.state == "running" and not c.control.paused
+    finally:
+        c.control = None
+        c._set_state("idle")
+
+
+def test_after_done_the_step_card_says_done(window, qtbot):
+    with qtbot.waitSignal(window.controller.finished, timeout=120_000):
+        qtbot.mouseClick(window.header.start, Qt.LeftButton)
+    qtbot.wait(300)  # the cards' 10 Hz refresh
+    assert window.training.step.sub.text() == "done · 6 steps"
+    assert window.header.state.text() == "Done"
+
+
+def test_relaunch_offers_to_continue_an_interrupted_run(qtbot, tiny_model, tiny_data, tmp_path, dialogs):
+    root = tmp_path / "runs"
+    run = _stopped_run(tiny_model, tiny_data, root / "left-mid-run", at=3)
+    QSettings().setValue("folders/runs_root", str(root))
+    w = open_window(qtbot, make_draft(tiny_model, tiny_data, tmp_path / "new"))
+    try:
+        banner = w.training.banner
+        qtbot.waitUntil(lambda: banner.isVisible() or not banner.isHidden(), timeout=10_000)
+        assert "left-mid-run" in banner.text.text() and "can be continued" in banner.text.text()
+        assert banner.first.text() == "Continue run"
+        with qtbot.waitSignal(w.controller.started, timeout=60_000) as started:
+            qtbot.mouseClick(banner.first, Qt.LeftButton)
+        assert started.args[0].out == str(run) and started.args[0].start_step == 3
+        with qtbot.waitSignal(w.controller.finished, timeout=30_000):
+            w.controller.stop()
+    finally:
+        shut(w)
+
+
+def test_try_it_caption_survives_unrelated_state_changes(qtbot, finished_run):
+    """Code review 6: set_available (every state change of the window) reset the caption."""
+    from lora_studio.engine import tryit as compare
+    from lora_studio.ui.tryit import TryItView
+
+    view = TryItView()
+    qtbot.addWidget(view)
+    view.set_run(str(finished_run), "classification")
+    view.set_available(True)
+    view._done(compare.compare(str(finished_run), "great lovely service", 8, False))
+    caption = view.source.text()
+    assert caption.startswith("Adapter: ") and caption != f"Run: {finished_run}"
+    view.set_available(True)  # the data statistics or a model probe finished meanwhile
+    assert view.source.text() == caption
+    view.set_available(False, "Pause or stop training to try the adapter.")
+    assert view.source.text().startswith("Pause or stop")
+    other = finished_run.parent / "other"
+    shutil.copytree(finished_run, other, dirs_exist_ok=True)
+    view.set_run(str(other), "classification")  # another run: the old result no longer applies
+    view.set_available(True)
+    assert view.source.text() == f"Run: {other}"
