@@ -31,18 +31,10 @@ def same_run(a, b) -> bool:
 
 
 def trained_elsewhere(run_dir) -> str:
-    """Who trains `run_dir` when another process does ("process 1234 on host"), else "": its
-    run_state.json says running and names a live process that is not this one."""
-    import os
-    import socket
-
-    st = runfolder.run_state(run_dir)
-    if st.get("state") != "running":  # a dead process's run reads "killed"
-        return ""
-    pid, host = st.get("pid"), st.get("host", "")
-    if pid == os.getpid() and host == socket.gethostname():
-        return ""  # this window trains it (the Training tab, or the Study tab)
-    return f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
+    """Who trains `run_dir` when another live process does ("process 1234 on host"), else ""
+    (engine.runfolder.training_process: the run lock the CLI keeps too)."""
+    live = runfolder.training_process(run_dir)
+    return f"process {live['pid']} on {live['host']}" if live else ""
 
 
 class RunFiles(QObject):
