@@ -57,8 +57,7 @@ def test_a_short_laptop_window_keeps_the_plots(qtbot, window):
                                         "runs/run-2026-12-06-024131. Eval loss 0.2345, accuracy 91.5%.", "info",
                                         ("Try it", None), ("Export…", None))
     qtbot.waitUntil(lambda: window.height() == 768, timeout=2_000)
-    qtbot.wait(300)
-    assert window.training.plots.loss.height() >= 140
+    qtbot.waitUntil(lambda: window.training.plots.loss.height() >= 140, timeout=5_000)  # (laid out lazily)
     assert window.training.plots.loss.getAxis("left").labelText == "nats / example"  # a classifier's loss
 
 

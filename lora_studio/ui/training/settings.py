@@ -66,8 +66,8 @@ class TrainingSettings(Section):
         self.packing = QCheckBox("Pack")
         self.packing.setToolTip("Causal LM: lay each micro-batch's examples end to end in one row, with no "
                                 "padding (positions restart and attention stays within each example: the same loss)")
-        br.addWidget(self.packing)
         self.form.addRow("Batch × accum", br)
+        self.form.addRow("", self.packing)  # its own row: the sidebar stays narrow enough for a 1024 px window
         self.effective = label("", "Hint", wrap=True)
         self.form.addRow("", self.effective)
         self.precision = QComboBox()
