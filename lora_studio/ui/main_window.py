@@ -260,12 +260,17 @@ class MainWindow(QMainWindow):
         self._begin(config, overwrite=overwrite)
 
     def _refuse_preflight(self, config, what: str) -> bool:
+        """A base this machine cannot train on is refused before Start; one it trains slowly is asked."""
         from lora_studio.ui.training import preflight
 
-        why = preflight.problem(config)
-        if why:
-            QMessageBox.warning(self, f"Cannot {what} this run here", why)
-        return bool(why)
+        error, warning = preflight.check(config)
+        if error:
+            QMessageBox.warning(self, f"Cannot {what} this run here", error)
+            return True
+        if warning:
+            answer = QMessageBox.question(self, "Train on this base?", f"{warning}\n\n{what.capitalize()} anyway?")
+            return answer != QMessageBox.Yes
+        return False
 
     def _new_run_dir(self) -> Path:
         from lora_studio.config import default_out_dir
@@ -451,7 +456,7 @@ class MainWindow(QMainWindow):
         if step is not None and not runfolder.run_state(run).get("resumable"):
             step = None  # finished (steps or epochs): nothing to continue
         self.training.show_history(records, str(run), step)
-        self.training.plots.set_task(config.model.task)
+        self.training.set_task(config.model.task)
         self.tryit.set_run(self.run_dir, self.run_task)
         self._state_changed(self.controller.state)
         problem = self.spectra_tab.load_run(str(run))

@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
 
 from gui_helpers import make_draft, open_window, shut
 from lora_studio.engine import runfolder
@@ -162,18 +163,24 @@ def test_a_run_another_process_trains_is_refused(window, finished_run, tmp_path,
     assert _stamps(run) == before
 
 
-def test_four_bit_base_without_cuda_is_refused_before_start(window, monkeypatch, dialogs):
-    """GUI N2: a dialog that says what to change, before any thread starts or any folder is made."""
-    from lora_studio.ui.training import preflight
+def test_a_base_this_machine_cannot_train_is_refused_before_start(window, monkeypatch, dialogs):
+    """GUI N2: engine.quantize.preflight's error is a dialog that says what to change, before any
+    thread starts or any folder is made; its warning (4-bit on a CPU: slow) is asked."""
+    from lora_studio.engine import quantize
 
-    monkeypatch.setattr(preflight, "cuda_available", lambda: False)
+    said = {"nf4": ("this machine cannot train on a nf4 base (no kernel)", None)}
+    monkeypatch.setattr(quantize, "preflight", lambda q, device="auto": said.get(q, (None, None)))
     window.variants.quantize.setCurrentIndex(window.variants.quantize.findData("nf4"))
     assert window.session.draft.model.quantize == "nf4"
     out = window.session.draft.out
-    qtbot_click = window.header.start
-    qtbot_click.click()
+    window.header.start.click()
     assert [s.kind for s in dialogs.shown] == ["warning"]
-    assert "NVIDIA GPU" in dialogs.shown[0].text and "Base precision" in dialogs.shown[0].text
+    assert "cannot train on a nf4 base" in dialogs.shown[0].text and "Base precision" in dialogs.shown[0].text
+    assert not window.controller.running and not os.path.exists(out)
+    said["nf4"] = (None, "a base quantized to nf4 on the CPU: slow")
+    dialogs.answer = QMessageBox.No
+    window.header.start.click()
+    assert dialogs.shown[-1].kind == "question" and "slow" in dialogs.shown[-1].text
     assert not window.controller.running and not os.path.exists(out)
 
 

@@ -3,29 +3,23 @@ run fail at step 0 gets a dialog that says what to change, never a "bug" dialog 
 
 from __future__ import annotations
 
-QUANT_NAMES = {"nf4": "A 4-bit (QLoRA) base", "int8": "An 8-bit base"}
+GUI_FIX = "\n\nIn LoRA variants, set Base precision to “Full (bf16 / fp32)”, or train on a machine with a CUDA GPU."
 
 
-def cuda_available() -> bool:
+def check(config) -> tuple[str, str]:
+    """(error, warning) in words for a dialog ("" when none): engine.quantize.preflight, the same
+    check the CLI makes, on the run's base precision and device."""
     from lora_studio.engine import warm_imports
 
     warm_imports()  # torch's first import happens in one thread only
-    import torch
+    from lora_studio.engine.quantize import preflight
 
-    return torch.cuda.is_available()
+    error, warning = preflight(config.model.quantize, config.train.device)
+    if error:
+        return _sentence(error) + GUI_FIX, ""
+    return "", _sentence(warning) if warning else ""
 
 
-def problem(config, has_cuda=cuda_available) -> str:
-    """Why `config` cannot train on this machine, in words for a dialog, or "" when it can.
-    `has_cuda`: a callable (tests pass one)."""
-    quantize = config.model.quantize
-    if quantize == "none":
-        return ""
-    device = str(config.train.device)
-    on_cpu = device == "cpu" or (device != "mps" and not has_cuda())
-    if device == "mps" or on_cpu:
-        where = "this machine has no CUDA GPU" if device != "cpu" else "the device is set to CPU"
-        return (f"{QUANT_NAMES.get(quantize, 'A quantized base')} needs an NVIDIA GPU (bitsandbytes), and {where}. "
-                "On a CPU the quantized base either fails at the first step or trains nothing.\n\n"
-                "In LoRA variants, set Base precision to “Full (bf16 / fp32)”, then press Start again.")
-    return ""
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")

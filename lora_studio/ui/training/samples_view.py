@@ -85,8 +85,8 @@ class SamplesView(QWidget):
         self.step.clear()
         for s in steps:
             self.step.addItem(f"{s:,}" + (" (base)" if s == 0 else ""), s)
-        pick = steps[-1] if self._follow or current not in steps else current
-        if steps:
+        if steps:  # (a resumed run with no samples: a classifier, or samples turned off)
+            pick = steps[-1] if self._follow or current not in steps else current
             self.step.setCurrentIndex(steps.index(pick))
         self.step.blockSignals(False)
         self.render()

@@ -104,6 +104,7 @@ class TrainingView(QWidget):
         self.views.addTab(frame, "Curves")
         self.views.addTab(self.samples, "Samples")
         lay.addWidget(self.views, 1)
+        self.views.tabBar().hide()  # until a run that writes samples (a causal LM) is shown
         self.reset()
 
         self._last = None
@@ -122,6 +123,7 @@ class TrainingView(QWidget):
         c.evaluated.connect(self._evaluated)
         c.evaluating.connect(self._evaluating)
         c.samples.connect(self.samples.add)
+        c.samples.connect(lambda ev: self.views.tabBar().show())
         c.paused.connect(lambda ev: self.banner.show_message(
             f"Paused after step {ev.step}. Try the adapter as it is now in the Try it tab, or resume (Space).",
             "info", self._try))
@@ -150,6 +152,15 @@ class TrainingView(QWidget):
     def _export(self, run_dir: str):
         return ("Export…", lambda: self.sig_export.emit(run_dir))
 
+    def set_task(self, task: str):
+        """The plots of `task`; the Samples tab only for runs that write samples (not a classifier),
+        so a classifier's curves keep the height on a laptop screen."""
+        self.plots.set_task(task)
+        samples = task != "classification"
+        self.views.tabBar().setVisible(samples)
+        if not samples:
+            self.views.setCurrentIndex(0)
+
     # -- events --------------------------------------------------------------------------
     def _started(self, ev):
         from lora_studio.engine.samples import read_samples
@@ -160,7 +171,7 @@ class TrainingView(QWidget):
             self.samples.load(read_samples(ev.out))
         self.progress.setRange(0, max(1, ev.total_steps))
         self.progress.setValue(ev.start_step)
-        self.plots.set_task(ev.task)
+        self.set_task(ev.task)
         self.plots.set_total(ev.total_steps)
         self.step.set(f"{ev.start_step} / {ev.total_steps}",
                       f"{ev.train_examples:,} train · {ev.validation_examples:,} validation examples")
