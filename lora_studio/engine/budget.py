@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch.nn as nn
 
+from lora_studio.core.units import human_bytes, human_count  # noqa: F401 - also imported from here
 from lora_studio.engine.lora import LoraSpec, lora_layers, plan
 from lora_studio.engine.targets import text_config
 
@@ -186,18 +187,3 @@ def sequences_per_example(task: str) -> int:
     """Sequences one training example puts through the model: 2 for a preference pair (chosen
     and rejected; DPO's reference forward keeps no activations), else 1."""
     return 2 if task == "preference" else 1
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def human_count(n: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(int(n))

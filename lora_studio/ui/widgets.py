@@ -11,6 +11,8 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QFormLayout, QFra
                                QSizePolicy, QToolButton, QVBoxLayout,
                                QWidget)
 
+from lora_studio.core.units import human_bytes, human_count
+
 # 24x24 outline icons (stroke = the colour passed to `icon`)
 _PATHS = {
     "play": '<path d="M8 5.5v13l10-6.5z" fill="{c}" stroke="{c}" stroke-linejoin="round"/>',
@@ -248,18 +250,10 @@ def count(n: int | float | None) -> str:
 
 
 def short_count(n: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(int(n))
+    return human_count(n, 1)
 
 
-def size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+size = human_bytes  # bytes with their unit (core/units.py)
 
 
 def duration(seconds: float | None) -> str:
