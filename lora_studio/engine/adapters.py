@@ -105,7 +105,10 @@ def save_adapter(model: nn.Module, out_dir, base_model_name_or_path: str | None 
     layers = lora_layers(model)
     if not layers:
         raise UserError("this model has no LoRA adapters to save")
-    spec: LoraSpec = getattr(model, "lora_studio_spec", None) or LoraSpec()
+    spec: LoraSpec | None = getattr(model, "lora_studio_spec", None)
+    if spec is None:  # a guessed default would write another rank, alpha or init than the layers have
+        raise ValueError("this model's LoRA layers carry no LoraSpec (they were not made by inject() or "
+                         "load_adapter()): cannot write a faithful adapter_config.json")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     convert = not residual and spec.init in PRINCIPAL_INITS

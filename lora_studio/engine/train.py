@@ -340,8 +340,8 @@ class Loop:
         if save_due:
             self.checkpoint()
         if dist.can_pause and control.paused and not control.stop_requested:  # (read now: an event may pause)
-            self.emit(Paused(step))
             paused_at = time.perf_counter()
+            self.emit(Paused(step))
             control.wait_while_paused(self.s)
             self.t_start += time.perf_counter() - paused_at  # elapsed time counts training, not the pause
             self.model.train()

@@ -127,3 +127,15 @@ def test_a_bug_in_any_command_is_one_error_line_and_exit_1(run, capsys, monkeypa
     code, _, err = cli(["inspect", run], capsys)
     line = one_error(err, traceback=True)
     assert code == 1 and "RuntimeError: boom" in line and "a bug" in line
+
+
+def test_save_adapter_never_falls_back_to_a_default_spec(tmp_path):
+    """Code review: a model whose spec is gone would have been written with LoraSpec()'s defaults."""
+    from lora_studio import LoraSpec, inject, save_adapter
+
+    model = tiny.build("llama")
+    inject(model, LoraSpec(targets=["q"], rank=2, alpha=3, init="pissa"))
+    del model.lora_studio_spec
+    with pytest.raises(ValueError, match="no LoraSpec"):
+        save_adapter(model, tmp_path / "a")
+    assert not (tmp_path / "a" / "adapter_config.json").exists()
