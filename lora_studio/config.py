@@ -16,7 +16,7 @@ from lora_studio.core.errors import UserError
 # the enumerations live in core/names.py; imported here too, as `from lora_studio.config import PRECISIONS`
 from lora_studio.core.names import (DEVICES, DISTRIBUTED, FORMATS, HEADS, INITS, OPTIMIZERS,  # noqa: F401
                                     PRECISIONS, PREFERENCE_LOSSES, PRINCIPAL_INITS, QUANTIZE, SCHEDULES,
-                                    SEED_MAX, TASKS, check_lora, parse_layers)
+                                    SEED_MAX, TASKS, check_init, check_lora, parse_layers)
 
 
 @dataclass
@@ -49,10 +49,7 @@ class LoraConfig:
     def validate(self):
         self.targets, self.rank, self.alpha, self.dropout = check_lora(self.targets, self.rank, self.alpha,
                                                                         self.dropout)
-        if self.init not in INITS:
-            raise UserError(f"init {self.init!r} unknown: use one of {', '.join(INITS)}")
-        if self.dora and self.init in PRINCIPAL_INITS:
-            raise UserError("DoRA with PiSSA/OLoRA init is not supported: choose DoRA or init pissa|olora")
+        check_init(self.init, self.dora)
         self.layers = str(self.layers) if self.layers not in (None, "") else "all"
         parse_layers(self.layers)
 

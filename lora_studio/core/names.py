@@ -41,6 +41,14 @@ MERGE_DTYPES = ("float32", "bfloat16", "float16")  # merge --dtype
 GGUF_TYPES = ("f32", "f16", "q8_0")  # gguf --type
 
 
+def check_init(init: str, dora: bool = False):
+    """The one validation of an init and its combination with DoRA (config, LoraSpec, inject)."""
+    if init not in INITS:
+        raise UserError(f"init {init!r} unknown: use one of {', '.join(INITS)}")
+    if dora and init in PRINCIPAL_INITS:
+        raise UserError("DoRA with PiSSA/OLoRA init is not supported: choose --dora or --init pissa|olora")
+
+
 def scaling(r: int, alpha: float, rslora: bool = False) -> float:
     """s = alpha / r (rsLoRA: alpha / sqrt(r))."""
     return alpha / math.sqrt(r) if rslora else alpha / r

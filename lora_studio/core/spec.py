@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lora_studio.core.errors import UserError
-from lora_studio.core.names import INITS, check_lora, scaling
+from lora_studio.core.names import check_init, check_lora, scaling
 
 
 @dataclass
@@ -28,8 +27,7 @@ class LoraSpec:
     def __post_init__(self):
         self.targets, self.rank, self.alpha, self.dropout = check_lora(self.targets, self.rank, self.alpha,
                                                                         self.dropout)
-        if self.init not in INITS:
-            raise UserError(f"init {self.init!r} unknown: use one of {', '.join(INITS)}")
+        check_init(self.init)
 
     def scaling(self, r: int, alpha: float) -> float:
         return scaling(r, alpha, self.rslora)

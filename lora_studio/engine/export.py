@@ -12,7 +12,6 @@ the quantized base + adapter that was trained (`quantized_gap`).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path

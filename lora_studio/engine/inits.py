@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn as nn
 
-from lora_studio.core.names import INITS, PRINCIPAL_INITS  # noqa: F401
+from lora_studio.core.names import PRINCIPAL_INITS
 
 PISSA_NITER = 4  # subspace iterations of torch.svd_lowrank (PEFT's `pissa_niter_4`)
 EXACT_SVD_BELOW = 1024  # min(out, in) under which the exact SVD is cheap enough (and exact)

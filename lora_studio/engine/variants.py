@@ -17,9 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lora_studio.core.names import INITS, PRINCIPAL_INITS
+from lora_studio.core.names import PRINCIPAL_INITS, check_init
 from lora_studio.engine.errors import UserError
-from lora_studio.engine.inits import EXACT_SVD_BELOW, converted, converted_alpha, init_principal  # noqa: F401
 
 
 def row_norm(W0: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -111,10 +110,7 @@ def variant_of(spec) -> Variant | None:
 
 def check(sites, spec):
     """Refuse, before the model is touched, what cannot be kept exact on disk."""
-    if spec.init not in INITS:
-        raise UserError(f"init {spec.init!r} unknown: use one of {', '.join(INITS)}")
-    if spec.dora and spec.init in PRINCIPAL_INITS:
-        raise UserError("DoRA with PiSSA/OLoRA init is not supported: choose --dora or --init pissa|olora")
+    check_init(spec.init, spec.dora)
     fused = [s.name for s in sites if s.slices]
     if fused and (spec.dora or spec.init in PRINCIPAL_INITS):
         what = "DoRA" if spec.dora else spec.init

@@ -185,7 +185,7 @@ def test_principal_init_starts_at_base_and_saves_against_original(init, arch, ta
 
 
 def test_randomised_pissa_finds_the_top_singular_values(monkeypatch):
-    import lora_studio.engine.variants as V
+    import lora_studio.engine.inits as V  # PiSSA is an init (engine/inits.py)
 
     monkeypatch.setattr(V, "EXACT_SVD_BELOW", 0)
     model = tiny.build("llama")
