@@ -185,4 +185,7 @@ class RunProcess(QObject):
         message = errors[-1] if errors else ("the training command could not start" if code is None else
                                              f"the training processes ended with code {code}: "
                                              + (self.output[-1] if self.output else "no output"))
-        self.event.emit(Failure(message, "user", detail="\n".join(self.output), step=self.step))
+        # the CLI's exit codes (DESIGN.md): 2 the user's input or a full disk, 1 a bug; anything
+        # else (killed by a signal, torchrun's own failure, could not start) is no fault of the input
+        kind = ("disk" if "the disk is full" in message else "user") if code == 2 else "bug"
+        self.event.emit(Failure(message, kind, detail="\n".join(self.output), step=self.step))
