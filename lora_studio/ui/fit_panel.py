@@ -47,6 +47,20 @@ def estimate_fit(config: RunConfig, gpu_bytes: int, batch: int, seq: int):
                        sequences_per_example(task))
 
 
+def measured_text(peak: dict) -> str:
+    """A run's measured peak (memory.json) in words, compared with its estimate only on the same
+    basis: GPU tensors against the tensor estimate; a CPU run's process RSS (Python, torch, Qt and
+    the tensors) is never set against a tensor estimate."""
+    measured = size(peak["measured_peak_bytes"])
+    if str(peak.get("measured_by", "")).startswith("cuda"):
+        est = int(peak["estimate_bytes"])
+        diff = 100 * (est / max(1, int(peak["measured_peak_bytes"])) - 1)
+        return (f"This run: peak GPU tensors {measured} · estimated {size(est)} "
+                f"(batch {peak.get('batch', '?')} × {peak.get('seq', '?')} tokens, {diff:+.0f} %)")
+    return (f"This run: peak process memory {measured} (RSS on the CPU: Python, torch and the app included, "
+            "so not comparable with the tensor estimates above)")
+
+
 def read_peak(run_dir: str):
     from lora_studio.engine.fit import read_peak as read
 
@@ -127,10 +141,11 @@ class FitPanel(Section):
             self.set_config(config)
 
     # -- interface ----------------------------------------------------------------------------
-    def set_config(self, config: RunConfig):
-        """Estimate for `config` (its model, LoRA settings, batch and max length)."""
+    def set_config(self, config: RunConfig, seq: int | None = None):
+        """Estimate for `config` (its model, LoRA settings, batch); `seq`: the tokens per example the
+        Targets cards use (the data's longest example, capped at max length), else max length."""
         self.config = config
-        for w, v in ((self.batch, config.train.batch_size), (self.seq, config.data.max_length)):
+        for w, v in ((self.batch, config.train.batch_size), (self.seq, seq or config.data.max_length)):
             w.blockSignals(True)
             w.setValue(v)
             w.blockSignals(False)
@@ -206,7 +221,6 @@ class FitPanel(Section):
         if not peak:
             self.measured.hide()
             return
-        self.measured.setText(f"This run: estimated {size(peak['estimate_bytes'])} · "
-                              f"measured {size(peak['measured_peak_bytes'])}")
+        self.measured.setText(measured_text(peak))
         self.measured.setToolTip(f"measured by {peak.get('measured_by', '?')}")
         self.measured.show()

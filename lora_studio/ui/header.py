@@ -28,6 +28,7 @@ class Header(QFrame):
         self.model = ElidedLabel("", "ModelChip", min_chars=6, tooltip_full=False)  # tooltip: the path
         self.state = ElidedLabel("Ready", "StateChip", min_chars=8)  # shortened only in a narrow window
         self.state.setMinimumWidth(120)  # "Training · 120/1000" changes every step: no jitter
+        self.model.setMaximumWidth(150)  # the state chip says what matters now: it gets the room (GUI N16)
         self.state.setAlignment(Qt.AlignCenter)
         lay.addWidget(self.model)
         lay.addWidget(self.state)

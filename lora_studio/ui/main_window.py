@@ -7,7 +7,6 @@ the only logic here is what the buttons and menus do.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer, Signal
@@ -125,7 +124,12 @@ class MainWindow(QMainWindow):
             return
         config = self._built()
         if config is not None and self.session.info is not None:
-            self.fit.set_config(config)
+            seq = None
+            if self.session.budget.budget is not None:  # the Targets cards' basis: the data's longest example
+                from lora_studio.ui.budget_panel import data_memory
+
+                seq = data_memory(self.session, self.session.budget.budget)[2]
+            self.fit.set_config(config, seq)
 
     def _study_config(self):
         config = self._built()
@@ -193,11 +197,11 @@ class MainWindow(QMainWindow):
         """A dialog that says what went wrong and what to do; the app keeps running."""
         message = getattr(failure, "message", str(failure))
         if getattr(failure, "kind", "user") == "bug":
-            detail = getattr(failure, "detail", "")
-            if detail:
-                print(detail, file=sys.stderr)
-            QMessageBox.critical(self, title, f"{message}\n\nThis is a bug in LoRA Studio; the details are "
-                                              "printed on the console. Please report it.")
+            from lora_studio.ui.bug_report import keep_details
+
+            where = keep_details(title, message, getattr(failure, "detail", ""))
+            QMessageBox.critical(self, title, f"{message}\n\nThis is a bug in LoRA Studio. {where} Please "
+                                              "attach them to a bug report.")
         else:
             QMessageBox.warning(self, title, message)
 
@@ -358,7 +362,7 @@ class MainWindow(QMainWindow):
 
     def _pausing_text(self) -> str:
         ev = self.controller.evaluating_now
-        return f"Pausing after this evaluation … {ev.done:,}/{ev.total:,}" if ev else "Pausing after this step …"
+        return f"Pausing after the eval … {ev.done:,}/{ev.total:,}" if ev else "Pausing after this step …"
 
     def _stepped(self, ev):
         if self.controller.state == "running":

@@ -18,6 +18,8 @@ from lora_studio.engine import runfolder
 from lora_studio.ui import style
 from lora_studio.ui.widgets import ElidedLabel
 
+# Okabe & Ito's colour-blind-safe set, blue and orange first (never red beside green) (GUI N18)
+OVERLAY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 COLUMNS = ("Run", "Status", "Model", "Targets", "Rank", "Step", "Loss", "Eval loss", "Accuracy", "Date")
 
 
@@ -235,8 +237,9 @@ class RunsPanel(QWidget):
         self._seen = {}
         for i, path in enumerate(paths):
             records = runfolder.read_metrics(path) if (Path(path) / runfolder.METRICS_FILE).is_file() else []
-            color = pg.intColor(i, hues=max(len(paths), 3))
-            name = Path(path).name
+            color = pg.mkColor(OVERLAY_COLORS[i % len(OVERLAY_COLORS)])
+            row = self._row(path)
+            name = Path(path).name + (f" · r{row.rank} {row.targets}" if row is not None and row.rank else "")
             loss = [(r["step"], r["loss"]) for r in records if "loss" in r]
             evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
             if loss:
@@ -258,6 +261,14 @@ class RunsPanel(QWidget):
     def _poll(self):
         if any(self._stamp(p) != seen for p, seen in self._seen.items()):
             self.refresh()  # a selected run grew (another process trains it): its line and curves
+        elif self._listing() != {r.path for r in self.rows}:
+            self.refresh()  # a run folder became a run (its run.toml came after the folder, GUI N9) or went
+
+    def _listing(self) -> set[str]:
+        try:
+            return {str(p) for p in self.root.iterdir() if runfolder.is_run(p)} if self.root.is_dir() else set()
+        except OSError:
+            return set()
 
     def trash_selected(self):
         paths = self.selected()

@@ -56,7 +56,13 @@ def test_table_is_the_engines_estimate(qtbot, tiny_model, tmp_path):
                                                  "measured_by": "peak RSS of the process"}))
     w.show_run(str(run))
     qtbot.waitUntil(lambda: w.measured.isVisible(), timeout=10_000)
-    assert w.measured.text() == "This run: estimated 3.0 MB · measured 5.0 MB"
+    assert w.measured.text().startswith("This run: peak process memory 5.0 MB (RSS")  # never set against 3.0 MB
+    assert "3.0 MB" not in w.measured.text()
+    (run / "memory.json").write_text(json.dumps({"estimate_bytes": 3 * 2**20, "measured_peak_bytes": 5 * 2**20,
+                                                 "measured_by": "cuda.max_memory_allocated", "batch": 4, "seq": 49}))
+    w.show_run(str(run))
+    qtbot.waitUntil(lambda: "GPU" in w.measured.text(), timeout=10_000)
+    assert w.measured.text() == "This run: peak GPU tensors 5.0 MB · estimated 3.0 MB (batch 4 × 49 tokens, -40 %)"
     if os.environ.get("LORA_STUDIO_SHOTS"):
         w.grab().save(os.path.join(os.environ["LORA_STUDIO_SHOTS"], "fit.png"))
     w.runner.wait_all()

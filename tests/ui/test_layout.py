@@ -78,3 +78,14 @@ def test_targets_numbers_whole_at_the_minimum_width(qtbot, window):
         assert right <= viewport.width() and not_elided(lab), lab.text()
     body = window.sidebar.widget()
     assert body.width() >= body.minimumSizeHint().width()  # the sidebar's fields are not cut either
+
+
+def test_header_state_chip_whole_at_1280(qtbot, window):
+    """GUI N16: the chip showed "Training · 1…", "Data not usable: see t…"; the model chip gives way."""
+    window.resize(1280, 800)
+    qtbot.waitUntil(lambda: window.width() == 1280, timeout=2_000)
+    chip = window.header.state
+    for text in ("Evaluating base model… 128/200", "Training · 1,234/2,000", "Data not usable: see the Data tab",
+                 "Pausing after the eval … 128/200"):
+        window.header.set_state(text, "running")
+        qtbot.waitUntil(lambda: chip.width() >= chip.sizeHint().width(), timeout=2_000)

@@ -22,10 +22,10 @@ def test_pause_during_an_evaluation_is_acknowledged_at_once(window, qtbot):
         c._event(Evaluating(20, 128, 200))
         qtbot.mouseClick(window.header.pause, Qt.LeftButton)
         assert c.state == "pausing" and c.control.paused
-        assert window.header.state.text() == "Pausing after this evaluation … 128/200"
+        assert window.header.state.text() == "Pausing after the eval … 128/200"
         assert window.header.pause.text() == "Resume"
         c._event(Evaluating(20, 160, 200))
-        assert window.header.state.text() == "Pausing after this evaluation … 160/200"
+        assert window.header.state.text() == "Pausing after the eval … 160/200"
         qtbot.mouseClick(window.header.pause, Qt.LeftButton)  # withdrawn before it was reached
         assert c.state == "running" and not c.control.paused
     finally:
@@ -39,6 +39,20 @@ def test_after_done_the_step_card_says_done(window, qtbot):
     qtbot.wait(300)  # the cards' 10 Hz refresh
     assert window.training.step.sub.text() == "done · 6 steps"
     assert window.header.state.text() == "Done"
+    # GUI N3: a CPU run's measured peak is the process RSS, named so, never set against a tensor estimate
+    memory = window.training.memory.sub.text()
+    assert "RSS" in memory and "estimate" not in memory
+    qtbot.waitUntil(lambda: window.fit.measured.isVisible() or not window.fit.measured.isHidden(), timeout=10_000)
+    assert "RSS" in window.fit.measured.text() and "estimated" not in window.fit.measured.text()
+
+
+def test_will_it_fit_uses_the_cards_basis(window, qtbot):
+    """GUI N3: Will-it-fit's tokens per example are the Targets cards' (the data's longest
+    example, capped at max length), not max length."""
+    longest = min(window.session.stats.train.max_tokens, window.session.draft.data.max_length)
+    assert longest < window.session.draft.data.max_length  # the tiny data is shorter than 32 tokens
+    window._fit_config()
+    assert window.fit.seq.value() == longest
 
 
 def test_relaunch_offers_to_continue_an_interrupted_run(qtbot, tiny_model, tiny_data, tmp_path, dialogs):
@@ -81,3 +95,19 @@ def test_try_it_caption_survives_unrelated_state_changes(qtbot, finished_run):
     view.set_run(str(other), "classification")  # another run: the old result no longer applies
     view.set_available(True)
     assert view.source.text() == f"Run: {other}"
+
+
+def test_a_bug_dialog_offers_the_details_without_a_console(window, tmp_path, monkeypatch, dialogs):
+    """GUI N17: the details go to a log file and the clipboard, and the dialog says where."""
+    from PySide6.QtWidgets import QApplication
+
+    from lora_studio.engine.errors import Failure
+    from lora_studio.ui import bug_report
+
+    log = tmp_path / "logs" / "lora-studio.log"
+    monkeypatch.setattr(bug_report, "log_path", lambda: log)
+    window.error("Training failed", Failure("AssertionError: x", "bug", "Traceback (most recent call last): boom"))
+    text = dialogs.shown[-1].text
+    assert dialogs.shown[-1].kind == "critical" and str(log) in text and "clipboard" in text
+    assert "console" not in text
+    assert "boom" in log.read_text() and "boom" in QApplication.clipboard().text()

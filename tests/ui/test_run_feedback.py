@@ -32,10 +32,10 @@ def test_baseline_eval_progress_shows_in_the_header_and_step_card(qtbot, window,
         qtbot.mouseClick(window.header.start, Qt.LeftButton)
     assert seen, "the run evaluated the base model"
     header, sub = seen[-1]
-    assert header.startswith("Evaluating the base model… ") or header.startswith("Evaluating step ")
+    assert header.startswith("Evaluating base model… ") or header.startswith("Evaluating step ")
     assert sub == header
     first_header = seen[0][0]
-    assert first_header.startswith("Evaluating the base model… 0/")
+    assert first_header.startswith("Evaluating base model… 0/")
 
 
 def test_elapsed_continues_and_stopped_banner_hides_the_baseline(qtbot, window, tmp_path):
@@ -58,7 +58,7 @@ def test_elapsed_continues_and_stopped_banner_hides_the_baseline(qtbot, window, 
 def test_evaluating_text():
     from lora_studio.ui.training.view import evaluating_text
 
-    assert evaluating_text(Evaluating(0, 120, 200)) == "Evaluating the base model… 120/200"
+    assert evaluating_text(Evaluating(0, 120, 200)) == "Evaluating base model… 120/200"
     assert evaluating_text(Evaluating(30, 1200, 2000)) == "Evaluating step 30… 1,200/2,000"
 
 

@@ -60,10 +60,12 @@ def test_runs_panel_lists_overlays_and_follows(qtbot, runs, monkeypatch, dialogs
     panel.select([runs / "done", runs / "stopped"])  # two runs: their curves overlaid, named
     items = panel.plot.getPlotItem().listDataItems()
     names = sorted(i.name() for i in items)
-    assert names == ["done · eval", "done · train", "stopped · eval", "stopped · train"]
+    # named by run, rank and targets, not a timestamp alone (GUI N18)
+    assert names == ["done · r8 q+v · eval", "done · r8 q+v · train", "stopped · r8 q+v · eval",
+                     "stopped · r8 q+v · train"]
     pens = {i.name().split(" · ")[0]: i.opts["pen"].color().name() for i in items if i.name().endswith("train")}
-    assert pens["done"] != pens["stopped"]
-    train_done = next(i for i in items if i.name() == "done · train")
+    assert sorted(pens.values()) == ["#0072b2", "#e69f00"]  # blue and orange: never red beside green
+    train_done = next(i for i in items if i.name() == "done · r8 q+v · train")
     assert list(train_done.xData) == list(range(1, 9))
 
     # another process appends to the stopped run: its curve grows without a click
@@ -71,11 +73,19 @@ def test_runs_panel_lists_overlays_and_follows(qtbot, runs, monkeypatch, dialogs
         f.write(json.dumps({"step": 4, "loss": 0.123}) + "\n")
 
     def grown():
-        it = [i for i in panel.plot.getPlotItem().listDataItems() if i.name() == "stopped · train"]
+        it = [i for i in panel.plot.getPlotItem().listDataItems() if i.name() == "stopped · r8 q+v · train"]
         return bool(it) and list(it[0].yData)[-1] == 0.123
 
     qtbot.waitUntil(grown, timeout=5_000)
     assert row  # the table was filled
+
+    # a run another process starts: the folder first, run.toml a moment later (GUI N9), listed unasked
+    late = runs / "late"
+    late.mkdir()
+    qtbot.wait(200)
+    shutil.copy(runs / "stopped" / runfolder.RUN_FILE, late / runfolder.RUN_FILE)
+    qtbot.waitUntil(lambda: "late" in [r.name for r in panel.rows], timeout=5_000)
+    shutil.rmtree(late)
 
     trash = runs.parent / "trash"
     trash.mkdir()

@@ -18,7 +18,7 @@ from lora_studio.ui.widgets import Card, duration, label, size
 
 def evaluating_text(ev) -> str:
     """What an evaluation pass in progress says (engine.events.Evaluating)."""
-    what = "the base model" if ev.step == 0 else f"step {ev.step}"
+    what = "base model" if ev.step == 0 else f"step {ev.step}"
     return f"Evaluating {what}… {ev.done:,}/{ev.total:,}"
 
 
@@ -178,7 +178,8 @@ class TrainingView(QWidget):
         self.eta.set("–", f"elapsed {duration(ev.elapsed_before)}" if ev.elapsed_before else "")
         self.memory.set("–", "")
         self._device = ev.device
-        self.memory.setToolTip("GPU memory held by tensors" if ev.device == "cuda" else "resident memory of the process")
+        self.memory.setToolTip("GPU memory held by tensors (the basis of the Targets tab's estimate)" if ev.device == "cuda"
+                               else "resident memory of the whole process (Python, torch, the app and the tensors)")
         self._speed_sub = f"{ev.precision} · {ev.device_name}"
         self.speed.set("–", self._speed_sub)
         self.speed.setToolTip(f"{ev.device_name}, {ev.precision}, {ev.trainable_params:,} trainable parameters")
@@ -221,7 +222,7 @@ class TrainingView(QWidget):
             self.speed.sub.setText(f"{ev.padding:.0%} padding{mfu}\n{getattr(self, '_speed_sub', '')}".rstrip())
         self.eta.set(duration(ev.eta), f"elapsed {duration(ev.elapsed)}")
         self.memory.value.setText(size(ev.mem_allocated))
-        self.memory.sub.setText(f"peak {size(ev.mem_peak)}")
+        self.memory.sub.setText(f"peak {size(ev.mem_peak)} · {'GPU tensors' if self._device == 'cuda' else 'process RSS'}")
 
     def _finished(self, ev):
         from lora_studio.engine.events import Failed
@@ -261,23 +262,27 @@ class TrainingView(QWidget):
         return data_memory(session, view.budget)[0].total
 
     def _show_peak(self, ev):
-        """The measured peak next to the estimate: memory.json of the run (engine.fit) when
-        there is one, else Finished.mem_peak and the planner's current estimate."""
+        """The measured peak, named by what it measures. On a GPU: tensors, set against the Targets
+        tab's tensor estimate (same basis: training precision, batch × the data's longest example).
+        On a CPU: the process's peak RSS (Python, torch, Qt and the tensors), never set against a
+        tensor estimate."""
         from lora_studio.engine.fit import read_peak
 
         record = read_peak(ev.out) if getattr(ev, "out", "") else None
         measured = int(record["measured_peak_bytes"]) if record else int(getattr(ev, "mem_peak", 0) or 0)
         if not measured:
             return
+        self.memory.value.setText(size(measured))
+        if self._device != "cuda":
+            self.memory.sub.setText("peak process memory (RSS)\nPython, torch and the app included")
+            return
         estimate = self.memory_estimate() if self.memory_estimate else None
         if estimate is None and record:
             estimate = int(record["estimate_bytes"])
-        what = "peak (GPU tensors)" if self._device == "cuda" else "peak RSS (process)"
-        self.memory.value.setText(size(measured))
         if estimate:
-            self.memory.sub.setText(f"{what}\nestimate {size(estimate)} ({100 * (estimate / measured - 1):+.0f} %)")
+            self.memory.sub.setText(f"peak GPU tensors\nestimate {size(estimate)} ({100 * (estimate / measured - 1):+.0f} %)")
         else:
-            self.memory.sub.setText(what)
+            self.memory.sub.setText("peak GPU tensors")
 
     def show_history(self, records: list[dict], run_dir: str, resumable_step: int | None):
         """A reopened run folder: its curves, and how to continue it."""
