@@ -402,3 +402,21 @@ def test_two_processes_train_the_same_dpo_adapter_as_one(folder, tmp_path):
     assert ra[next(iter(ra))].B.abs().max() > 1e-3  # it trained
     for name in ra:
         torch.testing.assert_close((rb[name].A, rb[name].B), (ra[name].A, ra[name].B), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["nf4", "dora"])
+def test_qlora_and_dora_dpo_runs_start_at_ln2_and_train(folder, tmp_path, variant):
+    """A 4-bit base (bitsandbytes on the CPU) or a DoRA adapter: the reference is still the base
+    exactly (adapters bypassed), so the first loss is ln 2; the run trains."""
+    from lora_studio.engine.events import Finished
+    from lora_studio.engine.train import train
+
+    if variant == "nf4":
+        pytest.importorskip("bitsandbytes")
+    data = write(tmp_path / "pairs.jsonl", PAIRS)
+    config = pref_config(folder, data, tmp_path / variant)
+    config = config.replace(model={"quantize": "nf4"}) if variant == "nf4" else config.replace(lora={"dora": True})
+    assert isinstance(train(config), Finished)
+    m = metrics(tmp_path / variant)
+    assert m[0]["loss"] == pytest.approx(math.log(2), abs=1e-6) and m[0]["reward_margin"] == pytest.approx(0, abs=1e-6)
+    assert m[1]["reward_margin"] > 0
