@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--pairs", type=int, default=0, help="the first N pairs only (0: all)")
     ap.add_argument("--base", action="store_true", help="the run's base model, without its adapter")
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--adapter", help="another adapter folder of the run (e.g. RUN_DIR/checkpoints/step-3)")
+    ap.add_argument("--generate", type=int, default=0, help="also print greedy answers to the first N held-out prompts")
     a = ap.parse_args()
     cfg = RunConfig.load(os.path.join(a.run_dir, "run.toml"))
     ref = model_ref(cfg)
@@ -46,7 +48,7 @@ def main():
     pairs = pairs[:a.pairs] if a.pairs else pairs
     model = load_model(ref, "causal-lm", dtype=torch.float32)
     if not a.base:
-        load_adapter(model, a.run_dir)
+        load_adapter(model, a.adapter or a.run_dir)
     model.eval()
     mean_wins = sum_wins = 0
     margin = 0.0
@@ -60,10 +62,23 @@ def main():
             sum_wins += int((sums[:P] > sums[P:]).sum())
             margin += float((avg[:P] - avg[P:]).sum())
     n = len(pairs)
-    who = f"{ref} (base, no adapter)" if a.base else a.run_dir
+    who = f"{ref} (base, no adapter)" if a.base else a.adapter or a.run_dir
     print(f"{who}: {n} held-out pairs from {path}")
     print(f"preference_accuracy (mean token log-prob) {mean_wins / n:.3f} ({mean_wins}/{n}); "
           f"summed log-prob {sum_wins / n:.3f}; mean margin {margin / n:+.3f} nats/token")
+    if a.generate:
+        from lora_studio.engine.generate import generate
+
+        prompts = [[{"role": "user", "content": q}] for q in held_out_questions(path, a.generate)]
+        for p, ans in zip(prompts, generate(model, tok, prompts, True, 48)):
+            print(f"  {p[0]['content']!r} -> {ans.text!r} (stopped: {ans.stopped})")
+
+
+def held_out_questions(path: str, n: int) -> list[str]:
+    import json
+
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()][:n]
+    return [r["prompt"][-1]["content"] if isinstance(r["prompt"], list) else r["prompt"] for r in rows]
 
 
 if __name__ == "__main__":
