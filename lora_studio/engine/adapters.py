@@ -98,6 +98,15 @@ def adapter_state(model: nn.Module, residual: bool = False) -> dict[str, torch.T
     return out
 
 
+def common_rank_alpha(ra: dict[str, tuple[int, float]]) -> tuple[int, float, dict, dict]:
+    """PEFT's encoding of per-module (rank, alpha): the most common pair as `r`/`lora_alpha`, the
+    others in `rank_pattern`/`alpha_pattern`. Returns (r, alpha, rank_pattern, alpha_pattern)."""
+    values = list(ra.values())
+    r, alpha = max(set(values), key=values.count)
+    return (r, alpha, {n: v[0] for n, v in ra.items() if v[0] != r},
+            {n: v[1] for n, v in ra.items() if v[1] != alpha})
+
+
 def save_adapter(model: nn.Module, out_dir, base_model_name_or_path: str | None = None,
                  residual: bool = False) -> Path:
     """Write `out_dir/adapter_config.json` + `adapter_model.safetensors` (+ sidecar), atomically.
@@ -113,17 +122,15 @@ def save_adapter(model: nn.Module, out_dir, base_model_name_or_path: str | None 
     out.mkdir(parents=True, exist_ok=True)
     convert = not residual and spec.init in PRINCIPAL_INITS
     ranks = {n: _peft_rank_alpha(m, spec.rslora, residual) for n, m in layers.items()}
-    common = max(set(ranks.values()), key=list(ranks.values()).count)
-    rank_pattern = {n: ra[0] for n, ra in ranks.items() if ra[0] != common[0]}
-    alpha_pattern = {n: ra[1] for n, ra in ranks.items() if ra[1] != common[1]}
+    r, alpha, rank_pattern, alpha_pattern = common_rank_alpha(ranks)
     saved = getattr(model, "lora_studio_saved", [])
     base = base_model_name_or_path or getattr(model.config, "_name_or_path", None) or getattr(model, "name_or_path", "")
     config = {
         "peft_type": "LORA",
         "task_type": task_type(model),
         "base_model_name_or_path": base,
-        "r": common[0],
-        "lora_alpha": common[1],
+        "r": r,
+        "lora_alpha": alpha,
         "target_modules": sorted(layers),
         "rank_pattern": rank_pattern,
         "alpha_pattern": alpha_pattern,

@@ -344,15 +344,6 @@ def _optimizer_names(runner: nn.Module, optimizer) -> list[str]:
     return [name[id(p)] for g in optimizer.param_groups for p in g["params"]]
 
 
-def decoder_blocks(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks: the ModuleList holding the most parameters."""
-    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    if not lists:
-        return []
-    best = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
-    return list(best)
-
-
 def _fully_shard(runner: LossModule, model: nn.Module) -> nn.Module:
     """FSDP2: each decoder block, then the root. Within one unit every trainable parameter must
     share a dtype with the frozen ones it is flattened with: when the adapters compute in fp32
@@ -360,6 +351,7 @@ def _fully_shard(runner: LossModule, model: nn.Module) -> nn.Module:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from lora_studio.engine.lora import lora_layers
+    from lora_studio.engine.targets import decoder_blocks
 
     keep = MixedPrecisionPolicy(cast_forward_inputs=False)
     for block in decoder_blocks(model):

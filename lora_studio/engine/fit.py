@@ -136,11 +136,9 @@ class PerDevice:
 
 def _largest_block_params(model: nn.Module) -> int:
     """Parameters of the largest decoder block (FSDP2 gathers one unit at a time, plus the next)."""
-    best = 0
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 1:
-            best = max(best, max(sum(p.numel() for p in m.parameters()) for m in module))
-    return best
+    from lora_studio.engine.targets import decoder_blocks  # the blocks FSDP2 shards (engine/distributed.py)
+
+    return max((sum(p.numel() for p in b.parameters()) for b in decoder_blocks(model)), default=0)
 
 
 def per_device(model: nn.Module, mem, gpus: int, precision: str = "bf16") -> list[PerDevice]:

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.adapters import (CONFIG_FILE, PREFIX, SIDECAR, WEIGHTS_FILE, AdapterFile, AdapterModule,
-                                         atomic_save_tensors, atomic_write_json, read_adapter)
+                                         atomic_save_tensors, atomic_write_json, common_rank_alpha, read_adapter)
 from lora_studio.engine.lora import lora_layers
 from lora_studio.engine.variants import Variant
 from lora_studio.engine.targets import layer_index
@@ -311,10 +311,6 @@ def similarity(a, b) -> dict[tuple[str, str | None], torch.Tensor]:
 
 
 # -- resize -----------------------------------------------------------------------------------
-def _most_common(values):
-    return max(set(values), key=values.count)
-
-
 @_one_thread
 def resize(adapter, out_dir, rank: int | None = None, energy: float | None = None, overwrite: bool = False) -> dict:
     """Truncate every ΔW (per slice) to rank k by SVD — `rank` fixed, or the smallest k keeping
@@ -383,11 +379,8 @@ def resize(adapter, out_dir, rank: int | None = None, energy: float | None = Non
         tensors[PREFIX + key] = t
 
     peft_ra = {n: (sum(ks), m.scaling * norm(sum(ks))) for n, (m, ks) in kept.items()}  # PEFT: one rank per module
-    common = _most_common(list(peft_ra.values()))
     config = dict(ad.config)
-    config.update(r=common[0], lora_alpha=common[1],
-                  rank_pattern={n: ra[0] for n, ra in peft_ra.items() if ra[0] != common[0]},
-                  alpha_pattern={n: ra[1] for n, ra in peft_ra.items() if ra[1] != common[1]})
+    config.update(zip(("r", "lora_alpha", "rank_pattern", "alpha_pattern"), common_rank_alpha(peft_ra)))
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_tensors(out / WEIGHTS_FILE, tensors)
     atomic_write_json(out / CONFIG_FILE, config)
@@ -426,10 +419,7 @@ def _sidecar(old: dict, kept: dict, norm, desliced: list[str], rank, energy, src
         # exact name (modules with uniform slices keep their slice map, which reading still uses)
         ra = {n: (sum(ks), m.scaling * norm(sum(ks))) for n, (m, ks) in kept.items()}
         spec.update(targets=[re.escape(n) for n in kept], layers=None)
-    common = _most_common(list(ra.values()))
-    spec.update(rank=common[0], alpha=common[1],
-                rank_pattern={n: v[0] for n, v in ra.items() if v[0] != common[0]},
-                alpha_pattern={n: v[1] for n, v in ra.items() if v[1] != common[1]})
+    spec.update(zip(("rank", "alpha", "rank_pattern", "alpha_pattern"), common_rank_alpha(ra)))
     return {**old, "spec": spec, "modules": mods, "resized": {"from": str(src), "rank": rank, "energy": energy}}
 
 

@@ -123,3 +123,13 @@ def resolve(model: nn.Module, targets: list[str], layers: list[int] | None = Non
         if s.slices:
             s.slices.sort(key=lambda sl: sl[1][0])
     return sites
+
+
+def decoder_blocks(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks: the ModuleList holding the most parameters (FSDP2's units, the planner's
+    largest gathered block)."""
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        return []
+    best = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    return list(best)
