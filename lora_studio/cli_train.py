@@ -379,8 +379,9 @@ def launch(a) -> int:
         from lora_studio.cli_hub import fetch
 
         fetch(a.model, allow_pickle=bool(getattr(a, "allow_pickle", False)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(a.nproc),
-           "-m", "lora_studio", *argv]
+    from lora_studio.launch import torchrun_options
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_options(a.nproc), "-m", "lora_studio", *argv]
     print("starting: " + " ".join(cmd[1:]), file=sys.stderr)
     interrupted = []
     # Ctrl-C reaches torchrun and its processes too: they stop and save; this one waits for them

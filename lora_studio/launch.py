@@ -15,18 +15,24 @@ def _check(nproc: int, nnodes: int):
         raise UserError(f"processes per machine and machines must be at least 1, got {nproc} and {nnodes}")
 
 
+def torchrun_options(nproc: int, nnodes: int = 1, endpoint: str = f"$HEAD:{PORT}") -> list[str]:
+    """torchrun's own options: one machine (`--standalone`), or `nnodes` meeting at `endpoint`.
+    The one place both the copied command line and `train --nproc` take them from."""
+    _check(nproc, nnodes)
+    if nnodes == 1:
+        opts = ["--standalone"]
+    else:
+        opts = ["--nnodes", str(nnodes), "--node-rank", "$NODE_RANK", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", endpoint]
+    return opts + ["--nproc-per-node", str(nproc)]
+
+
 def torchrun_command(config_path, nproc: int, nnodes: int = 1, out: str | None = None,
                      endpoint: str = f"$HEAD:{PORT}") -> str:
     """The torchrun line for `config_path` (a run TOML): one machine (`--standalone`) or `nnodes`
     machines meeting at `endpoint` (the same line on every machine; `$NODE_RANK` 0 … nnodes-1)."""
-    _check(nproc, nnodes)
-    parts = ["torchrun"]
-    if nnodes == 1:
-        parts += ["--standalone"]
-    else:
-        parts += ["--nnodes", str(nnodes), "--node-rank", "$NODE_RANK", "--rdzv-backend", "c10d",
-                  "--rdzv-endpoint", endpoint]
-    parts += ["--nproc-per-node", str(nproc), "-m", "lora_studio", "train", "--config", shlex.quote(str(config_path))]
+    parts = ["torchrun", *torchrun_options(nproc, nnodes, endpoint), "-m", "lora_studio", "train", "--config",
+             shlex.quote(str(config_path))]
     if out:
         parts += ["--out", shlex.quote(str(out))]
     return " ".join(parts)
