@@ -118,3 +118,27 @@ def test_all_zero_gradients_never_end_as_done(tmp_path, capsys, monkeypatch):
     assert code == 2 and "every gradient was zero" in line and "done at step" not in err
     state = json.loads((tmp_path / "o" / "run_state.json").read_text())
     assert state["state"] == "failed"
+
+
+def test_bitsandbytes_is_imported_quietly(tmp_path, capsys, monkeypatch):
+    """On a machine without the GPU it was built for, bitsandbytes warns at length on import: those
+    lines are not shown (preflight says in one line what matters)."""
+    import sys
+
+    from lora_studio.engine.quantize import require_bitsandbytes
+
+    fake = tmp_path / "bitsandbytes"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import logging, sys, warnings\n"
+        "warnings.warn('The installed version of bitsandbytes was compiled without GPU support.')\n"
+        "logging.getLogger('bitsandbytes.cextension').warning('could not find the CUDA library')\n"
+        "print('bitsandbytes: flooding stderr', file=sys.stderr)\n"
+        "__version__ = '0.0'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "bitsandbytes" or m.startswith("bitsandbytes.")]:
+        monkeypatch.delitem(sys.modules, name)
+    capsys.readouterr()
+    assert require_bitsandbytes().__version__ == "0.0"
+    out, err = capsys.readouterr()
+    assert out == "" and err == "", err
