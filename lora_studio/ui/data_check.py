@@ -102,7 +102,9 @@ class TrainedView(QWidget):
     def show_check(self, check: CheckView | None, message: str = ""):
         self.check = check
         self.warnings.setVisible(bool(check and check.warnings))
-        self.warnings.setText("\n".join(f"⚠ {w.message}  [{w.code}]" for w in check.warnings) if check else "")
+        from lora_studio.ui.wording import for_gui
+
+        self.warnings.setText("\n".join(f"⚠ {for_gui(w.message)}  [{w.code}]" for w in check.warnings) if check else "")
         self.setVisible(check is not None or bool(message))
         if check is None:
             self.summary.setText(message)

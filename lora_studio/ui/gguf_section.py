@@ -60,6 +60,21 @@ def describe(result) -> str:
             + (f"\n{result.note}" if result.note else ""))
 
 
+def _not_for_gguf(run_dir) -> str:
+    """Why a run cannot become a GGUF ("" when it can): llama.cpp runs language models, not classifiers."""
+    from lora_studio.config import RunConfig
+    from lora_studio.engine import runfolder
+
+    try:
+        task = RunConfig.load(Path(run_dir) / runfolder.RUN_FILE).model.task
+    except Exception:  # noqa: BLE001 - not a run (yet): the export itself says what is wrong
+        return ""
+    if task == "classification":
+        return ("GGUF is for language models (llama.cpp generates text); this run is a classifier: export the "
+                "merged model or the PEFT adapter above.")
+    return ""
+
+
 class GGUFSection(Section):
     """Signals:
         exported(object): the engine.gguf.GGUFResult of `export`
@@ -133,6 +148,12 @@ class GGUFSection(Section):
         if run_dir:
             run_dir = Path(run_dir)
             self.out.setText(str(run_dir.parent / f"{run_dir.name}.gguf"))
+        self.not_for = _not_for_gguf(run_dir) if run_dir else ""
+        if self.not_for:  # said up front, not after Export (GUI N12)
+            self.enabled.setChecked(False)
+            self.hint.setText(self.not_for)
+        self.enabled.setEnabled(not self.not_for)
+        self.enabled.setToolTip(self.not_for or "A .gguf file that llama.cpp, Ollama and LM Studio load")
 
     def options(self) -> dict:
         return {"merged": self.merged.isChecked(), "type": self.type.currentData(),
@@ -162,7 +183,7 @@ class GGUFSection(Section):
 
     # -- in the GUI thread ----------------------------------------------------------------------
     def _converter(self, gen, path, message):
-        if gen != self._check_gen:
+        if gen != self._check_gen or getattr(self, "not_for", ""):
             return
         self.converter = path
         self.merged.setEnabled(path is not None)

@@ -195,7 +195,9 @@ class MainWindow(QMainWindow):
     # -- messages ------------------------------------------------------------------------
     def error(self, title: str, failure):
         """A dialog that says what went wrong and what to do; the app keeps running."""
-        message = getattr(failure, "message", str(failure))
+        from lora_studio.ui.wording import for_gui
+
+        message = for_gui(getattr(failure, "message", str(failure)))
         if getattr(failure, "kind", "user") == "bug":
             from lora_studio.ui.bug_report import keep_details
 

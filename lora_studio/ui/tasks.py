@@ -45,7 +45,9 @@ class Task(QObject):
             warm_imports()  # torch's first import is not thread-safe: one thread does it
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as e:  # noqa: BLE001 - everything goes back to the GUI as a Failure
-            self.failed.emit(failure_of(e))
+            from lora_studio.ui.wording import gui_failure
+
+            self.failed.emit(gui_failure(failure_of(e)))
         else:
             self.done.emit(result)
         finally:

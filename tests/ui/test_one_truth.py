@@ -111,3 +111,34 @@ def test_a_bug_dialog_offers_the_details_without_a_console(window, tmp_path, mon
     assert dialogs.shown[-1].kind == "critical" and str(log) in text and "clipboard" in text
     assert "console" not in text
     assert "boom" in log.read_text() and "boom" in QApplication.clipboard().text()
+
+
+def test_messages_name_the_window_s_fields_not_cli_flags(window, dialogs):
+    """GUI N11: engine messages written for the command line reach a dialog in the window's words."""
+    from lora_studio.engine.errors import UserError
+    from lora_studio.ui.tasks import Task
+    from lora_studio.ui.wording import for_gui
+
+    assert for_gui("/x exists and is not empty: choose a new folder, or pass --overwrite") == \
+        "/x exists and is not empty: choose a new folder"
+    assert "Label column" in for_gui("are the columns swapped? Name them with --text-column label --label-column text")
+    assert "llama.cpp folder in the GGUF section" in for_gui("not found: pass --llama-cpp DIR (a llama.cpp checkout)")
+    got = []
+    task = Task(lambda: (_ for _ in ()).throw(UserError("too long: raise --max-length to 49, or shorten those rows")))
+    task.failed.connect(got.append)
+    task.run()
+    assert got[0].message == "too long: raise Max length (Data section) to 49, or shorten those rows"
+    window.error("Export failed", UserError("/x exists: choose another name, or pass --overwrite to replace it"))
+    assert "--" not in dialogs.shown[-1].text
+
+
+def test_gguf_is_not_offered_for_a_classifier(qtbot, finished_run):
+    """GUI N12: said up front in the export dialog, not refused after Export."""
+    from lora_studio.ui.export_dialog import ExportDialog
+
+    dialog = ExportDialog(str(finished_run))
+    qtbot.addWidget(dialog)
+    assert not dialog.gguf.enabled.isEnabled() and not dialog.gguf.enabled.isChecked()
+    assert "classifier" in dialog.gguf.hint.text()
+    dialog.tasks.wait_all()
+    dialog.gguf.runner.wait_all()

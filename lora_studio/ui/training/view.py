@@ -274,7 +274,7 @@ class TrainingView(QWidget):
             return
         self.memory.value.setText(size(measured))
         if self._device != "cuda":
-            self.memory.sub.setText("peak process memory (RSS)\nPython, torch and the app included")
+            self.memory.sub.setText("peak process RSS\nincl. Python, torch, Qt")
             return
         estimate = self.memory_estimate() if self.memory_estimate else None
         if estimate is None and record:

@@ -32,6 +32,10 @@ class TrainWorker(QObject):
             if self._ended:
                 return
             self._ended = True
+        if isinstance(event, Failed):
+            from lora_studio.ui.wording import gui_failure
+
+            event = gui_failure(event)  # the window's words, not the command line's
         self.event.emit(event)
 
     @Slot()
@@ -47,7 +51,9 @@ class TrainWorker(QObject):
             train(self.config, self._on_event, self.control, resume=self.resume, spectra_every=self.spectra_every,
                   overwrite=self.overwrite)
         except BaseException as e:  # noqa: BLE001 - the GUI must hear about everything
-            self._on_event(failure_of(e))
+            from lora_studio.ui.wording import gui_failure
+
+            self._on_event(gui_failure(failure_of(e)))
         finally:
             if not self._ended:
                 self._on_event(Failure("training ended without a result", "bug"))

@@ -1,0 +1,42 @@
+"""The engine's messages speak to a command line ("pass --overwrite", "--label-column NAME"); in
+the window they name the field or the choice that does the same (GUI N11). One place, applied
+to every Failure that reaches a view (tasks, the training worker, the error dialog)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+RULES = [
+    (r"choose another --out or pass --overwrite", "choose another file name"),
+    (r"choose a new --out or pass --overwrite", "choose a new folder"),
+    (r",? or pass --overwrite to replace (?:it|the run in it)", ""),
+    (r",? or pass --overwrite", ""),
+    (r"--overwrite replaces", "replacing removes"),
+    (r"[Nn]ame them with --text-column (\S+) --label-column (\S+)",
+     r"pick them in the Data section: Text column \1, Label column \2"),
+    (r"name the columns with --text-column and --label-column", "pick the Text and Label columns in the Data section"),
+    (r"\(--text-column, --label-column, …\)", "(the Text and Label columns in the Data section)"),
+    (r"raise --max-length to (\d+)", r"raise Max length (Data section) to \1"),
+    (r"raise --max-length", "raise Max length in the Data section"),
+    (r"use --max-length (\d+) or less", r"set Max length (Data section) to \1 or less"),
+    (r"pass --llama-cpp DIR", "choose the llama.cpp folder in the GGUF section"),
+    (r"--llama-cpp DIR", "the llama.cpp folder in the GGUF section"),
+    (r"\(--allow-pickle\)", "(Allow .bin weights, in the Model section)"),
+    (r"\(--trust-remote-code\)", "(Trust remote code, in the Model section)"),
+    (r"use --device cpu or auto", "set Device to CPU or Auto"),
+    (r"use --device cuda or cpu, or --quantize none", "set Base precision to Full (LoRA variants)"),
+    (r"turn off --quantize for this run", "set Base precision to Full (LoRA variants) for this run"),
+]
+
+
+def for_gui(message: str) -> str:
+    for pattern, repl in RULES:
+        message = re.sub(pattern, repl, message)
+    return message
+
+
+def gui_failure(failure):
+    """The same Failure with its message in the window's words."""
+    text = for_gui(failure.message)
+    return failure if text == failure.message else replace(failure, message=text)
