@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         s.model_ready.connect(lambda info: self._fit_timer.start())
         c.finished.connect(lambda ev: self.run_dir and self.fit.show_run(self.run_dir))
         self.study.open_run.connect(self.open_run)
+        self.study.finished.connect(lambda _: self.runs.refresh())  # its runs are listed in Runs
         self.study.running_changed.connect(lambda running: self._state_changed(self.controller.state))
         self.tabs.currentChanged.connect(lambda _: self.tabs.currentWidget() is self.study and self._study_config())
         self._draft_changed("")
@@ -133,6 +134,10 @@ class MainWindow(QMainWindow):
 
     def _study_config(self):
         config = self._built()
+        if not self.study.setup.out.text():  # in the runs folder (listed in Runs), never relative to the cwd (N8)
+            import time
+
+            self.study.setup.out.setText(str(runs_root() / time.strftime("study-%Y%m%d-%H%M%S")))
         if config is not None and not self.study.running:
             self.study.set_config(config)
 
@@ -394,7 +399,9 @@ class MainWindow(QMainWindow):
             text, kind = next(iter(self._blocked.values())), "running" if "model" in self._blocked else "failed"
         if state == "pausing":
             text = self._pausing_text()
-        if state != "idle" or not self.run_dir or self._blocked:
+        if state == "idle" and self.study.running:
+            text, kind = "Study running", "running"  # not the previous run's "Failed" (N8)
+        if state != "idle" or not self.run_dir or self._blocked or self.study.running:
             self.header.set_state(text, kind)
         running = state != "idle"
         startable = not running and not self._blocked and not self.study.running  # one run at a time
@@ -483,9 +490,27 @@ class MainWindow(QMainWindow):
             self.open_path(urls[0])
             event.acceptProposedAction()
 
+    def open_study(self, folder: str = ""):
+        """Show a study (its sweep.json) in the Study tab: after a restart, or from another machine."""
+        from PySide6.QtWidgets import QFileDialog
+
+        folder = folder or QFileDialog.getExistingDirectory(self, "Open a study folder", str(runs_root()))
+        if not folder:
+            return
+        if not (Path(folder) / "sweep.json").is_file():
+            QMessageBox.information(self, "Not a study", f"{folder} holds no sweep.json: choose a study's folder.")
+            return
+        if self.study.running:
+            QMessageBox.information(self, "A study is running", "Stop it or let it finish first.")
+            return
+        self.study.load(folder)
+        self.tabs.setCurrentWidget(self.study)
+
     def open_path(self, path: str):
         kind = self.files.kind_of(path)
-        if kind == "run":
+        if Path(path).is_dir() and (Path(path) / "sweep.json").is_file():
+            self.open_study(path)
+        elif kind == "run":
             self.files.open_run(path)
         elif kind == "model":
             self.model_panel.load(path)

@@ -63,11 +63,31 @@ def read_row(run: Path) -> RunRow:
                   evals[-1].get("accuracy") if evals else None, date)
 
 
-def scan(root) -> list[RunRow]:
-    """Every run folder directly under `root`, newest first."""
+def run_folders(root) -> list[Path]:
+    """The run folders directly under `root`, and those of each study there (a folder with a
+    sweep.json: one run per rank, GUI N8)."""
     root = Path(root)
-    runs = [p for p in root.iterdir() if runfolder.is_run(p)] if root.is_dir() else []
-    return sorted((read_row(p) for p in runs), key=lambda r: r.date, reverse=True)
+    found = []
+    try:
+        for p in root.iterdir() if root.is_dir() else ():
+            if runfolder.is_run(p):
+                found.append(p)
+            elif (p / "sweep.json").is_file():
+                found.extend(q for q in p.iterdir() if runfolder.is_run(q))
+    except OSError:
+        pass
+    return found
+
+
+def scan(root) -> list[RunRow]:
+    """Every run under `root` (studies' runs included, named study/run), newest first."""
+    rows = []
+    for p in run_folders(root):
+        row = read_row(p)
+        if p.parent != Path(root):
+            row.name = f"{p.parent.name}/{p.name}"
+        rows.append(row)
+    return sorted(rows, key=lambda r: r.date, reverse=True)
 
 
 def _trashed(result) -> bool:  # PySide6 returns a bool, or (bool, path in the trash)
@@ -265,10 +285,7 @@ class RunsPanel(QWidget):
             self.refresh()  # a run folder became a run (its run.toml came after the folder, GUI N9) or went
 
     def _listing(self) -> set[str]:
-        try:
-            return {str(p) for p in self.root.iterdir() if runfolder.is_run(p)} if self.root.is_dir() else set()
-        except OSError:
-            return set()
+        return {str(p) for p in run_folders(self.root)}
 
     def trash_selected(self):
         paths = self.selected()

@@ -165,6 +165,7 @@ def actions(w):
     act("Save configuration…", lambda: w.files.save_config(), "Ctrl+S", f)
     f.addSeparator()
     w.act_open_run = act("Open run folder…", w.files.open_run_dialog, "Ctrl+O", f)
+    act("Open study folder…", lambda: w.open_study(), None, f)
     w.act_export = act("Merge && export…", w.export, "Ctrl+E", f)
     f.addSeparator()
     act("Quit", w.close, "Ctrl+Q", f)

@@ -104,3 +104,24 @@ def test_window_has_a_runs_tab_that_opens_a_run(qtbot, window, runs):
     with qtbot.waitSignal(window.run_opened, timeout=30_000) as opened:
         qtbot.mouseClick(window.runs.open_button, Qt.LeftButton)
     assert opened.args == [str(runs / "done")]
+
+
+def test_studies_live_in_the_runs_folder_are_listed_and_reopen(qtbot, window, finished_run, tmp_path):
+    """GUI N8: a study's default folder is in the runs folder (not relative to the working
+    directory), its runs are listed in Runs, and File ▸ Open study folder shows it again."""
+    from pathlib import Path
+
+    from lora_studio.ui.runs import runs_root
+    from lora_studio.ui.runs_panel import scan
+
+    window._study_config()
+    folder = Path(window.study.setup.out.text())
+    assert folder.is_absolute() and folder.parent == runs_root()
+    root = tmp_path / "runs"
+    study = root / "study-1"
+    study.mkdir(parents=True)
+    shutil.copytree(finished_run, study / "rank-8")
+    (study / "sweep.json").write_text(json.dumps({"runs": [], "complete": True}))
+    assert [r.name for r in scan(root)] == ["study-1/rank-8"]
+    window.open_study(str(study))
+    assert window.tabs.currentWidget() is window.study and window.study.setup.out.text() == str(study)
