@@ -183,9 +183,10 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
         emit(Status(f"{config.lora.init} init of {len(adapted)} matrices took {time.perf_counter() - t0:.2f} s"))
     speed_up(model, device)  # fused GELU-tanh everywhere; the fast dropout on CPUs
     if config.train.packing:  # attention per packed example: no (N, N) mask (engine/packing.py)
-        from lora_studio.engine.packing import use_packed_attention
+        from lora_studio.engine.packing import check_isolation, use_packed_attention
 
         use_packed_attention(model)
+        check_isolation(model)  # proved on this model, or refused in one line
     if config.train.gradient_checkpointing:
         checkpointing(model)
     check_stop()

@@ -280,3 +280,16 @@ def test_packing_with_gradient_checkpointing():
     torch.testing.assert_close(l_pack, l_pad, atol=1e-5, rtol=1e-5)
     for name in g_pad:
         torch.testing.assert_close(g_pack[name], g_pad[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_isolation_is_checked_on_the_model_itself(monkeypatch):
+    """setup proves isolation on the loaded model: a model whose packed rows leak is refused."""
+    model = adapted("llama")
+    packing.use_packed_attention(model)
+    packing.check_isolation(model)  # isolated: passes
+    leaky = adapted("llama")  # transformers' own route with a KV cache: the examples see each other
+    monkeypatch.setattr(packing, "model_inputs",
+                        lambda b: {k: v for k, v in b.items() if k not in ("labels", packing.BOUNDS, "use_cache")})
+    with pytest.raises(UserError, match="packing is not supported for llama"):
+        packing.check_isolation(leaky)
+    assert leaky.training  # the check leaves the mode as it was
