@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from pathlib import Path
+
 import pytest
 from PySide6.QtGui import QGuiApplication
 
@@ -30,9 +32,13 @@ def test_devices_choice_shows_with_two_gpus(qtbot, window, monkeypatch):
     assert ts.nproc() == 3
 
 
-def test_copy_command_for_a_cluster(qtbot, window, tmp_path):
+def test_copy_command_for_a_cluster(qtbot, window, tmp_path, dialogs):
     path = tmp_path / "cluster.toml"
     text = window.train_settings.copy_cluster_command(str(path))
+    # GUI N15: it says what it copied, and the Slurm run folder is absolute (sbatch runs from anywhere)
+    assert dialogs.shown[-1].title == "Command copied" and str(path) in dialogs.shown[-1].text
+    runs = str(Path(window.session.draft.out).parent)
+    assert f'--out "{runs}/$SLURM_JOB_ID"' in text and "--out runs/" not in text
     assert QGuiApplication.clipboard().text() == text
     assert f"torchrun --standalone --nproc-per-node 1 -m lora_studio train --config {path}" in text
     assert "#SBATCH --nodes=1" in text and f"--config {path}" in text.split("#!/bin/bash")[1]

@@ -4,6 +4,8 @@ command for a cluster, evaluation/checkpoint cadence, run folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit,
@@ -162,7 +164,15 @@ class TrainingSettings(Section):
             QMessageBox.warning(self, "Cannot write the command", f"{path}: {e.strerror or e}")
             return
         text = cluster_text(path, max(1, self.gpus))
+        if self.gpus < 1:  # this machine has no GPU: the count is the cluster's, to be set there
+            text = text.replace("# one machine, 1 GPU(s):", "# one machine with GPUs (set --nproc-per-node to its GPU count):")
+        from lora_studio.ui.runs import runs_root
+
+        runs = Path(config.out).parent if config.out else runs_root()  # absolute: sbatch runs from anywhere (N15)
+        text = text.replace("--out runs/$SLURM_JOB_ID", f'--out "{runs}/$SLURM_JOB_ID"')
         QGuiApplication.clipboard().setText(text)
+        QMessageBox.information(self, "Command copied", f"The torchrun line and a Slurm (sbatch) script are on the "
+                                f"clipboard. They train the configuration saved in {path}; runs go to {runs}.")
         return text
 
     def _length_kind(self):
