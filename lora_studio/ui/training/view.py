@@ -10,6 +10,7 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QTabWidget, QVBoxLayout, QWidget, QFrame
 
 from lora_studio.ui.style import repolish
+from lora_studio.ui.wording import short_paths
 from lora_studio.ui.training.plots import TrainingPlots
 from lora_studio.ui.training.samples_view import SamplesView
 from lora_studio.ui.training.worker import TrainingController
@@ -117,7 +118,7 @@ class TrainingView(QWidget):
         self.timer.timeout.connect(self._refresh)
         self.timer.start()
         c = controller
-        c.status.connect(lambda ev: self.step.sub.setText(ev.message))
+        c.status.connect(lambda ev: self.step.sub.setText(short_paths(ev.message)))
         c.started.connect(self._started)
         c.stepped.connect(self._stepped)
         c.evaluated.connect(self._evaluated)
