@@ -109,8 +109,10 @@ class TrainingSettings(Section):
         orow.addWidget(self.out, 1)
         orow.addWidget(browse)
         self.form.addRow("Run folder", orow)
+        self._wire(session)
 
-        s = session
+    def _wire(self, s: Session):
+        """Each field writes its setting to the Session; the Session's changes refill the fields."""
         self.length_kind.activated.connect(self._length_kind)
         self.steps.valueChanged.connect(lambda v: s.set_train(max_steps=int(v)))
         self.epochs.valueChanged.connect(lambda v: s.set_train(epochs=float(v)))
