@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
 from lora_studio.engine import runfolder
 from lora_studio.engine.errors import Failure, UserError
-from lora_studio.ui import style, window_layout
+from lora_studio.ui import run_guard, style, window_layout
 from lora_studio.ui.runs import RunFiles, runs_root, same_run, trained_elsewhere
 from lora_studio.ui.session import Draft, Session
 from lora_studio.ui.tasks import TaskRunner
@@ -150,17 +150,7 @@ class MainWindow(QMainWindow):
         self.session.refresh_data()
         if self._config_path:
             self.files.load_config(self._config_path)
-        self._say_interrupted()
-
-    def _say_interrupted(self):
-        """After a relaunch: if the newest run did not finish and has a checkpoint, say so and offer
-        to continue it (a run left by closing the window mid-training, or by a crash)."""
-        newest = self.runs.rows[0] if self.runs.rows else None
-        if newest is None or not newest.resumable or newest.state not in ("stopped", "killed"):
-            return
-        how = "was stopped" if newest.state == "stopped" else "was interrupted (its process ended)"
-        self.training.show_interrupted(newest.path, newest.step, how)
-        self.statusBar().showMessage(f"{newest.name} {how} and can be continued: see the Training tab", 10000)
+        run_guard.say_interrupted(self)
 
     # -- settings ------------------------------------------------------------------------
     def _restore(self):
@@ -239,7 +229,7 @@ class MainWindow(QMainWindow):
         commit_edits()
         try:
             config = self.session.build()
-            if self._refuse_preflight(config, "start"):  # before anything is asked or written
+            if run_guard.refuse_preflight(self, config, "start"):  # before anything is asked or written
                 return
             out = config.out or str(self._new_run_dir())
             overwrite = False
@@ -271,19 +261,6 @@ class MainWindow(QMainWindow):
             return
         self._begin(config, overwrite=overwrite)
 
-    def _refuse_preflight(self, config, what: str) -> bool:
-        """A base this machine cannot train on is refused before Start; one it trains slowly is asked."""
-        from lora_studio.ui.training import preflight
-
-        error, warning = preflight.check(config)
-        if error:
-            QMessageBox.warning(self, f"Cannot {what} this run here", error)
-            return True
-        if warning:
-            answer = QMessageBox.question(self, "Train on this base?", f"{warning}\n\n{what.capitalize()} anyway?")
-            return answer != QMessageBox.Yes
-        return False
-
     def _new_run_dir(self) -> Path:
         from lora_studio.config import default_out_dir
 
@@ -308,36 +285,10 @@ class MainWindow(QMainWindow):
         """The run this window trains (running, paused, stopping …), or ""."""
         return self.controller.run_dir if self.controller.running else ""
 
-    def _refuse_busy(self, run_dir: str, what: str) -> bool:
-        """True (after a dialog saying why) when `what` ("open" | "continue" | "export") must not
-        touch `run_dir` now: another run trains in this window, or a process trains this one."""
-        active = self.active_run()
-        name = Path(run_dir).name
-        if active and (what != "export" or same_run(active, run_dir)):
-            doing = "is training" if self.controller.state != "paused" else "is paused"
-            if same_run(active, run_dir):
-                text = f"{name} {doing} in this window: export it once it has finished or been stopped."
-            else:
-                text = (f"{Path(active).name} {doing} in this window, and the Training tab stays on it until it "
-                        f"ends. Stop it first to {what} {name}; meanwhile the Runs tab shows its curves.")
-            QMessageBox.information(self, f"Cannot {what} {name} now", text)
-            return True
-        if self.study.running and what != "export":
-            QMessageBox.information(self, f"Cannot {what} {name} now", "A study is running in the Study tab: "
-                                    "stop it or let it finish first.")
-            return True
-        owner = trained_elsewhere(run_dir)
-        if owner:
-            QMessageBox.information(self, f"Cannot {what} {name} now",
-                                    f"{name} is being trained by {owner}. The Runs tab follows it live; {what} it "
-                                    "once that process has ended.")
-            return True
-        return False
-
     def continue_run(self, run_dir: str):
         from lora_studio.config import RunConfig
 
-        if not run_dir or self._refuse_busy(run_dir, "continue"):
+        if not run_dir or run_guard.refuse_busy(self, run_dir, "continue"):
             return
         st = runfolder.run_state(run_dir)
         if not st.get("resumable"):  # never restart (and rewrite) a finished run, or one with no checkpoint
@@ -350,7 +301,7 @@ class MainWindow(QMainWindow):
         except UserError as e:
             self.error("Cannot continue this run", e)
             return
-        if self._refuse_preflight(config, "continue"):
+        if run_guard.refuse_preflight(self, config, "continue"):
             return
         self._begin(config, resume=run_dir)
 
@@ -438,7 +389,7 @@ class MainWindow(QMainWindow):
         if active and same_run(active, run_dir):
             self.tabs.setCurrentWidget(self.training.parentWidget())
             return
-        if self._refuse_busy(run_dir, "open"):
+        if run_guard.refuse_busy(self, run_dir, "open"):
             return
         self.files.open_run(run_dir)
 
@@ -454,7 +405,7 @@ class MainWindow(QMainWindow):
         if not run_dir:
             self.statusBar().showMessage("Train a run or open one first: Export writes a run's adapter.", 6000)
             return
-        if self._refuse_busy(run_dir, "export"):
+        if run_guard.refuse_busy(self, run_dir, "export"):
             return
         self.export_dialog = ExportDialog(run_dir, self)
         self.export_dialog.open()
@@ -493,19 +444,7 @@ class MainWindow(QMainWindow):
 
     def open_study(self, folder: str = ""):
         """Show a study (its sweep.json) in the Study tab: after a restart, or from another machine."""
-        from PySide6.QtWidgets import QFileDialog
-
-        folder = folder or QFileDialog.getExistingDirectory(self, "Open a study folder", str(runs_root()))
-        if not folder:
-            return
-        if not (Path(folder) / "sweep.json").is_file():
-            QMessageBox.information(self, "Not a study", f"{folder} holds no sweep.json: choose a study's folder.")
-            return
-        if self.study.running:
-            QMessageBox.information(self, "A study is running", "Stop it or let it finish first.")
-            return
-        self.study.load(folder)
-        self.tabs.setCurrentWidget(self.study)
+        run_guard.open_study(self, folder)
 
     def open_path(self, path: str):
         kind = self.files.kind_of(path)
