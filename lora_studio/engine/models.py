@@ -128,7 +128,11 @@ def skeleton_from_config(config, task: str = "causal-lm", num_labels: int = 2, t
         with torch.device("meta"):
             return auto_class(task).from_config(config, trust_remote_code=trust_remote_code)
     except ValueError as e:
-        raise UserError(f"a {config.model_type} model cannot do {task}: {str(e).splitlines()[0]}") from None
+        why = str(e).splitlines()[0]
+        if "Unrecognized configuration class" in why:  # no head for this task in transformers
+            raise UserError(f"a {config.model_type} model cannot do {task}: {why}") from None
+        raise UserError(f"the model's config.json does not describe a valid {config.model_type} model: {why}; "
+                        "fix config.json or choose another model") from None  # not the task's fault (GUI N21)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

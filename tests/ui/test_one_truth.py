@@ -156,3 +156,16 @@ def test_status_lines_show_no_install_paths(window):
     assert window.training.step.sub.text() == "loading the demo model"
     window.controller._event(Status(f"reading {Path.home()}/data/reviews.jsonl"))
     assert window.training.step.sub.text() == "reading ~/data/reviews.jsonl"
+
+
+def test_a_broken_config_is_blamed_on_the_config_not_the_task():
+    """GUI N21: "a bert model cannot do classification: The hidden size (8) is not a multiple …"."""
+    import pytest
+    from transformers import BertConfig
+
+    from lora_studio.engine.errors import UserError
+    from lora_studio.engine.models import skeleton_from_config
+
+    with pytest.raises(UserError) as e:
+        skeleton_from_config(BertConfig(hidden_size=8, num_attention_heads=12, num_hidden_layers=1), "classification")
+    assert "config.json" in str(e.value) and "cannot do" not in str(e.value)
