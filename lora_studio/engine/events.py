@@ -186,3 +186,32 @@ class Control:
                 return
             if fut.set_running_or_notify_cancel():
                 fut.set_exception(UserError(reason))
+
+
+# -- metrics.jsonl rows back into events (a run followed through its folder) ------------------------
+_ROW_ONLY = {"time"}  # metrics.jsonl keys that are no event field
+
+
+def events_of_row(row: dict, total_steps: int) -> list:
+    """The Step and/or Eval a metrics.jsonl row records (train.Loop writes them): fixed fields by
+    name, any other key as the objective's stats (`eval_<name>` on evaluation rows). Fields the row
+    lacks (elapsed, eta) are NaN."""
+    from dataclasses import fields
+
+    nan = float("nan")
+    out = []
+    step = int(row.get("step", 0))
+    if row.get("loss") is not None:
+        known = {f.name for f in fields(Step)}
+        stats = {k: v for k, v in row.items() if k not in known and k not in _ROW_ONLY and not k.startswith("eval_")
+                 and k != "accuracy"}
+        out.append(Step(step=step, total_steps=total_steps, epoch=row.get("epoch", nan), loss=row["loss"],
+                        lr=row.get("lr", nan), grad_norm=row.get("grad_norm", nan),
+                        tokens_per_s=row.get("tokens_per_s", nan), elapsed=row.get("elapsed", nan),
+                        eta=row.get("eta", nan), mem_allocated=int(row.get("mem_allocated", 0) or 0),
+                        mem_peak=int(row.get("mem_peak", 0) or 0), stats=stats or None, padding=row.get("padding"),
+                        mfu=row.get("mfu")))
+    if row.get("eval_loss") is not None:
+        stats = {k[5:]: v for k, v in row.items() if k.startswith("eval_") and k != "eval_loss"}
+        out.append(Eval(step=step, eval_loss=row["eval_loss"], accuracy=row.get("accuracy"), stats=stats or None))
+    return out

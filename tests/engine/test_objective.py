@@ -66,6 +66,13 @@ def test_an_objective_plugs_in_and_its_stats_are_logged_by_name(tmp_path, llama_
     ev = [e for e in events if isinstance(e, E.Eval)][-1]
     assert ev.stats["double_loss"] == pytest.approx(2 * ev.eval_loss, rel=1e-5) and ev.accuracy is None
 
+    # a run followed through its folder (the GUI's multi-process runs) sees the same numbers
+    again = [e for r in rows for e in E.events_of_row(r, 3)]
+    assert [(e.step, e.loss, e.stats) for e in again if isinstance(e, E.Step)] == \
+        [(e.step, e.loss, e.stats) for e in steps]
+    assert [(e.step, e.eval_loss, e.stats) for e in again if isinstance(e, E.Eval)] == \
+        [(e.step, e.eval_loss, e.stats) for e in events if isinstance(e, E.Eval)]
+
     acc = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     reader = acc.EventAccumulator(str(Path(cfg.out)), size_guidance={"scalars": 0})
     reader.Reload()

@@ -135,20 +135,14 @@ class RunProcess(QObject):
                                       device_name=f"{self.nproc} processes ({'nccl' if dev == 'cuda' else 'gloo'})",
                                       precision=self.config.train.precision, trainable_params=0, total_params=0,
                                       train_examples=0, validation_examples=0, task=self.config.model.task))
-        nan = float("nan")
         for r in self.tail.read():
             step = int(r.get("step", self.step))
             if step <= self.skip_until:
                 continue
-            if r.get("loss") is not None:
-                self.step = step
-                self.event.emit(E.Step(step=step, total_steps=self.total, epoch=r.get("epoch", nan), loss=r["loss"],
-                                       lr=r.get("lr", nan), grad_norm=r.get("grad_norm", nan),
-                                       tokens_per_s=r.get("tokens_per_s", nan), elapsed=r.get("elapsed", nan),
-                                       eta=r.get("eta", nan), mem_allocated=int(r.get("mem_allocated", 0) or 0),
-                                       mem_peak=int(r.get("mem_peak", 0) or 0), padding=r.get("padding"), mfu=r.get("mfu")))
-            if r.get("eval_loss") is not None:
-                self.event.emit(E.Eval(step=step, eval_loss=r["eval_loss"], accuracy=r.get("accuracy")))
+            for ev in E.events_of_row(r, self.total):  # the objective's stats included
+                if isinstance(ev, E.Step):
+                    self.step = step
+                self.event.emit(ev)
 
     def _read_output(self):
         from lora_studio.engine.events import Status
