@@ -169,3 +169,12 @@ def test_a_broken_config_is_blamed_on_the_config_not_the_task():
     with pytest.raises(UserError) as e:
         skeleton_from_config(BertConfig(hidden_size=8, num_attention_heads=12, num_hidden_layers=1), "classification")
     assert "config.json" in str(e.value) and "cannot do" not in str(e.value)
+
+
+def test_an_opened_run_shows_its_throughput_time_and_memory(window, finished_run, qtbot):
+    """Round 2 #41: an opened run's Throughput / Time / Memory cards stayed "–"."""
+    with qtbot.waitSignal(window.run_opened, timeout=30_000):
+        window.open_run(str(finished_run))
+    t = window.training
+    assert t.speed.value.text().endswith("tok/s") and t.eta.sub.text().startswith("last logged 20")
+    assert t.memory.value.text() != "–"

@@ -301,11 +301,31 @@ class TrainingView(QWidget):
         if evals:
             e = evals[-1]
             self.loss.set(f"{e['eval_loss']:.4f}", "eval loss" + (f" · accuracy {e['accuracy']:.1%}" if "accuracy" in e else ""))
+        self._history_cards(records, run_dir)
         if resumable_step is not None:
             self.banner.show_message(f"Run opened: {run_dir} (checkpoint at step {resumable_step}).", "info",
                                      self._continue(run_dir), self._export(run_dir))
         else:
             self.banner.show_message(f"Run opened: {run_dir}.", "info", self._export(run_dir))
+
+    def _history_cards(self, records: list[dict], run_dir: str):
+        """An opened run's throughput, time and memory, from its metrics.jsonl and memory.json (they
+        stayed "–" before)."""
+        from lora_studio.engine.fit import read_peak
+
+        speeds = [r["tokens_per_s"] for r in records if isinstance(r.get("tokens_per_s"), (int, float))]
+        if speeds:
+            self.speed.set(f"{sum(speeds) / len(speeds):,.0f} tok/s", "mean over the run")
+        times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]  # wall clock, seconds
+        if times:
+            import time
+
+            self.eta.set("–", f"last logged {time.strftime('%Y-%m-%d %H:%M', time.localtime(max(times)))}")
+        peak = read_peak(run_dir)
+        if peak:
+            gpu = str(peak.get("measured_by", "")).startswith("cuda")
+            self.memory.set(size(int(peak["measured_peak_bytes"])),
+                            "peak GPU tensors" if gpu else "peak process RSS\nincl. Python, torch, Qt")
 
     def show_interrupted(self, run_dir: str, step: int, how: str):
         """After a relaunch: the newest run did not finish and can be continued."""
