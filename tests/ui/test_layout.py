@@ -89,3 +89,13 @@ def test_header_state_chip_whole_at_1280(qtbot, window):
                  "Pausing after the eval … 128/200"):
         window.header.set_state(text, "running")
         qtbot.waitUntil(lambda: chip.width() >= chip.sizeHint().width(), timeout=2_000)
+
+
+def test_study_plots_name_their_axes(qtbot):
+    """GUI N19: the Study plots had no y-axis name."""
+    from lora_studio.ui.study.plots import LiveLoss, LossVsRank
+
+    for cls in (LiveLoss, LossVsRank):
+        plot = cls()
+        qtbot.addWidget(plot)
+        assert plot.plot_item.getAxis("left").labelText == "loss (nats)"

@@ -31,6 +31,7 @@ def _style_plot(plot: pg.PlotItem, title: str, xlabel: str, theme: str):
         ax.setTextPen(pg.mkPen(c["muted"]))
     plot.setTitle(title, size="10pt", color=c["text"])
     plot.setLabel("bottom", xlabel, color=c["muted"])
+    plot.setLabel("left", "loss (nats)", color=c["muted"])  # (GUI N19: the y axis had no name)
     plot.showGrid(x=True, y=True, alpha=style.PLOT[style.resolve(theme)]["grid"])
     plot.setMenuEnabled(False)
 
@@ -148,7 +149,7 @@ class PhiView(QWidget):
         lay.addWidget(self.heatmap, 1)
         self.entries: list[tuple[str, np.ndarray]] = []
         self.choice.currentIndexChanged.connect(self._show)
-        self.heatmap.show_message("φ appears when the sweep is done")
+        self.heatmap.show_message("φ: after the sweep")  # short: the panel is narrow at 1280 px (GUI N19)
 
     def apply_theme(self, theme: str):
         self.heatmap.apply_theme(theme)
@@ -163,7 +164,7 @@ class PhiView(QWidget):
         self.choice.addItems([name for name, _ in self.entries])
         self.choice.blockSignals(False)
         if not self.entries:
-            self.heatmap.show_message("φ needs at least two ranks")
+            self.heatmap.show_message("φ: needs two ranks")
             return
         self.choice.setCurrentIndex(0)
         self._show(0)
