@@ -19,13 +19,16 @@ loss, same gradients (tests/engine/test_packing.py pins this on Llama, GPT-2 and
 
 Why not transformers' own route? Given packed `position_ids` and no attention mask,
 transformers 5 detects the boundaries (`masking_utils.find_packed_sequence_indices`) and isolates
-the examples with every backend, but SDPA and eager get a dense (1, 1, N, N) block-causal mask:
+the examples with every backend, but only without a KV cache: with the default `use_cache=True`
+(training mode included) the detection is skipped and the row is one sequence, so packed batches
+carry `use_cache=False`. And SDPA and eager then get a dense (1, 1, N, N) block-causal mask:
 O(N^2) memory and N^2 attention work for a row of B examples (a B-fold waste), and SDPA on a GPU
 cannot use its flash kernel with a mask (gpu-readiness N14). With flash-attention 2/3 installed
 and chosen (`attn_implementation="flash_attention_2"`), transformers calls the varlen kernel from
 the same `position_ids`; `use_packed_attention` leaves such a model as it is. Elsewhere the
 function here runs SDPA once per example with `is_causal=True` (the flash kernel on a GPU, the
-fused CPU kernel on a CPU).
+fused CPU kernel on a CPU). Whatever the route, `check_isolation` proves it on the loaded model
+before training (setup calls it), and refuses the model in one line if the examples leak.
 """
 
 from __future__ import annotations
