@@ -184,7 +184,13 @@ class Dist:
     def should_stop(self, control, agreed: bool) -> bool:
         """Stop before the next step? One process: the user's request as it is now; many: only the
         stop every process agreed on at the last step (`agree`), so that all stop together."""
-        return agreed if self.many else control.stop_requested
+        return control.stop_requested if self.stops_alone else agreed
+
+    @property
+    def stops_alone(self) -> bool:
+        """A stop acts at once, also inside an evaluation (one process); with many, only at a step's
+        end, agreed, or the processes' collectives would part ways."""
+        return not self.many
 
     @property
     def can_pause(self) -> bool:

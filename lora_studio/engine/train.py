@@ -401,9 +401,10 @@ class Loop:
         t0 = time.perf_counter()
         stop_before = self.control.stop_requested
         # every process evaluates the whole validation set (under FSDP2 through the wrapped root)
-        loss, stats = evaluate_stats(self.s, self.bs, self.step, self.emit, self.control, forward=self.dist.forward)
+        loss, stats = evaluate_stats(self.s, self.bs, self.step, self.emit,
+                                     self.control if self.dist.stops_alone else None, forward=self.dist.forward)
         self.eval_seconds = time.perf_counter() - t0
-        if self.control.stop_requested and not stop_before and not self.dist.many:  # cut short by the stop
+        if self.dist.stops_alone and self.control.stop_requested and not stop_before:  # cut short by the stop
             self.emit(Status(f"the evaluation at step {self.step} was stopped before its end: not recorded"))
             return self.last_eval
         accuracy = stats.pop("accuracy", None)
