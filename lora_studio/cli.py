@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     gg.add_argument("--llama-cpp", metavar="DIR", help="llama.cpp checkout or llama-cpp-python sdist (its converter)")
     gg.add_argument("--model", help="base model (default: the one recorded in the run)")
     gg.add_argument("--no-verify", action="store_true", help="skip the check in llama.cpp")
+    gg.add_argument("--base-gguf", metavar="FILE", help="with --adapter-only: verify the adapter on this GGUF of the "
+                    "base in llama.cpp (logits, and a chat answer through its template)")
     gg.add_argument("--overwrite", action="store_true")
 
     i = sub.add_parser("inspect", help="singular-value spectra of the learned update")
@@ -228,6 +230,13 @@ def cmd_gguf(a) -> int:
 
     if a.adapter_only:
         r = gguf.write_adapter_gguf(a.run_dir, a.out, type=a.type or "f32", overwrite=a.overwrite, base_model=a.model)
+        if a.base_gguf and not a.no_verify:
+            from lora_studio.engine.runfolder import run_info
+
+            print("verifying the adapter on the base GGUF in llama.cpp …", file=sys.stderr, flush=True)
+            gguf.verify_adapter(r, a.run_dir, a.base_gguf, a.model or run_info(a.run_dir).base_model)
+    elif a.base_gguf:
+        raise UserError("--base-gguf goes with --adapter-only (a merged GGUF is checked against the merged model)")
     else:
         r = gguf.export_merged_gguf(a.run_dir, a.out, type=a.type or "f16", llama_cpp=a.llama_cpp,
                                     overwrite=a.overwrite, model=a.model, verify=not a.no_verify,

@@ -154,10 +154,55 @@ def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False,
         tmp.unlink(missing_ok=True)
     files = [out.name]
     if card:
-        files += beside(out, run_dir, base_ref, task, overwrite, modelfile=f"FROM {base_ref}\nADAPTER ./{out.name}\n",
+        from lora_studio.engine.models import load_tokenizer
+
+        try:
+            tok = load_tokenizer(base_ref)
+        except Exception:  # noqa: BLE001 - no tokenizer to read: a Modelfile without template and stops
+            tok = None
+        files += beside(out, run_dir, base_ref, task, overwrite, modelfile=modelfile_text(base_ref, [], tok, out.name),
                         note="apply on a GGUF of the base model (llama.cpp: --lora FILE)")
     return GGUFResult(str(out), type, out.stat().st_size, 2 * len(tensors), None, None, None,
                       "adapter GGUF: load it on a GGUF of the base model (llama.cpp --lora)", files)
+
+
+def verify_adapter(res: GGUFResult, run_dir, base_gguf, base_ref: str) -> GGUFResult:
+    """The adapter GGUF applied on `base_gguf` in llama.cpp, against HF + the adapter: next-token
+    log-probabilities judged against what the base GGUF alone costs against the HF base, then a
+    greedy chat answer through the GGUF's own template (chat models)."""
+    from lora_studio.engine import gguf_check as C
+    from lora_studio.engine.adapters import load_adapter
+    from lora_studio.engine.lora import adapters_disabled
+    from lora_studio.engine.models import load_model, load_tokenizer
+
+    if not Path(base_gguf).is_file():
+        raise UserError(f"--base-gguf {base_gguf}: no such file (a GGUF of the base model)")
+    tok = load_tokenizer(base_ref)
+    model = load_model(base_ref, "causal-lm", dtype=torch.float32)
+    load_adapter(model, runfolder.adapter_of(run_dir))  # the same adapter write_adapter_gguf wrote
+    model.eval()
+    prompts = C.probe_ids(tok)
+    res.max_diff = C.max_diff(C.llama_logprobs(base_gguf, prompts, lora=res.path), C.hf_logprobs(model, prompts))
+    with adapters_disabled(model):
+        base_diff = C.max_diff(C.llama_logprobs(base_gguf, prompts), C.hf_logprobs(model, prompts))
+    res.tolerance = C.base_tolerance(res.max_diff, base_diff, "f32")
+    res.verified = res.max_diff <= res.tolerance
+    res.note = (f"on {Path(base_gguf).name} in llama.cpp: max |log p - log p(HF + adapter)| {res.max_diff:.3g}, "
+                f"the base GGUF alone vs HF {base_diff:.3g} (tolerance 1.5x that + 1e-3)")
+    if not res.verified:
+        raise UserError(f"the adapter on {Path(base_gguf).name} differs from HF + adapter by {res.max_diff:.3g} in "
+                        f"next-token log probability, more than the base GGUF alone costs ({base_diff:.3g}): is "
+                        "--base-gguf a GGUF of this run's base model?")
+    if getattr(tok, "chat_template", None):
+        check = C.chat_check(base_gguf, model, tok, lora=res.path)
+        a = check["answers"][0]
+        if not check["stops"]:
+            raise UserError(f"on {Path(base_gguf).name} the answer does not stop where HF's does ({a['llama_cpp']!r}): "
+                            "the base GGUF's end-of-turn token or chat template differs from the model's")
+        res.note += ("; a chat prompt through the GGUF's template gives the same greedy answer as HF and stops"
+                     if check["same"] else f"; a chat prompt's greedy answer differs (llama.cpp {a['llama_cpp']!r}, "
+                     f"HF {a['hf']!r})")
+    return res
 
 
 def check_out(out, overwrite: bool, run_dir=None) -> Path:
@@ -315,11 +360,96 @@ def check_tokenizer(path, tokenizer) -> tuple[list[str], str | None]:
     return problems, tokenizer.eos_token if eos is not None else None
 
 
-def modelfile_text(gguf_name: str, stop: str | None) -> str:
-    lines = [f"FROM ./{gguf_name}"]
-    if stop:
-        lines.append(f"PARAMETER stop {json.dumps(stop)}")
+CHATML = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+          '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n')
+
+
+def ollama_chat(tokenizer) -> tuple[str | None, str | None, list[str]]:
+    """(TEMPLATE, default SYSTEM, stop strings) for an Ollama Modelfile: the chat template in
+    Ollama's Go syntax where we know its form (ChatML: <|im_start|>role … <|im_end|>), the system
+    prompt the Jinja template adds on its own, and the tokens an answer ends with."""
+    import re
+
+    from lora_studio.engine.generate import stop_ids
+
+    stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids(tokenizer)]
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if "<|im_start|>" not in template:
+        return None, None, stops
+    try:
+        shown = tokenizer.apply_chat_template([{"role": "user", "content": "\x00"}], tokenize=False,
+                                              add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - a template that needs more than one user turn: no default system
+        shown = ""
+    m = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", shown.split("\x00")[0], re.S)
+    return CHATML, m.group(1) if m else None, stops
+
+
+def modelfile_text(source: str, stops, tokenizer=None, adapter: str | None = None) -> str:
+    """An Ollama Modelfile: FROM (and ADAPTER), the chat TEMPLATE and SYSTEM prompt where known,
+    and a stop parameter per end token, so the model stops in Ollama as it does in training."""
+    lines = [f"FROM {source}"] + ([f"ADAPTER ./{adapter}"] if adapter else [])
+    if isinstance(stops, str):
+        stops = [stops]
+    template = system = None
+    if tokenizer is not None:
+        template, system, found = ollama_chat(tokenizer)
+        stops = list(dict.fromkeys([*(stops or []), *found]))
+    if template:
+        lines.append(f'TEMPLATE """{template}"""')
+    if system:
+        lines.append(f"SYSTEM {json.dumps(system)}")
+    lines += [f"PARAMETER stop {json.dumps(s)}" for s in stops or [] if s]
     return "\n".join(lines) + "\n"
+
+
+def base_folder(base_ref: str) -> Path | None:
+    """A local HF folder of the base (a hub id: its snapshot in the HF cache), or None."""
+    if Path(base_ref).is_dir():
+        return Path(base_ref)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(base_ref, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached
+        return None
+
+
+def verify_merged(res: GGUFResult, gguf_path: Path, hf: Path, tok, type: str, task: str, base_ref: str,
+                  converter: Path, work: Path, figures: dict, say):
+    """Logits (against the type's tolerance, or against what llama.cpp's own conversion of the base
+    costs), then a greedy chat answer through the GGUF's own template; raises UserError on failure."""
+    from lora_studio.engine import gguf_check as C
+    from lora_studio.engine.models import load_model
+
+    model = load_model(str(hf), task, dtype=torch.float32).eval() if task == "causal-lm" else None
+    res.max_diff, res.tolerance, res.note = C.verify_against_hf(gguf_path, hf, tok, type, task, model=model)
+    if res.max_diff is not None and res.max_diff > res.tolerance and type != "f32":
+        base = base_folder(base_ref)
+        if base is not None:
+            say(f"measuring what llama.cpp's own {type} conversion of the base costs", 0.8)
+            convert(base, work / "base.gguf", type, converter)
+            prompts = C.probe_ids(tok)
+            base_diff = C.max_diff(C.llama_logprobs(work / "base.gguf", prompts),
+                                   C.hf_logprobs(load_model(str(base), task, dtype=torch.float32).eval(), prompts))
+            res.tolerance = C.base_tolerance(res.max_diff, base_diff, type)
+            figures[f"the base's own {type} GGUF vs HF (max abs log-prob diff)"] = base_diff
+            res.note += f"; llama.cpp's own {type} conversion of the base differs by {base_diff:.3g} (tolerance 1.5x that + 1e-3)"
+    res.verified = None if res.max_diff is None else res.max_diff <= res.tolerance
+    if res.verified is False:
+        raise UserError(f"the GGUF differs from the merged model by {res.max_diff:.3g} in next-token log "
+                        f"probability (tolerance {res.tolerance:.3g} for {type}); not written. Try --type f32")
+    if res.verified and getattr(tok, "chat_template", None):
+        say("checking a chat answer in llama.cpp", 0.9)
+        check = C.chat_check(gguf_path, model, tok)
+        a = check["answers"][0]
+        figures["greedy chat answer, llama.cpp (GGUF template) = HF"] = "same" if check["same"] else "differs"
+        if not check["stops"]:
+            raise UserError(f"in llama.cpp the GGUF does not stop where the model does (answer {a['llama_cpp']!r}): "
+                            "its end-of-turn token or chat template did not make it into the file; not written")
+        res.note += ("; a chat prompt through the GGUF's own template gives the same greedy answer as HF and stops"
+                     if check["same"] else f"; a chat prompt's greedy answer differs (llama.cpp {a['llama_cpp']!r}, "
+                     f"HF {a['hf']!r}): rounding changed a close choice")
 
 
 def export_merged_gguf(run_dir, out, type: str = "f16", llama_cpp: str | None = None, overwrite: bool = False,
@@ -355,20 +485,15 @@ def export_merged_gguf(run_dir, out, type: str = "f16", llama_cpp: str | None = 
         if problems:
             raise UserError("GGUF not written: " + "; ".join(problems))
         res = GGUFResult(str(out), type, tmp.stat().st_size, len(__import__("gguf").GGUFReader(str(tmp)).tensors))
+        figures = {"GGUF type": type}
         if verify:
             say("verifying in llama.cpp", 0.7)
-            from lora_studio.engine.gguf_check import verify_against_hf
-
-            res.max_diff, res.tolerance, res.note = verify_against_hf(tmp, hf, tok, type, task)
-            res.verified = None if res.max_diff is None else res.max_diff <= res.tolerance
-            if res.verified is False:
-                raise UserError(f"the GGUF differs from the merged model by {res.max_diff:.3g} in next-token log "
-                                f"probability (tolerance {res.tolerance:.3g} for {type}); not written. Try --type f32")
+            verify_merged(res, tmp, hf, tok, type, task, base_ref, converter, work, figures, say)
         os.replace(tmp, out)
-        figures = {"GGUF type": type}
         if res.max_diff is not None:
             figures["max abs next-token log-prob diff, llama.cpp vs HF"] = res.max_diff
-        res.files = [out.name] + beside(out, run_dir, base_ref, task, overwrite, modelfile_text(out.name, stop),
+        res.files = [out.name] + beside(out, run_dir, base_ref, task, overwrite,
+                                        modelfile_text(f"./{out.name}", [stop] if stop else [], tok),
                                         note=f"`ollama create NAME -f Modelfile`, or `llama-cli -m {out.name}`",
                                         verification=figures)
         res.size = out.stat().st_size

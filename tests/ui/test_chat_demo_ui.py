@@ -58,3 +58,15 @@ def test_chat_demo_preset_sets_model_chat_data_and_settings(window, qtbot, monke
     assert sorted(s.draft.lora.targets) == ["k", "o", "q", "v"]
     assert (s.draft.train.max_steps, s.draft.train.lr) == (demo_chat.SETTINGS["train"]["max_steps"],
                                                            demo_chat.SETTINGS["train"]["lr"])
+
+
+def test_try_it_uses_the_chat_template_for_a_chat_run(window, tmp_path):
+    chat_run, plain_run = tmp_path / "chat", tmp_path / "plain"
+    for folder in (chat_run, plain_run):
+        folder.mkdir()
+    (chat_run / "chat.json").write_text("{}")
+    panel = window.tryit
+    panel.set_run(str(chat_run), "causal-lm")
+    assert panel.chat.isChecked()
+    panel.set_run(str(plain_run), "causal-lm")
+    assert not panel.chat.isChecked()
