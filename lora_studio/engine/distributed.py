@@ -140,8 +140,12 @@ class Dist:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.runner = DDP(runner, device_ids=[device] if device.type == "cuda" else None)
-        else:
+        else:  # N5: process 0's host copy fills the shards of the processes that built on meta
+            from lora_studio.engine import fsdp_load
+
+            state = fsdp_load.host_state(runner, model)
             self.runner = _fully_shard(runner, model)
+            fsdp_load.fill_from_rank0(self.runner, model, state, device)
         what = "DDP (the model on every process)" if self.mode == "ddp" else "FSDP2 (the frozen base sharded)"
         return f"{self.world} processes, {what}: {why}"
 

@@ -165,7 +165,15 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     check_stop()
     emit(Status(f"loading model {ref}"))
     names = prepared.label_names
-    model = load_base(config, ref, device, precision, names)
+    from lora_studio.engine import fsdp_load
+
+    how = fsdp_load.plan(config, ref, device, precision)  # FSDP2: process 0 reads, the others build on meta
+    if how == "meta":
+        model = fsdp_load.build_on_meta(config, ref, base_dtype(device, precision), names)
+    else:
+        model = load_base(config, ref, device, precision, names, on=torch.device("cpu") if how else None)
+    if how:
+        setattr(model, fsdp_load.FLAG, True)
     from lora_studio.engine.quantize import for_training
 
     for_training(model)  # a 4-bit base: no CPU inference repacking (it would zero the gradients)
@@ -203,9 +211,11 @@ def base_dtype(device: torch.device, precision: str) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
-def load_base(config: RunConfig, ref: str, device: torch.device, precision: str, label_names=None):
+def load_base(config: RunConfig, ref: str, device: torch.device, precision: str, label_names=None,
+              on: torch.device | None = None):
     """The base model as a run of `config` trains on it: dtype, quantization and device. Training and
-    Try it on a finished run (engine/tryit.py) both load through here, so they see the same base."""
+    Try it on a finished run (engine/tryit.py) both load through here, so they see the same base.
+    `on`: where the weights go when not `device` (FSDP2's process 0 reads into host memory)."""
     from lora_studio.engine.models import load_model
     from lora_studio.engine.quantize import bnb_config, check_device, compute_dtype, preflight
 
@@ -213,7 +223,7 @@ def load_base(config: RunConfig, ref: str, device: torch.device, precision: str,
     refused = preflight(config.model.quantize, str(device))[0]  # before loading anything
     if refused:
         raise UserError(refused)
-    return load_model(ref, config.model.task, dtype=base_dtype(device, precision), device=device,
+    return load_model(ref, config.model.task, dtype=base_dtype(device, precision), device=on or device,
                       id2label=dict(enumerate(label_names)) if label_names else None,
                       allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code,
                       quantization_config=bnb_config(config.model.quantize, compute_dtype(device, precision),

@@ -106,11 +106,22 @@ def test_loading_onto_a_gpu_uses_device_map_which_needs_accelerate(tmp_path, mon
 
 
 # -- N3: FSDP2 with the user's defaults (evaluation at step 0, a validation split) ---------------
-def _train_worker(rank, world, config, resume=None):
+def _train_worker(rank, world, config, resume=None, record=None):
+    from lora_studio.engine import models
     from lora_studio.engine.errors import Failure
     from lora_studio.engine.train import train
 
+    real = models.load_model
+    loads = []
+
+    def load_model(ref, task="causal-lm", **kw):  # who reads the weights, to which device
+        loads.append(str(kw.get("device")))
+        return real(ref, task, **kw)
+
+    models.load_model = load_model
     result = train(config, resume=resume)
+    if record:
+        Path(f"{record}.{rank}").write_text(json.dumps(loads))
     if isinstance(result, Failure):
         raise RuntimeError(f"rank {rank}: {result.message}")
 
@@ -140,7 +151,10 @@ def test_fsdp2_with_the_default_evaluation_trains_the_adapter_of_one_process(tmp
     assert one.train.eval_every > 0 and one.data.validation_split > 0 and one.train.device == "auto"
     assert not train(one).stopped
     fsdp = _defaults_config(tmp_path, folder, data, "fsdp", 4, mode="fsdp")
-    fakecuda.spawn(_train_worker, 2, fsdp, store_dir=tmp_path)
+    fakecuda.spawn(_train_worker, 2, fsdp, None, str(tmp_path / "loads"), store_dir=tmp_path)
+    # N5: process 0 alone reads the weights (into host memory); process 1 built on meta and got its shards
+    assert json.loads((tmp_path / "loads.0").read_text()) == ["cpu"]
+    assert json.loads((tmp_path / "loads.1").read_text()) == []
     ref, got = read_adapter(one.out).modules, read_adapter(fsdp.out).modules
     assert got.keys() == ref.keys() and any(m.B.abs().max() > 1e-3 for m in ref.values())  # it trained
     for name in ref:
@@ -197,6 +211,9 @@ def test_try_it_loads_the_base_in_the_runs_precision_and_quantization(tmp_path, 
         raise Reached()
 
     monkeypatch.setattr(models, "load_model", load_model)
+    from lora_studio.engine import quantize  # its preflight runs a real bitsandbytes kernel on the GPU
+
+    monkeypatch.setattr(quantize, "preflight", lambda q, device: (None, None))
     tryit.forget()
     with pytest.raises(Reached):
         tryit.compare(tmp_path / "run", "what comes after 3 ?")
