@@ -38,6 +38,7 @@ class RunRow:
     eval_loss: float | None
     accuracy: float | None
     date: float  # seconds since the epoch: the newest of run.toml and metrics.jsonl
+    message: str = ""  # why it failed or stopped (run_state.json), shown in its Status cell
 
 
 def read_row(run: Path) -> RunRow:
@@ -60,7 +61,7 @@ def read_row(run: Path) -> RunRow:
     return RunRow(str(run), run.name, st.get("state", "unknown"), bool(st.get("resumable")), step,
                   int(st.get("total_steps") or 0), model, targets, rank,
                   losses[-1]["loss"] if losses else None, evals[-1]["eval_loss"] if evals else None,
-                  evals[-1].get("accuracy") if evals else None, date)
+                  evals[-1].get("accuracy") if evals else None, date, str(st.get("message") or ""))
 
 
 def run_folders(root) -> list[Path]:
@@ -189,6 +190,8 @@ class RunsPanel(QWidget):
         self.table.setRowCount(len(self.rows))
         for r, row in enumerate(self.rows):
             status = row.state + (" · resumable" if row.resumable and row.state != "running" else "")
+            if row.state == "failed" and row.message:  # the reason, not "failed" alone (GUI N18)
+                status += f": {row.message[:60]}" + ("…" if len(row.message) > 60 else "")
             step = f"{row.step:,}" + (f" / {row.total_steps:,}" if row.total_steps else "")
             texts = (row.name, status, row.model, row.targets, str(row.rank or "–"), step, _fmt(row.loss, ".4f"),
                      _fmt(row.eval_loss, ".4f"), _fmt(row.accuracy, ".1%"),
@@ -197,7 +200,7 @@ class RunsPanel(QWidget):
                 item = QTableWidgetItem(text)
                 if c in (4, 5, 6, 7, 8):
                     item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                item.setToolTip(row.path)
+                item.setToolTip(f"{row.path}\n{row.message}" if c == 1 and row.message else row.path)
                 self.table.setItem(r, c, item)
         self.select(selected)
         self.table.blockSignals(False)

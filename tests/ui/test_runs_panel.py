@@ -125,3 +125,15 @@ def test_studies_live_in_the_runs_folder_are_listed_and_reopen(qtbot, window, fi
     assert [r.name for r in scan(root)] == ["study-1/rank-8"]
     window.open_study(str(study))
     assert window.tabs.currentWidget() is window.study and window.study.setup.out.text() == str(study)
+
+
+def test_a_failed_run_says_why(qtbot, tmp_path, finished_run):
+    """GUI N18: a failed run showed "failed" and no reason."""
+    from lora_studio.ui.runs_panel import RunsPanel
+
+    root = tmp_path / "runs"
+    shutil.copytree(finished_run, root / "bad")
+    runfolder.write_run_state(root / "bad", "failed", 0, 8, "AssertionError: quantized head")
+    panel = RunsPanel(root)
+    qtbot.addWidget(panel)
+    assert panel.table.item(0, 1).text() == "failed · resumable: AssertionError: quantized head"
