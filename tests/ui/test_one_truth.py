@@ -178,3 +178,13 @@ def test_an_opened_run_shows_its_throughput_time_and_memory(window, finished_run
     t = window.training
     assert t.speed.value.text().endswith("tok/s") and t.eta.sub.text().startswith("last logged 20")
     assert t.memory.value.text() != "–"
+
+
+def test_export_is_offered_only_with_a_run(window, finished_run, qtbot):
+    """GUI N20: the header's Export was enabled at launch with no run and opened an empty dialog."""
+    assert not window.header.export.isEnabled() and not window.act_export.isEnabled()
+    window.export()
+    assert not hasattr(window, "export_dialog")
+    with qtbot.waitSignal(window.run_opened, timeout=30_000):
+        window.open_run(str(finished_run))
+    assert window.header.export.isEnabled()
