@@ -23,17 +23,17 @@ FLAG = "lora_studio_fsdp_from_rank0"  # set on the model of every process that t
 
 def plan(config, ref: str, device: torch.device, precision: str) -> str | None:
     """None (load as usual), "host" (process 0: load into host memory) or "meta" (the other processes)."""
-    from lora_studio.engine.distributed import launched
+    from lora_studio.core.names import PRINCIPAL_INITS
 
-    if not (launched() and td.is_initialized()) or config.model.quantize != "none" or \
-            config.lora.init in ("pissa", "olora"):
+    # under torchrun, in its process group (distributed.launched() and initialised)
+    if not (td.is_available() and td.is_initialized()) or config.model.quantize != "none" or \
+            config.lora.init in PRINCIPAL_INITS:
         return None
     mode = config.train.distributed
     if mode == "auto":
         if device.type != "cuda":
             return None  # auto picks DDP off GPUs
-        from lora_studio.engine.models import skeleton
-        from lora_studio.engine.setup import base_dtype
+        from lora_studio.engine.models import base_dtype, skeleton
 
         skel = skeleton(ref, config.model.task, 2, config.model.trust_remote_code)
         size = sum(p.numel() for p in skel.parameters()) * torch.finfo(base_dtype(device, precision)).bits // 8

@@ -97,6 +97,13 @@ def infer_task(model_ref: str, trust_remote_code: bool = False) -> str:
     return "causal-lm"
 
 
+def base_dtype(device: torch.device, precision: str) -> torch.dtype:
+    """The frozen base's dtype: the compute dtype on GPUs (half the memory); fp32 on CPUs."""
+    if device.type != "cuda":
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
 def auto_class(task: str):
     import transformers
 

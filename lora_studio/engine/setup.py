@@ -22,6 +22,7 @@ from lora_studio.core.names import PRINCIPAL_INITS
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.events import Evaluating, Status
 from lora_studio.engine.runfolder import model_ref
+from lora_studio.engine.models import base_dtype  # noqa: F401 - also imported from here
 from lora_studio.engine.step import Batch, autocast, to_device  # noqa: F401 - also imported from here
 
 
@@ -202,13 +203,6 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     if hasattr(objective, "start"):  # e.g. DPO's reference: the adapter the run starts from, frozen
         objective.start(model)
     return Setup(config, model, tok, prepared, device, precision, ref, adapted, heads0, objective)
-
-
-def base_dtype(device: torch.device, precision: str) -> torch.dtype:
-    """The frozen base's dtype: the compute dtype on GPUs (half the memory); fp32 on CPUs."""
-    if device.type != "cuda":
-        return torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
 def load_base(config: RunConfig, ref: str, device: torch.device, precision: str, label_names=None,
