@@ -52,4 +52,10 @@ def test_finished_run_shows_estimate_vs_measured_peak(window, qtbot, tmp_path):
     measured = int(estimate * 1.25)
     c.finished.emit(Finished(step=6, out=str(tmp_path), stopped=False, mem_peak=measured))
     assert view.memory.value.text() == size(measured)
-    assert view.memory.sub.text() == f"peak RSS (process)\nestimate {size(estimate)} (-20 %)"
+    # a CPU run measures the process's RSS: named so, never set against the tensor estimate (GUI N3)
+    assert view.memory.sub.text() == "peak process RSS\nincl. Python, torch, Qt"
+    c.started.emit(Started(out=str(tmp_path), total_steps=6, start_step=0, device="cuda", device_name="GPU",
+                           precision="bf16", trainable_params=10, total_params=100, train_examples=36,
+                           validation_examples=12, task="classification"))
+    c.finished.emit(Finished(step=6, out=str(tmp_path), stopped=False, mem_peak=measured))
+    assert view.memory.sub.text() == f"peak GPU tensors\nestimate {size(estimate)} (-20 %)"  # tensors vs tensors
