@@ -193,3 +193,21 @@ def test_continue_loads_the_runs_settings(window, tiny_model, tiny_data, tmp_pat
     assert window.session.draft.lora.rank == 2 and window.session.draft.lora.alpha == 4
     with qtbot.waitSignal(window.controller.finished, timeout=30_000):
         window.controller.stop()
+
+
+def test_closing_with_a_task_still_running_asks_and_never_aborts(window, qtbot, dialogs):
+    """Code review 1, the window's side: closing while a long task runs says what runs and lets the
+    user keep the window (No) or quit once it has finished (Yes)."""
+    import threading
+
+    release = threading.Event()
+    window.session.tasks.start(release.wait, 60, what="a long merge")
+    dialogs.answer = QMessageBox.No
+    window.close()
+    assert window.isVisible()
+    assert dialogs.shown[-1].title == "Still running" and "a long merge" in dialogs.shown[-1].text
+    dialogs.answer = QMessageBox.Yes
+    window.close()
+    assert window.isVisible()  # waits for the task …
+    release.set()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=10_000)  # … then closes by itself
