@@ -102,7 +102,7 @@ class StudyTab(QWidget):
         left_scroll.setFrameShape(QScrollArea.NoFrame)
         left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         left_scroll.setWidget(left_w)
-        left_scroll.setMinimumWidth(max(352, left_w.minimumSizeHint().width() + 14))  # (+ its scroll bar)
+        left_scroll.setMinimumWidth(352)  # (the form scrolls; a wider minimum would widen the window past 1024 px)
         left_scroll.setMaximumWidth(472)
 
         self.loss = LiveLoss()
