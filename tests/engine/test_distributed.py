@@ -287,7 +287,9 @@ def test_a_collective_broken_by_a_dead_peer_is_not_reported_as_a_second_error(ca
     cli_train.add_train_flags(p)
     a = p.parse_args(["--out", "x"])
     a.resume, a.nproc = None, None
-    monkeypatch.setattr(cli_train, "config_from_args", lambda a: None)
+    from lora_studio.config import RunConfig
+
+    monkeypatch.setattr(cli_train, "config_from_args", lambda a: RunConfig())  # the demo: a local model
     assert cli_train.cmd_train(a) == 1
     err = capsys.readouterr().err
     assert "error:" not in err and "another process failed" in err
