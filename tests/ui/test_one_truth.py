@@ -9,7 +9,7 @@ import shutil
 from PySide6.QtCore import QSettings, Qt
 
 from gui_helpers import make_draft, open_window, shut
-from test_nothing_lost import _stopped_run
+from test_gui_nothing_lost import _stopped_run
 
 
 def test_pause_during_an_evaluation_is_acknowledged_at_once(window, qtbot):
