@@ -57,14 +57,22 @@ def generate(model, tok, prompts: list, chat: bool, max_new_tokens: int = 48) ->
     """Greedy answers, one prompt at a time (so an answer never depends on its batch mates)."""
     import torch
 
+    from lora_studio.engine.families import position_limit
+
     device = next(model.parameters()).device
+    limit = position_limit(model.config)  # learned absolute positions (GPT-2): prompt + answer must fit
     stops = stop_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else (stops[0] if stops else 0)
     out = []
     for prompt in prompts:
-        ids = torch.tensor([render(tok, prompt, chat)], device=device)
+        ids = render(tok, prompt, chat)
+        room = max_new_tokens
+        if limit is not None:
+            ids = ids[-(limit - 1):]  # keep the prompt's end (where the answer starts)
+            room = max(1, min(max_new_tokens, limit - len(ids)))
+        ids = torch.tensor([ids], device=device)
         with torch.no_grad():
-            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=room,
                                  do_sample=False, eos_token_id=stops or None, pad_token_id=pad)
         new = seq[0, ids.shape[1]:].tolist()
         end = next((i for i, t in enumerate(new) if t in stops), None)

@@ -153,7 +153,10 @@ def test_merged_gguf_is_verified_in_llama_cpp(tmp_path, llama_run):
     assert res.verified and res.max_diff <= 1e-3, res
     meta = G.metadata(res.path)
     assert meta["tokenizer.ggml.eos_token_id"] == 2 and "assistant" in meta["tokenizer.chat_template"]
-    assert (tmp_path / "Modelfile").read_text().startswith("FROM ./m.gguf")
+    from lora_studio.engine.runfolder import MODELFILE_MARKER
+
+    lines = (tmp_path / "Modelfile").read_text().splitlines()
+    assert lines[0] == MODELFILE_MARKER and lines[1] == "FROM ./m.gguf", lines[:2]
     assert {"m.gguf", "README.md", "Modelfile"} <= {p.name for p in tmp_path.iterdir()}
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp left behind
     # the adapter changes the model: the figure would catch a GGUF of the base

@@ -114,3 +114,18 @@ def test_generation_stops_on_the_end_of_turn_token(chat_folder):
 
     a = generate(Always(), tok, ["hi"], chat=True, max_new_tokens=3)[0]
     assert a.stopped and a.tokens == 2 and a.text == tok.decode([5], skip_special_tokens=True)
+
+
+def test_samples_on_learned_positions_stay_within_the_position_limit(tmp_path):
+    """A GPT-2 with 64 positions: a long prompt plus the sample length ran past its position table
+    (IndexError at step 0); the answer now fits what is left after the prompt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lora_studio.engine.generate import generate
+
+    folder = tiny.model_folder(tmp_path / "gpt2", "gpt2")
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    long_prompt = " ".join(["fox"] * 50)  # ~50 tokens + [CLS]/[SEP] of 64 positions
+    (answer,) = generate(model, tok, [long_prompt], chat=False, max_new_tokens=48)
+    assert 1 <= answer.tokens <= 64 - len(tok(long_prompt)["input_ids"])
