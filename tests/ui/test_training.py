@@ -64,12 +64,13 @@ def test_start_pause_resume_stop_continue(qtbot, tiny_model, tiny_data, tmp_path
         assert w.header.start.isEnabled() and w.model_panel.isEnabled()
         assert w.training.banner.isVisible() and w.training.banner.first.text() == "Continue run"
 
+        steps_after = []  # listening from before the click: on an idle machine several steps pass
+        w.controller.stepped.connect(steps_after.append)  # between `started` and a later waitSignal
         with qtbot.waitSignal(w.controller.started, timeout=60_000) as resumed:
             qtbot.mouseClick(w.training.banner.first, Qt.LeftButton)
         assert resumed.args[0].start_step == ev.step
-        with qtbot.waitSignal(w.controller.stepped, timeout=30_000) as after:
-            pass
-        assert after.args[0].step == ev.step + 1
+        qtbot.waitUntil(lambda: len(steps_after) > 0, timeout=30_000)
+        assert steps_after[0].step == ev.step + 1
         qtbot.waitUntil(lambda: len(curve(w)[0]) > ev.step, timeout=5_000)  # the old curve was reloaded
         with qtbot.waitSignal(w.controller.finished, timeout=30_000):
             qtbot.keyClick(w, Qt.Key_Period, Qt.ControlModifier)  # Ctrl+. stops
