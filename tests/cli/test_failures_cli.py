@@ -14,19 +14,11 @@ import torch
 
 import tiny
 from lora_studio.cli import main
+from clihelp import cli
 
 DATA = Path(__file__).parents[2] / "resources" / "data"
 CAUSAL = DATA / "demo_causal.jsonl"
 FAST = ["--batch-size", "4", "--max-length", "32", "--eval-every", "0", "--quiet"]
-
-
-def cli(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error(err: str, traceback: bool = False) -> str:

@@ -11,18 +11,10 @@ import pytest
 
 import tiny
 from lora_studio.cli import main
+from clihelp import cli
 
 DATA = Path(__file__).parents[2] / "resources" / "data"
 CAUSAL = DATA / "demo_causal.jsonl"
-
-
-def cli(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_sweep_with_relative_paths_continues_when_run_again(tmp_path, capsys, monkeypatch):

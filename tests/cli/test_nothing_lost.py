@@ -13,25 +13,11 @@ import pytest
 import tiny
 from lora_studio.cli import main
 from lora_studio.engine.runfolder import CARD_MARKER, is_our_card
+from clihelp import cli, one_error
 
 DATA = Path(__file__).parents[2] / "resources" / "data"
 CAUSAL = DATA / "demo_causal.jsonl"
 FAST = ["--max-steps", "2", "--batch-size", "4", "--max-length", "32", "--eval-every", "0", "--quiet"]
-
-
-def cli(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error(err: str) -> str:
-    lines = [x for x in err.splitlines() if x.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

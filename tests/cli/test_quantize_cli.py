@@ -13,26 +13,12 @@ import torch
 
 import tiny
 from lora_studio.cli import main
+from clihelp import cli, one_error
 
 DATA = Path(__file__).parents[2] / "resources" / "data"
 CAUSAL = DATA / "demo_causal.jsonl"
 CLS_TRAIN = DATA / "demo_classification_train.jsonl"
 FAST = ["--batch-size", "4", "--max-length", "32", "--quiet"]
-
-
-def cli(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error(err: str) -> str:
-    lines = [x for x in err.splitlines() if x.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def grad_norms(run) -> list[float]:
