@@ -96,7 +96,7 @@ def test_try_uses_the_chat_template_of_a_chat_run(tmp_path, chat_folder, monkeyp
 
 def test_generation_stops_on_the_end_of_turn_token(chat_folder):
     import torch
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from lora_studio.engine.generate import generate, stop_ids
 
@@ -105,6 +105,8 @@ def test_generation_stops_on_the_end_of_turn_token(chat_folder):
     assert eos == [tok.convert_tokens_to_ids("</s>")]
 
     class Always:  # a "model" whose greedy answer is token 5 then the end token
+        config = AutoConfig.from_pretrained(chat_folder)
+
         def parameters(self):
             yield torch.zeros(1)
 
