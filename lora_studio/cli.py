@@ -44,53 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--fixed-budget", action="store_true",
                    help="one rank per targets set so that each trains as many parameters as the first set at each --ranks")
 
-    b = sub.add_parser("budget", help="trainable parameters and memory, from the config alone")
-    b.add_argument("--model", help="model folder or hub id (default: the packaged MiniLM)")
-    b.add_argument("--task", choices=names.TASKS,
-                   help="preference: each example is a pair, two sequences")
-    b.add_argument("--targets", default="q,v")
-    b.add_argument("--layers")
-    b.add_argument("--rank", type=int, default=8, help="(default 8)")
-    b.add_argument("--alpha", type=float, help="(default 2 x rank)")
-    b.add_argument("--rslora", action="store_true")
-    b.add_argument("--precision", choices=[p for p in names.PRECISIONS if p != "auto"],
-                   help="compute precision (default: bf16 with --quantize or a GPU table, the precision such runs "
-                        "compute in; else fp32)")
-    b.add_argument("--batch-size", type=int, default=8, help="(default 8)")
-    b.add_argument("--max-length", type=int, default=512, help="(default 512)")
-    b.add_argument("--trust-remote-code", action="store_true")
-    b.add_argument("--quantize", choices=names.QUANTIZE, default="none", help="base precision")
-    b.add_argument("--optimizer", choices=names.OPTIMIZERS, default="adamw")
-    b.add_argument("--gradient-checkpointing", action="store_true")
-    b.add_argument("--gpu-memory", type=float, metavar="GB",
-                   help="GPU memory in GiB (default: the CUDA GPU's, when there is one): prints the will-it-fit table")
-    b.add_argument("--gpus", type=int, default=1, help="processes (GPUs) of a torchrun run: per-GPU memory "
-                   "for DDP and FSDP2 (default 1)")
-    b.add_argument("--json", action="store_true")
-
-    m = sub.add_parser("merge", help="merge an adapter into its base model and export a model folder")
-    m.add_argument("run_dir")
-    m.add_argument("--out", required=True)
-    m.add_argument("--model", help="base model (default: the one recorded in the run)")
-    m.add_argument("--dtype", default="float32", choices=names.MERGE_DTYPES, help="(default float32)")
-    m.add_argument("--adapter-only", action="store_true",
-                   help="write only the PEFT adapter (its newest weights) to --out, no merge")
-    m.add_argument("--overwrite", action="store_true", help="replace what is in --out")
-    m.add_argument("--allow-pickle", action="store_true")
-    m.add_argument("--trust-remote-code", action="store_true")
-
-    gg = sub.add_parser("gguf", help="export a GGUF file for llama.cpp / Ollama (merged, or the adapter alone)")
-    gg.add_argument("run_dir")
-    gg.add_argument("--out", required=True, metavar="FILE.gguf")
-    gg.add_argument("--adapter-only", action="store_true", help="llama.cpp's LoRA adapter file (apply with --lora)")
-    gg.add_argument("--type", default=None, choices=names.GGUF_TYPES,
-                    help="tensor type (default: f16 merged, f32 adapter)")
-    gg.add_argument("--llama-cpp", metavar="DIR", help="llama.cpp checkout or llama-cpp-python sdist (its converter)")
-    gg.add_argument("--model", help="base model (default: the one recorded in the run)")
-    gg.add_argument("--no-verify", action="store_true", help="skip the check in llama.cpp")
-    gg.add_argument("--base-gguf", metavar="FILE", help="with --adapter-only: verify the adapter on this GGUF of the "
-                    "base in llama.cpp (logits, and a chat answer through its template)")
-    gg.add_argument("--overwrite", action="store_true")
+    add_budget_parser(sub)
+    add_export_parsers(sub)
 
     i = sub.add_parser("inspect", help="singular-value spectra of the learned update")
     i.add_argument("run_dir")
@@ -121,6 +76,60 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--json", action="store_true")
     add_data_parser(sub)
     return p
+
+
+def add_budget_parser(sub):
+    """`lora-studio budget`: trainable parameters and memory, from the config alone."""
+    b = sub.add_parser("budget", help="trainable parameters and memory, from the config alone")
+    b.add_argument("--model", help="model folder or hub id (default: the packaged MiniLM)")
+    b.add_argument("--task", choices=names.TASKS,
+                   help="preference: each example is a pair, two sequences")
+    b.add_argument("--targets", default="q,v")
+    b.add_argument("--layers")
+    b.add_argument("--rank", type=int, default=8, help="(default 8)")
+    b.add_argument("--alpha", type=float, help="(default 2 x rank)")
+    b.add_argument("--rslora", action="store_true")
+    b.add_argument("--precision", choices=[p for p in names.PRECISIONS if p != "auto"],
+                   help="compute precision (default: bf16 with --quantize or a GPU table, the precision such runs "
+                        "compute in; else fp32)")
+    b.add_argument("--batch-size", type=int, default=8, help="(default 8)")
+    b.add_argument("--max-length", type=int, default=512, help="(default 512)")
+    b.add_argument("--trust-remote-code", action="store_true")
+    b.add_argument("--quantize", choices=names.QUANTIZE, default="none", help="base precision")
+    b.add_argument("--optimizer", choices=names.OPTIMIZERS, default="adamw")
+    b.add_argument("--gradient-checkpointing", action="store_true")
+    b.add_argument("--gpu-memory", type=float, metavar="GB",
+                   help="GPU memory in GiB (default: the CUDA GPU's, when there is one): prints the will-it-fit table")
+    b.add_argument("--gpus", type=int, default=1, help="processes (GPUs) of a torchrun run: per-GPU memory "
+                   "for DDP and FSDP2 (default 1)")
+    b.add_argument("--json", action="store_true")
+
+
+def add_export_parsers(sub):
+    """`lora-studio merge` and `lora-studio gguf`: a model folder, a GGUF file."""
+    m = sub.add_parser("merge", help="merge an adapter into its base model and export a model folder")
+    m.add_argument("run_dir")
+    m.add_argument("--out", required=True)
+    m.add_argument("--model", help="base model (default: the one recorded in the run)")
+    m.add_argument("--dtype", default="float32", choices=names.MERGE_DTYPES, help="(default float32)")
+    m.add_argument("--adapter-only", action="store_true",
+                   help="write only the PEFT adapter (its newest weights) to --out, no merge")
+    m.add_argument("--overwrite", action="store_true", help="replace what is in --out")
+    m.add_argument("--allow-pickle", action="store_true")
+    m.add_argument("--trust-remote-code", action="store_true")
+
+    gg = sub.add_parser("gguf", help="export a GGUF file for llama.cpp / Ollama (merged, or the adapter alone)")
+    gg.add_argument("run_dir")
+    gg.add_argument("--out", required=True, metavar="FILE.gguf")
+    gg.add_argument("--adapter-only", action="store_true", help="llama.cpp's LoRA adapter file (apply with --lora)")
+    gg.add_argument("--type", default=None, choices=names.GGUF_TYPES,
+                    help="tensor type (default: f16 merged, f32 adapter)")
+    gg.add_argument("--llama-cpp", metavar="DIR", help="llama.cpp checkout or llama-cpp-python sdist (its converter)")
+    gg.add_argument("--model", help="base model (default: the one recorded in the run)")
+    gg.add_argument("--no-verify", action="store_true", help="skip the check in llama.cpp")
+    gg.add_argument("--base-gguf", metavar="FILE", help="with --adapter-only: verify the adapter on this GGUF of the "
+                    "base in llama.cpp (logits, and a chat answer through its template)")
+    gg.add_argument("--overwrite", action="store_true")
 
 
 # -- budget, merge, inspect, resize ----------------------------------------------------------
