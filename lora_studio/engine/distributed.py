@@ -139,7 +139,9 @@ class Dist:
         if self.mode == "ddp":
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.runner = DDP(runner, device_ids=[device] if device.type == "cuda" else None)
+            # N17: no buffer broadcast each forward: the frozen base's buffers (rotary tables) are the same
+            # on every process, and no trained module keeps running statistics
+            self.runner = DDP(runner, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
         else:  # N5: process 0's host copy fills the shards of the processes that built on meta
             from lora_studio.engine import fsdp_load
 

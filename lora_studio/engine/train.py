@@ -174,6 +174,7 @@ class Loop:
         self.restore(state, ckpt, notes)
         self.baseline(state)
         start_step = self.step
+        self.synced = (time.perf_counter(), self.step)  # the last moment the host waited for the device
         try:
             while self.step < self.total and not self.dist.should_stop(self.control, self.stopping):
                 t0 = time.perf_counter()
@@ -329,14 +330,17 @@ class Loop:
                                                      step == self.total)
         save_due = step < self.total and ((t.save_every and step % t.save_every == 0) or timed)
         log_due = step % t.log_every == 0 or step == self.total
-        if log_due or eval_due or save_due or self.stopping or (dist.can_pause and control.paused):
+        synced = log_due or eval_due or save_due or self.stopping or (dist.can_pause and control.paused)
+        if synced:
             self.report(t0, done, lr, norm, log_due, eval_due)
         if eval_due:
             self.last_eval = self.run_eval()
         if self.sampler and self.sampler.due(step, self.total, eval_due):
             self.sampler.run(self.s, step, self.run_dir, self.emit)
+            synced = True
         if self.spectra_every and step % self.spectra_every == 0:
             emit_spectra(self.model, step, self.emit)
+            synced = True
         if save_due:
             self.checkpoint()
         if dist.can_pause and control.paused and not control.stop_requested:  # (read now: an event may pause)
@@ -345,8 +349,11 @@ class Loop:
             control.wait_while_paused(self.s)
             self.t_start += time.perf_counter() - paused_at  # elapsed time counts training, not the pause
             self.model.train()
+            synced = True
             if not control.stop_requested:
                 self.emit(Resumed(step))
+        if synced:
+            self.synced = (time.perf_counter(), step)  # what ran after the sync is not the next steps' time
 
     def report(self, t0: float, done: dict, lr: float, norm: torch.Tensor, log_due: bool, eval_due: bool):
         """Check the step's loss and gradient norm are finite; on a log step, the `Step` event and
@@ -359,7 +366,10 @@ class Loop:
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
             raise _nonfinite(step, grad_norm, "gradient norm", lr, self.last_ckpt[0])
         self.learned = self.learned or grad_norm > 0
-        dt = time.perf_counter() - t0
+        # N18: seconds per step from sync to sync: unsynced steps queued on a GPU finish here, so the
+        # time of this step alone (t0 on) would hold their backlog (and a CPU run averages the same way)
+        since, at = self.synced
+        dt = (time.perf_counter() - since) / max(1, step - at)
         if log_due:
             elapsed = self.elapsed_before + time.perf_counter() - self.t_start
             per_step = sum(self.recent) / len(self.recent) if self.recent else dt

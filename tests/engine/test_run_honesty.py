@@ -69,3 +69,30 @@ def test_failed_overwrite_leaves_no_old_memory_json(tmp_path, bert_folder):
     assert isinstance(failed, E.Failed) and failed.kind == "user"
     assert not (out / "memory.json").exists()  # the Fit panel must not show the old peak
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_tokens_per_s_spans_the_steps_since_the_last_sync(tmp_path, bert_folder, monkeypatch):
+    """GPU review N18: with log_every 3 the host waits for the device only every third step, so the
+    logged step's own time would hold the unsynced steps' backlog (or, as here, miss their time).
+    The rate is now taken from sync to sync: 30 s that pass during unlogged step 2 show up as
+    >= 10 s per step at step 3."""
+    cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl"), max_steps=3, eval_every=0,
+                  save_every=0, log_every=3)
+    skew = [0.0]
+    real = time.perf_counter
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + skew[0])
+    step_of = T.Loop.optimizer_step
+
+    def optimizer_step(self):
+        out = step_of(self)
+        if self.step == 2:
+            skew[0] += 30.0  # step 2 "took" 30 s more: time the host did not wait for
+        return out
+
+    monkeypatch.setattr(T.Loop, "optimizer_step", optimizer_step)
+    steps = []
+    end = T.train(cfg, lambda e: steps.append(e) if isinstance(e, E.Step) else None)
+    assert isinstance(end, E.Finished) and [e.step for e in steps] == [3]
+    row = [m for m in runfolder.read_metrics(cfg.out) if "loss" in m][0]
+    tokens = row["tokens_per_s"]
+    assert 0 < tokens * 10.0 <= 8 * 32 * 1.001, row  # at most 8 examples x 32 tokens in >= 10 s
