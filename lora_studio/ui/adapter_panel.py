@@ -7,6 +7,7 @@ from PySide6.QtCore import Qt
 
 from lora_studio.ui.session import Session
 from lora_studio.ui.widgets import Section, label
+from lora_studio.ui.bind import bind
 
 RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -68,14 +69,8 @@ class AdapterPanel(Section):
         lc = self.session.draft.lora
         for w, v in ((self.rank, int(lc.rank)), (self.alpha, float(lc.alpha)), (self.dropout, float(lc.dropout)),
                      (self.rslora, bool(lc.rslora))):
-            if (w.isChecked() if w is self.rslora else w.value()) != v:
-                w.blockSignals(True)
-                w.setChecked(v) if w is self.rslora else w.setValue(v)
-                w.blockSignals(False)
-        nearest = min(range(len(RANKS)), key=lambda i: abs(RANKS[i] - lc.rank))
-        self.slider.blockSignals(True)
-        self.slider.setValue(nearest)
-        self.slider.blockSignals(False)
+            bind(w, v)
+        bind(self.slider, min(range(len(RANKS)), key=lambda i: abs(RANKS[i] - lc.rank)))
         formula = f"α / √r = {lc.alpha:g} / √{lc.rank}" if lc.rslora else f"α / r = {lc.alpha:g} / {lc.rank}"
         self.scaling.setText(f"s = {formula} = {self.session.scaling():.3g}")
         factor = lc.rank ** 0.5  # (α / √r) / (α / r)

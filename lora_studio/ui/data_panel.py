@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayo
 from lora_studio.core import names
 from lora_studio.ui.session import Session
 from lora_studio.ui.widgets import Section, icon, label
+from lora_studio.ui.bind import bind, quiet
 
 FORMATS = names.FORMATS_BY_TASK
 ROLES = names.ROLES
@@ -99,13 +100,12 @@ class DataPanel(Section):
             if edit.text() != value and not edit.hasFocus():
                 edit.setText(value)
         detected = preview.format if preview else ""
-        self.format.blockSignals(True)
-        self.format.clear()
-        for value in FORMATS.get(task, ("auto",)):
-            text = f"Auto ({detected or 'not detected'})" if value == "auto" else value
-            self.format.addItem(text, value)
-        self.format.setCurrentIndex(max(0, self.format.findData(d.format)))
-        self.format.blockSignals(False)
+        with quiet(self.format):
+            self.format.clear()
+            for value in FORMATS.get(task, ("auto",)):
+                text = f"Auto ({detected or 'not detected'})" if value == "auto" else value
+                self.format.addItem(text, value)
+            self.format.setCurrentIndex(max(0, self.format.findData(d.format)))
         fmt = d.format if d.format != "auto" else (detected or ("classification" if task == "classification" else "text"))
         columns = preview.columns if preview else []
         roles = preview.roles if preview else {}
@@ -113,18 +113,15 @@ class DataPanel(Section):
             shown = role in ROLES.get(fmt, ())
             self.form.setRowVisible(box, shown)
             chosen = getattr(d, f"{role}_column")
-            box.blockSignals(True)
-            box.clear()
-            box.addItem(f"Auto ({roles.get(role) or '–'})", "")
-            for c in columns:
-                box.addItem(c, c)
-            box.setCurrentIndex(max(0, box.findData(chosen)) if chosen else 0)
-            box.blockSignals(False)
+            with quiet(box):
+                box.clear()
+                box.addItem(f"Auto ({roles.get(role) or '–'})", "")
+                for c in columns:
+                    box.addItem(c, c)
+                box.setCurrentIndex(max(0, box.findData(chosen)) if chosen else 0)
         for w, v in ((self.split, d.validation_split * 100), (self.max_length, d.max_length)):
             if abs(w.value() - v) > 1e-9:
-                w.blockSignals(True)
-                w.setValue(v)
-                w.blockSignals(False)
+                bind(w, v)
         from lora_studio.engine.data import demo_path  # no torch in that module's imports
 
         demo_validation = not d.path and task in ("classification", "causal-lm") and bool(demo_path(task)[1])

@@ -17,6 +17,7 @@ from lora_studio.config import RunConfig
 from lora_studio.ui import style
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Section, label, size
+from lora_studio.ui.bind import bind
 
 COLUMNS = ("Base", "Grad. ckpt", "Peak", "Fits", "Max batch")
 BASES = {"none": "bf16", "int8": "int8", "nf4": "NF4"}  # full names (engine CASES) in the tooltip
@@ -146,9 +147,7 @@ class FitPanel(Section):
         Targets cards use (the data's longest example, capped at max length), else max length."""
         self.config = config
         for w, v in ((self.batch, config.train.batch_size), (self.seq, seq or config.data.max_length)):
-            w.blockSignals(True)
-            w.setValue(v)
-            w.blockSignals(False)
+            bind(w, v)
         self._timer.start()
 
     def apply_theme(self, theme: str):

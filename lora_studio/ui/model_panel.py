@@ -10,6 +10,7 @@ from lora_studio.ui.download_dialog import DownloadDialog, needs_download
 from lora_studio.ui.session import Session
 from lora_studio.ui.style import repolish
 from lora_studio.ui.widgets import Section, icon, label, short_count
+from lora_studio.ui.bind import bind, quiet
 
 DEMO = "Demo model (all-MiniLM-L6-v2)"
 TASK_TEXT = {"classification": "Classification", "causal-lm": "Causal LM"}  # the tasks this panel offers
@@ -88,13 +89,12 @@ class ModelPanel(Section):
 
     # -- choosing ------------------------------------------------------------------------
     def _fill_recent(self):
-        self.path.blockSignals(True)
-        self.path.clear()
-        self.path.addItem(DEMO, "")
-        self.path.addItem(CHAT_DEMO, CHAT_DEMO_KEY)
-        for ref in recent_models():
-            self.path.addItem(ref, ref)
-        self.path.blockSignals(False)
+        with quiet(self.path):
+            self.path.clear()
+            self.path.addItem(DEMO, "")
+            self.path.addItem(CHAT_DEMO, CHAT_DEMO_KEY)
+            for ref in recent_models():
+                self.path.addItem(ref, ref)
 
     def _ref_of_text(self, text: str) -> str:
         if text.strip() == CHAT_DEMO:
@@ -149,9 +149,7 @@ class ModelPanel(Section):
         self.task.setCurrentIndex(max(0, self.task.findData(m.task)))
         self.task.setEnabled(bool(m.path))
         for box, on in ((self.trust, m.trust_remote_code), (self.pickle, m.allow_pickle)):
-            box.blockSignals(True)
-            box.setChecked(on)
-            box.blockSignals(False)
+            bind(box, on)
 
     def _show_state(self, text: str, error: bool = False):
         self.state.setObjectName("Error" if error else "Hint")

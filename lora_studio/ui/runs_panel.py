@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMes
 from lora_studio.engine import runfolder
 from lora_studio.ui import style
 from lora_studio.ui.widgets import ElidedLabel
+from lora_studio.ui.bind import quiet
 
 # Okabe & Ito's colour-blind-safe set, blue and orange first (never red beside green) (GUI N18)
 OVERLAY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -186,24 +187,23 @@ class RunsPanel(QWidget):
     def refresh(self):
         selected = set(self.selected())
         self.rows = scan(self.root)
-        self.table.blockSignals(True)
-        self.table.setRowCount(len(self.rows))
-        for r, row in enumerate(self.rows):
-            status = row.state + (" · resumable" if row.resumable and row.state != "running" else "")
-            if row.state == "failed" and row.message:  # the reason, not "failed" alone (GUI N18)
-                status += f": {row.message[:60]}" + ("…" if len(row.message) > 60 else "")
-            step = f"{row.step:,}" + (f" / {row.total_steps:,}" if row.total_steps else "")
-            texts = (row.name, status, row.model, row.targets, str(row.rank or "–"), step, _fmt(row.loss, ".4f"),
-                     _fmt(row.eval_loss, ".4f"), _fmt(row.accuracy, ".1%"),
-                     time.strftime("%Y-%m-%d %H:%M", time.localtime(row.date)) if row.date else "–")
-            for c, text in enumerate(texts):
-                item = QTableWidgetItem(text)
-                if c in (4, 5, 6, 7, 8):
-                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                item.setToolTip(f"{row.path}\n{row.message}" if c == 1 and row.message else row.path)
-                self.table.setItem(r, c, item)
-        self.select(selected)
-        self.table.blockSignals(False)
+        with quiet(self.table):
+            self.table.setRowCount(len(self.rows))
+            for r, row in enumerate(self.rows):
+                status = row.state + (" · resumable" if row.resumable and row.state != "running" else "")
+                if row.state == "failed" and row.message:  # the reason, not "failed" alone (GUI N18)
+                    status += f": {row.message[:60]}" + ("…" if len(row.message) > 60 else "")
+                step = f"{row.step:,}" + (f" / {row.total_steps:,}" if row.total_steps else "")
+                texts = (row.name, status, row.model, row.targets, str(row.rank or "–"), step, _fmt(row.loss, ".4f"),
+                         _fmt(row.eval_loss, ".4f"), _fmt(row.accuracy, ".1%"),
+                         time.strftime("%Y-%m-%d %H:%M", time.localtime(row.date)) if row.date else "–")
+                for c, text in enumerate(texts):
+                    item = QTableWidgetItem(text)
+                    if c in (4, 5, 6, 7, 8):
+                        item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                    item.setToolTip(f"{row.path}\n{row.message}" if c == 1 and row.message else row.path)
+                    self.table.setItem(r, c, item)
+            self.select(selected)
         self._selection_changed()
 
     def selected(self) -> list[str]:

@@ -12,6 +12,7 @@ from lora_studio.core.names import ATTENTION, LOGICAL
 from lora_studio.ui.session import Session
 from lora_studio.ui.style import repolish
 from lora_studio.ui.widgets import label
+from lora_studio.ui.bind import bind
 
 NAMES = {"q": "query", "k": "key", "v": "value", "o": "output", "gate": "gate", "up": "up", "down": "down"}
 PRESETS = (("Paper default (q+v)", ("q", "v")), ("All attention", ATTENTION), ("Attention + MLP", LOGICAL))
@@ -138,10 +139,7 @@ class TargetsGrid(QWidget):
     def _sync(self):
         chosen = self.session.cells
         for c, box in self.cells.items():
-            if box.isChecked() != (c in chosen):
-                box.blockSignals(True)
-                box.setChecked(c in chosen)
-                box.blockSignals(False)
+            bind(box, c in chosen)
         for t, b in self.columns.items():
             b.setProperty("full", all(c in chosen for c in self.cells if c[0] == t))
             repolish(b)

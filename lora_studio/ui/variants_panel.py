@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout
 from lora_studio.config import INITS, OPTIMIZERS, QUANTIZE, RunConfig
 from lora_studio.core.names import PRINCIPAL_INITS
 from lora_studio.ui.widgets import Section, label
+from lora_studio.ui.bind import quiet
 
 INIT_TEXT = {"kaiming": "Kaiming (LoRA paper)", "gaussian": "Gaussian", "pissa": "PiSSA (from W0's SVD)",
              "olora": "OLoRA (from W0's QR)"}
@@ -83,18 +84,12 @@ class VariantsPanel(Section):
 
     def set_config(self, config: RunConfig):
         """Show `config`'s values (no `changed` signal)."""
-        widgets = (self.loraplus, self.dora, self.init, self.quantize, self.optimizer)
-        for w in widgets:
-            w.blockSignals(True)
-        try:
+        with quiet(self.loraplus, self.dora, self.init, self.quantize, self.optimizer):
             self.loraplus.setValue(float(config.train.loraplus_ratio))
             self.dora.setChecked(bool(config.lora.dora))
             self.init.setCurrentIndex(self.init.findData(config.lora.init))
             self.quantize.setCurrentIndex(self.quantize.findData(config.model.quantize))
             self.optimizer.setCurrentIndex(self.optimizer.findData(config.train.optimizer))
-        finally:
-            for w in widgets:
-                w.blockSignals(False)
         self._exclusive()
 
     def values(self) -> dict:

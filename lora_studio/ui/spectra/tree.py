@@ -7,6 +7,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QFrame, QHeaderView, QTreeWidget, QTreeWidgetItem
 
+from lora_studio.ui.bind import quiet
+
 KEY = Qt.UserRole + 1  # the (name, target) of a module row
 
 
@@ -46,24 +48,23 @@ class ModuleTree(QTreeWidget):
 
     def rebuild(self, names: dict, tips: dict):
         """names: key -> (layer, projection), in display order; tips: key -> tooltip."""
-        blocked = self.blockSignals(True)
-        self.clear()
-        groups: dict = {}
-        for key, (layer, proj) in names.items():
-            parent = groups.get(layer)
-            if parent is None:
-                parent = groups[layer] = QTreeWidgetItem(self, ["Other" if layer is None else f"Layer {layer}", ""])
-                parent.setFlags(parent.flags() | Qt.ItemIsUserCheckable | Qt.ItemIsAutoTristate)
-                parent.setExpanded(True)
-            leaf = key[0].rsplit(".", 1)[-1]
-            short = leaf == proj or leaf.startswith(proj)  # q_proj, query: "q" says it all
-            child = QTreeWidgetItem(parent, [proj if short else f"{proj} · {leaf}", ""])
-            child.setData(0, KEY, key)
-            child.setToolTip(0, tips[key])
-            child.setFlags(child.flags() | Qt.ItemIsUserCheckable)
-            child.setTextAlignment(1, Qt.AlignRight | Qt.AlignVCenter)
-            child.setCheckState(0, Qt.Unchecked)
-        self.blockSignals(blocked)
+        with quiet(self):
+            self.clear()
+            groups: dict = {}
+            for key, (layer, proj) in names.items():
+                parent = groups.get(layer)
+                if parent is None:
+                    parent = groups[layer] = QTreeWidgetItem(self, ["Other" if layer is None else f"Layer {layer}", ""])
+                    parent.setFlags(parent.flags() | Qt.ItemIsUserCheckable | Qt.ItemIsAutoTristate)
+                    parent.setExpanded(True)
+                leaf = key[0].rsplit(".", 1)[-1]
+                short = leaf == proj or leaf.startswith(proj)  # q_proj, query: "q" says it all
+                child = QTreeWidgetItem(parent, [proj if short else f"{proj} · {leaf}", ""])
+                child.setData(0, KEY, key)
+                child.setToolTip(0, tips[key])
+                child.setFlags(child.flags() | Qt.ItemIsUserCheckable)
+                child.setTextAlignment(1, Qt.AlignRight | Qt.AlignVCenter)
+                child.setCheckState(0, Qt.Unchecked)
 
     def children(self):
         for i in range(self.topLevelItemCount()):
@@ -80,16 +81,15 @@ class ModuleTree(QTreeWidget):
 
     def set_checked(self, colors: dict):
         """Tick exactly the keys of `colors` (key -> curve colour), without emitting `toggled`."""
-        blocked = self.blockSignals(True)
-        for child in self.children():
-            color = colors.get(child.data(0, KEY))
-            child.setCheckState(0, Qt.Checked if color else Qt.Unchecked)
-            child.setIcon(0, swatch(color) if color else QIcon())
-        for i in range(self.topLevelItemCount()):  # auto-tristate parents follow only user clicks
-            parent = self.topLevelItem(i)
-            states = {parent.child(j).checkState(0) for j in range(parent.childCount())}
-            parent.setCheckState(0, states.pop() if len(states) == 1 else Qt.PartiallyChecked)
-        self.blockSignals(blocked)
+        with quiet(self):
+            for child in self.children():
+                color = colors.get(child.data(0, KEY))
+                child.setCheckState(0, Qt.Checked if color else Qt.Unchecked)
+                child.setIcon(0, swatch(color) if color else QIcon())
+            for i in range(self.topLevelItemCount()):  # auto-tristate parents follow only user clicks
+                parent = self.topLevelItem(i)
+                states = {parent.child(j).checkState(0) for j in range(parent.childCount())}
+                parent.setCheckState(0, states.pop() if len(states) == 1 else Qt.PartiallyChecked)
 
     def checked(self) -> list:
         return [c.data(0, KEY) for c in self.children() if c.checkState(0) == Qt.Checked]

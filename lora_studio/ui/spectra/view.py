@@ -23,6 +23,7 @@ from lora_studio.ui.spectra.report import ResizeReport
 from lora_studio.engine.errors import Failure
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import icon
+from lora_studio.ui.bind import quiet
 
 def _engine():
     """engine.spectra, or None while it is unavailable (the tab still opens)."""
@@ -399,17 +400,17 @@ class SpectraView(QWidget):
     def _compared(self, sim: jobs.Similarity):
         self.similarity = sim
         keep = self.phi_module.currentData()
-        self.phi_module.blockSignals(True)
-        self.phi_module.clear()
-        for key in sim.phi:
-            text = self._label(key) if key in self.names else key[0].rsplit(".", 1)[-1]
-            self.phi_module.addItem(text, key)
-            self.phi_module.setItemData(self.phi_module.count() - 1, key[0] + (f" [{key[1]}]" if key[1] else ""),
-                                        Qt.ToolTipRole)
-        want = keep if keep in sim.phi else (self._checked[0] if self._checked and self._checked[0] in sim.phi else None)
-        i = _find(self.phi_module, want) if want is not None else 0
-        self.phi_module.setCurrentIndex(max(i, 0))
-        self.phi_module.blockSignals(False)
+        with quiet(self.phi_module):
+            self.phi_module.clear()
+            for key in sim.phi:
+                text = self._label(key) if key in self.names else key[0].rsplit(".", 1)[-1]
+                self.phi_module.addItem(text, key)
+                self.phi_module.setItemData(self.phi_module.count() - 1, key[0] + (f" [{key[1]}]" if key[1] else ""),
+                                            Qt.ToolTipRole)
+            want = keep if keep in sim.phi else (self._checked[0] if self._checked and self._checked[0] in sim.phi
+                                                 else None)
+            i = _find(self.phi_module, want) if want is not None else 0
+            self.phi_module.setCurrentIndex(max(i, 0))
         self._draw_phi()
         self.compared.emit(sim.b)
 

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 from lora_studio.ui import style
 from lora_studio.ui.spectra.plots import Heatmap
 from lora_studio.ui.training.plots import Series
+from lora_studio.ui.bind import quiet
 
 # qualitative palette (Tableau 10): distinct hues, legible on light and dark backgrounds
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -159,10 +160,9 @@ class PhiView(QWidget):
         self.entries = [(f"{s['targets']} · r={s['rank_a']} vs r={s['rank_b']} · seed {s['seed']} · {kind}",
                          np.asarray(phi, dtype=float))
                         for s in similarity for kind, phi in s["phi"].items()]
-        self.choice.blockSignals(True)
-        self.choice.clear()
-        self.choice.addItems([name for name, _ in self.entries])
-        self.choice.blockSignals(False)
+        with quiet(self.choice):
+            self.choice.clear()
+            self.choice.addItems([name for name, _ in self.entries])
         if not self.entries:
             self.heatmap.show_message("φ: needs two ranks")
             return

@@ -13,6 +13,7 @@ import html
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QTextBrowser, QVBoxLayout, QWidget
 
 from lora_studio.ui.widgets import label
+from lora_studio.ui.bind import quiet
 
 CHANGED = "background-color: rgba(80, 170, 110, 0.35);"  # words of the answer that are not in the base answer
 
@@ -81,14 +82,13 @@ class SamplesView(QWidget):
     def _steps_changed(self):
         steps = sorted(self.rows)
         current = self.step.currentData()
-        self.step.blockSignals(True)
-        self.step.clear()
-        for s in steps:
-            self.step.addItem(f"{s:,}" + (" (base)" if s == 0 else ""), s)
-        if steps:  # (a resumed run with no samples: a classifier, or samples turned off)
-            pick = steps[-1] if self._follow or current not in steps else current
-            self.step.setCurrentIndex(steps.index(pick))
-        self.step.blockSignals(False)
+        with quiet(self.step):
+            self.step.clear()
+            for s in steps:
+                self.step.addItem(f"{s:,}" + (" (base)" if s == 0 else ""), s)
+            if steps:  # (a resumed run with no samples: a classifier, or samples turned off)
+                pick = steps[-1] if self._follow or current not in steps else current
+                self.step.setCurrentIndex(steps.index(pick))
         self.render()
 
     def _picked(self, _index: int):

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 from lora_studio.core import names
 from lora_studio.ui.session import Session
 from lora_studio.ui.widgets import NumberValidator, Section, icon, label, parse_number
+from lora_studio.ui.bind import bind
 
 PRECISIONS = tuple((p, "Auto (bf16 on GPUs, fp32 on CPU)" if p == "auto" else p) for p in names.PRECISIONS)
 SCHEDULES = names.SCHEDULES
@@ -224,22 +225,15 @@ class TrainingSettings(Section):
                   (self.batch, t.batch_size), (self.accum, t.grad_accum), (self.eval_every, t.eval_every),
                   (self.save_every, t.save_every), (self.seed, t.seed))
         for w, v in values:
-            if w.value() != v:
-                w.blockSignals(True)
-                w.setValue(v)
-                w.blockSignals(False)
+            bind(w, v)
         self.length_kind.setCurrentIndex(0 if steps else 1)
         self.length.setCurrentIndex(0 if steps else 1)
         if not self.lr.hasFocus():
             self.lr.setText(f"{t.lr:g}")
         for box, value in ((self.schedule, t.schedule), (self.precision, t.precision), (self.device, t.device)):
             box.setCurrentIndex(max(0, box.findData(value)))
-        self.checkpointing.blockSignals(True)
-        self.checkpointing.setChecked(t.gradient_checkpointing)
-        self.checkpointing.blockSignals(False)
-        self.packing.blockSignals(True)
-        self.packing.setChecked(t.packing)
-        self.packing.blockSignals(False)
+        bind(self.checkpointing, t.gradient_checkpointing)
+        bind(self.packing, t.packing)
         self.effective.setText(f"effective batch {t.batch_size * t.grad_accum} examples per step")
         if self.out.text() != self.session.draft.out and not self.out.hasFocus():
             self.out.setText(self.session.draft.out)
