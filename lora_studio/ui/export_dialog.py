@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from lora_studio.ui.gguf_section import GGUFSection, describe
 
+from lora_studio.ui.failure_dialog import show_failure
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Section, icon, label
 
@@ -172,11 +173,8 @@ class ExportDialog(QDialog):
         self.export.setEnabled(True)
         self.progress.setValue(0)
         self.state.setText("")
-        from PySide6.QtWidgets import QMessageBox
-
-        box = QMessageBox.critical if failure.kind == "bug" else QMessageBox.warning
         if getattr(self, "_close_pending", None) is None:
-            box(self, "Export failed", failure.message)
+            show_failure(self, failure, "Export failed")
         else:
             self.error_after_close = failure  # the window asked to close: no dialog on a closing window
         self._ended()

@@ -17,6 +17,7 @@ from lora_studio.engine.errors import Failure, UserError
 from lora_studio.ui import run_guard, style, window_layout
 from lora_studio.ui.runs import RunFiles, runs_root, same_run, trained_elsewhere
 from lora_studio.ui.session import Draft, Session
+from lora_studio.ui.failure_dialog import show_failure
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.wording import short_paths
 from lora_studio.ui.training.view import evaluating_text
@@ -190,18 +191,8 @@ class MainWindow(QMainWindow):
 
     # -- messages ------------------------------------------------------------------------
     def error(self, title: str, failure):
-        """A dialog that says what went wrong and what to do; the app keeps running."""
-        from lora_studio.ui.wording import for_gui
-
-        message = for_gui(getattr(failure, "message", str(failure)))
-        if getattr(failure, "kind", "user") == "bug":
-            from lora_studio.ui.bug_report import keep_details
-
-            where = keep_details(title, message, getattr(failure, "detail", ""))
-            QMessageBox.critical(self, title, f"{message}\n\nThis is a bug in LoRA Studio. {where} Please "
-                                              "attach them to a bug report.")
-        else:
-            QMessageBox.warning(self, title, message)
+        """A dialog that says what went wrong and what to do (failure_dialog.show_failure); the app keeps running."""
+        show_failure(self, failure, title)
 
     def _model_failed(self, failure, ref):
         self.error("Cannot use this model", failure)

@@ -9,7 +9,6 @@ adapter, a summary table, and a suggested rank with one-click resize. The engine
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from lora_studio.ui.spectra import jobs, panels
 from lora_studio.ui.spectra.plots import series_color
 from lora_studio.ui.spectra.report import ResizeReport
 from lora_studio.engine.errors import Failure
+from lora_studio.ui.failure_dialog import show_failure
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import icon
 from lora_studio.ui.bind import quiet
@@ -471,13 +471,7 @@ class SpectraView(QWidget):
             return
         self._update_actions()
         self.status.setText("")
-        if getattr(failure, "kind", "user") == "bug":
-            if failure.detail:
-                print(failure.detail, file=sys.stderr)
-            QMessageBox.critical(self, title, f"{failure.message}\n\nThis is a bug in LoRA Studio; the details "
-                                              "are printed on the console. Please report it.")
-        else:
-            QMessageBox.warning(self, title, failure.message)
+        show_failure(self, failure, title)
         self.failed.emit(failure)
 
     def _update_actions(self):

@@ -15,6 +15,7 @@ from lora_studio.core import names
 from lora_studio.ui.session import Session
 from lora_studio.ui.widgets import NumberValidator, Section, icon, label, parse_number
 from lora_studio.ui.bind import bind
+from lora_studio.ui.failure_dialog import show_failure
 
 PRECISIONS = tuple((p, "Auto (bf16 on GPUs, fp32 on CPU)" if p == "auto" else p) for p in names.PRECISIONS)
 SCHEDULES = names.SCHEDULES
@@ -153,7 +154,7 @@ class TrainingSettings(Section):
         try:
             config = self.session.build()
         except UserError as e:
-            QMessageBox.warning(self, "Cannot write the command", str(e))
+            show_failure(self, e, "Cannot write the command")
             return
         if not path:
             from lora_studio.ui.widgets import ask_config_path
@@ -164,7 +165,7 @@ class TrainingSettings(Section):
         try:
             config.save(path)
         except OSError as e:
-            QMessageBox.warning(self, "Cannot write the command", f"{path}: {e.strerror or e}")
+            show_failure(self, f"{path}: {e.strerror or e}", "Cannot write the command")
             return
         text = cluster_text(path, max(1, self.gpus))
         if self.gpus < 1:  # this machine has no GPU: the count is the cluster's, to be set there
