@@ -1,7 +1,11 @@
 """The one worker pattern: a QObject moved to a QThread, results back as queued signals.
 
-`Task` runs one function (inspect a model, preview data, export, generate…); the training
-worker (`training/worker.py`) follows the same shape for a long-running loop. Workers never
+`Task` runs one function (inspect a model, preview data, export, generate…); the training and
+sweep workers (`training/worker.py`, `study/worker.py`) follow the same shape for a long-running
+loop. Every worker thread of the app is started by `start_thread` here: the worker moved to a new
+QThread, `finished` quits it, and the thread is kept (`_ALIVE`) until it has ended — a QThread freed
+while it runs makes Qt abort the process. Python objects are dropped in the GUI thread (`forget`),
+never in a worker (ui/app.py: the garbage collector runs in the GUI thread only). Workers never
 touch widgets; `run()` catches every exception and emits it as a `Failure`.
 """
 
@@ -59,9 +63,9 @@ class _Relay(QObject):
     lets the runner drop the task once its thread's `finished` arrives - after `done`/`failed`,
     which were queued before it."""
 
-    def __init__(self, runner, thread, on_done, on_failed, on_progress):
+    def __init__(self, runner, on_done, on_failed, on_progress):
         super().__init__()
-        self.runner, self.thread = runner, thread
+        self.runner, self.thread = runner, None  # the thread: set once start_thread made it
         self.on_done, self.on_failed, self.on_progress = on_done, on_failed, on_progress
 
     @Slot(object)
@@ -84,14 +88,45 @@ class _Relay(QObject):
         self.runner._forget(self.thread)
 
 
-_ALIVE: dict = {}  # QThread -> (Task, _Relay): every task thread until it has ended, whatever became of its runner:
-# a QThread freed while it runs makes Qt abort the process
+_ALIVE: dict = {}  # QThread -> its worker (and relay): every worker thread until it has ended, whatever became of
+# its owner: a QThread freed while it runs makes Qt abort the process
 
 
 @atexit.register
 def _wait_for_tasks():  # the interpreter exits with a task still running: let it end, never abort
     for thread in list(_ALIVE):
         thread.wait()
+
+
+def start_thread(worker: QObject, name: str, *keep, on_ended=None) -> QThread:
+    """Run `worker.run` in a new QThread named `name` (the "still running: …" messages) and return it.
+
+    `worker` has a `run` slot and a `finished` signal emitted last (its thread quits on it); it and
+    `keep` (e.g. a relay) stay referenced until the thread has ended and `forget` drops them.
+    `on_ended`: a slot of a GUI-thread QObject, called (queued) once the thread has ended."""
+    thread = QThread()
+    thread.setObjectName(name)
+    worker.moveToThread(thread)
+    worker.finished.connect(thread.quit, Qt.DirectConnection)  # quit() is thread-safe
+    thread.started.connect(worker.run)
+    if on_ended is not None:
+        thread.finished.connect(on_ended, Qt.QueuedConnection)
+    for t in [t for t in _ALIVE if t.isFinished()]:
+        del _ALIVE[t]
+    _ALIVE[thread] = (worker, *keep)
+    thread.start()
+    return thread
+
+
+def forget(thread: QThread | None, ms: int | None = None) -> bool:
+    """Wait for `thread` to end (up to `ms`, else as long as it takes) and drop it and its worker.
+    Returns False, keeping it, while it still runs."""
+    if thread is None:
+        return True
+    if not (thread.wait() if ms is None else thread.wait(ms)):
+        return False
+    _ALIVE.pop(thread, None)
+    return True
 
 
 class TaskRunner(QObject):
@@ -105,27 +140,18 @@ class TaskRunner(QObject):
               **kwargs) -> Task:
         """Run `fn(*args, **kwargs)` in a new thread; `what`: its name in "still running: …" messages."""
         task = Task(fn, *args, with_progress=on_progress is not None, **kwargs)
-        thread = QThread()
-        relay = _Relay(self, thread, on_done, on_failed, on_progress)
-        thread.setObjectName(what or getattr(fn, "__name__", "task").strip("_").replace("_", " "))
-        task.moveToThread(thread)
+        relay = _Relay(self, on_done, on_failed, on_progress)
         task.done.connect(relay.done, Qt.QueuedConnection)
         task.failed.connect(relay.failed, Qt.QueuedConnection)
         task.progress.connect(relay.progress, Qt.QueuedConnection)
-        task.finished.connect(thread.quit, Qt.DirectConnection)  # quit() is thread-safe
-        thread.started.connect(task.run)
-        thread.finished.connect(relay.ended, Qt.QueuedConnection)
-        self._live[thread] = (task, relay)
-        for t in [t for t in _ALIVE if t.isFinished()]:
-            del _ALIVE[t]
-        _ALIVE[thread] = (task, relay)
-        thread.start()
+        name = what or getattr(fn, "__name__", "task").strip("_").replace("_", " ")
+        relay.thread = start_thread(task, name, relay, on_ended=relay.ended)
+        self._live[relay.thread] = (task, relay)
         return task
 
     def _forget(self, thread: QThread):
-        thread.wait()
+        forget(thread)
         self._live.pop(thread, None)
-        _ALIVE.pop(thread, None)
 
     @property
     def busy(self) -> bool:

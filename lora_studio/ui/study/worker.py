@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
 
+from lora_studio.ui.tasks import forget, start_thread
+
 
 class SweepWorker(QObject):
     """Runs one sweep in its thread.
@@ -16,11 +18,13 @@ class SweepWorker(QObject):
         event(object): every engine event (engine.events: Status, Started, Step, Eval, Finished…) in order
         done(object): the sweep.json document (its `complete` is False when stopped), exactly once…
         failed(object): …or a tasks.Failure, exactly once, last
+        finished(): run() has returned (its thread quits on it)
     """
 
     event = Signal(object)
     done = Signal(object)
     failed = Signal(object)
+    finished = Signal()
 
     def __init__(self, config, out: str, ranks: list[int], seeds: int, targets_sets, fixed_budget: bool, control):
         super().__init__()
@@ -43,6 +47,8 @@ class SweepWorker(QObject):
             self.failed.emit(failure_of(e))
         else:
             self.done.emit(doc)
+        finally:
+            self.finished.emit()
 
 
 class SweepController(QObject):
@@ -78,14 +84,10 @@ class SweepController(QObject):
 
         self.control = Control()
         self.worker = SweepWorker(config, out, ranks, seeds, targets_sets, fixed_budget, self.control)
-        self.thread = QThread()
-        self.thread.setObjectName("sweep")
-        self.worker.moveToThread(self.thread)
         self.worker.event.connect(self._event, Qt.QueuedConnection)  # delivered in the GUI thread, in order
         self.worker.done.connect(self._ended, Qt.QueuedConnection)
         self.worker.failed.connect(self._ended, Qt.QueuedConnection)
-        self.thread.started.connect(self.worker.run)
-        self.thread.start()
+        self.thread = start_thread(self.worker, "sweep")
         self.running_changed.emit(True)
 
     def stop(self):
@@ -102,9 +104,7 @@ class SweepController(QObject):
 
     @Slot(object)
     def _ended(self, result):
-        if self.thread is not None:
-            self.thread.quit()
-            self.thread.wait()
+        forget(self.thread)  # run() returns right after done/failed
         self.thread, self.worker = None, None
         self.running_changed.emit(False)
         self.finished.emit(result)

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Qt, Signal, Slot
 
+from lora_studio.ui.tasks import forget, start_thread
+
 
 class TrainWorker(QObject):
     """Runs one training run (or the resume of one) in its thread.
 
     Signals:
         event(object): every engine event (engine.events), in order; Finished or Failed exactly once, last
+        finished(): run() has returned (its thread quits on it)
     """
 
     event = Signal(object)
+    finished = Signal()
 
     def __init__(self, config, control, resume: str | None = None, spectra_every: int = 10, overwrite: bool = False):
         super().__init__()
@@ -57,6 +61,7 @@ class TrainWorker(QObject):
         finally:
             if not self._ended:
                 self._on_event(Failure("training ended without a result", "bug"))
+            self.finished.emit()
 
 
 class TrainingController(QObject):
@@ -135,14 +140,9 @@ class TrainingController(QObject):
         self.run_dir = str(resume or config.out)
         self.last_step = 0
         self.worker = TrainWorker(config, self.control, resume, self.spectra_every, overwrite)
-        self.thread = QThread()
-        self.thread.setObjectName("training")
-        self.worker.moveToThread(self.thread)
-        w = self.worker
-        w.event.connect(self._event, Qt.QueuedConnection)  # delivered in the GUI thread, in order
-        self.thread.started.connect(w.run)
+        self.worker.event.connect(self._event, Qt.QueuedConnection)  # delivered in the GUI thread, in order
         self._set_state("starting")
-        self.thread.start()
+        self.thread = start_thread(self.worker, "training")
 
     def pause(self):
         """Ask the loop to pause; "pausing" at once (an evaluation in progress can take a while)."""
@@ -230,9 +230,7 @@ class TrainingController(QObject):
         self.resumed.emit(ev)
 
     def _finished(self, ev):
-        if self.thread is not None:
-            self.thread.quit()
-            self.thread.wait()
+        forget(self.thread)  # run() returns right after its last event
         self.thread, self.worker = None, None
         if self.process is not None:
             self.process.deleteLater()
