@@ -18,6 +18,7 @@ from lora_studio.ui import style
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Section, label, size
 from lora_studio.ui.bind import bind
+from lora_studio.ui.parts import Part
 
 COLUMNS = ("Base", "Grad. ckpt", "Peak", "Fits", "Max batch")
 BASES = {"none": "bf16", "int8": "int8", "nf4": "NF4"}  # full names (engine CASES) in the tooltip
@@ -68,7 +69,7 @@ def read_peak(run_dir: str):
     return read(run_dir)
 
 
-class FitPanel(Section):
+class FitPanel(Section, Part):
     """The "Will it fit?" table.
 
     Signals:
@@ -149,6 +150,11 @@ class FitPanel(Section):
         for w, v in ((self.batch, config.train.batch_size), (self.seq, seq or config.data.max_length)):
             bind(w, v)
         self._timer.start()
+
+    def shutdown(self):
+        """Closing: no new estimate, and results still on their way are dropped."""
+        self._timer.stop()
+        self._generation += 1  # _show drops results of an older generation
 
     def apply_theme(self, theme: str):
         """Recolour the "fits" column after the application's theme changed."""

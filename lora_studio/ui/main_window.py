@@ -18,8 +18,9 @@ from lora_studio.ui import run_guard, style, window_layout
 from lora_studio.ui.runs import RunFiles, runs_root, same_run, trained_elsewhere
 from lora_studio.ui.session import Draft, Session
 from lora_studio.ui.failure_dialog import show_failure
+from lora_studio.ui.parts import RunState
 from lora_studio.ui.tasks import TaskRunner
-from lora_studio.ui.wording import short_paths
+from lora_studio.ui.wording import run_failure, short_paths
 from lora_studio.ui.training.view import evaluating_text
 from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.widgets import app_icon, commit_edits, icon
@@ -183,11 +184,12 @@ class MainWindow(QMainWindow):
 
     def apply_theme(self, theme: str):
         name = style.apply(QApplication.instance(), theme)
-        self.training.plots.apply_theme(name)
-        self.spectra_tab.apply_theme(name)
-        self.runs.apply_theme(name)
-        self.fit.apply_theme(name)
-        self.study.apply_theme(name)
+        for part in self.parts():
+            part.apply_theme(name)
+
+    def parts(self) -> tuple:
+        """The tabs and panels that share the Part interface (ui/parts.py): theme, run state, shutdown."""
+        return self.training, self.spectra_tab, self.tryit, self.runs, self.fit, self.study
 
     # -- messages ------------------------------------------------------------------------
     def error(self, title: str, failure):
@@ -231,11 +233,7 @@ class MainWindow(QMainWindow):
                 raise UserError(f"{out} is being trained right now by {owner}: choose another run folder, or "
                                 "wait for that run to end.")
             if Path(out).is_dir() and any(Path(out).iterdir()):
-                answer = QMessageBox.question(self, "Replace this run?",
-                                              f"{out} already holds files. Start a new run there? The run in it "
-                                              "(its adapter, metrics and checkpoints) is replaced; other files "
-                                              "are kept.")
-                if answer != QMessageBox.Yes:
+                if not run_guard.ask_replace(self, out):
                     return
                 overwrite = True
             config = config.replace(out=out)
@@ -324,13 +322,7 @@ class MainWindow(QMainWindow):
         self.spectra_tab.training_ended()
         if isinstance(ev, Failure):
             self.header.set_state("Failed", "failed")
-            if ev.kind == "disk":
-                ev = Failure(f"The disk is full: free some space where {self.run_dir} is, then continue the "
-                             "run (Run ▸ Continue a stopped run); its last checkpoint is kept.", "user", step=ev.step)
-                title = "Disk full"
-            else:
-                title = {"oom": "Out of memory", "user": "Training could not run", "nonfinite": "The loss diverged"}.get(ev.kind, "Training failed")
-            self.error(title, ev)
+            self.error(*run_failure(ev, self.run_dir))
         else:
             self.header.set_state(f"Stopped at {ev.step}" if ev.stopped else "Done", "" if ev.stopped else "done")
         if self._closing:
@@ -350,7 +342,6 @@ class MainWindow(QMainWindow):
         startable = not running and not self._blocked and not self.study.running  # one run at a time
         self.header.start.setEnabled(startable)
         self.act_start.setEnabled(startable)
-        self.study.start_button.setEnabled(not running and not self.study.running)
         pausable = state in ("running", "pausing", "paused", "starting") and not self.controller.multi  # torchrun: stop only
         self.header.pause.setEnabled(pausable)
         self.act_pause.setEnabled(pausable)
@@ -366,10 +357,10 @@ class MainWindow(QMainWindow):
         self.header.open_run.setEnabled(not running)
         for w in (self.header.export, self.act_export):  # export reads the finished adapter files of a run
             w.setEnabled(not running and bool(self.run_dir))
-        self.runs.set_active(self.active_run(), self.study.running)
-        ok = state in ("idle", "paused") and bool(self.run_dir)
-        self.tryit.paused_at = self.controller.last_step if state == "paused" else None
-        self.tryit.set_available(ok, "" if ok or not self.run_dir else "Pause or stop training to try the adapter.")
+        shared = RunState(state, self.active_run(), self.run_dir, self.study.running,
+                          self.controller.last_step if state == "paused" else None)
+        for part in self.parts():
+            part.set_run_state(shared)
 
     # -- run folders and configurations (read and written by self.files) -------------------
     def open_run(self, run_dir: str):
@@ -502,9 +493,8 @@ class MainWindow(QMainWindow):
         up to `ms`. Returns what is still running (nothing is ever dropped while it runs)."""
         self._quiet = True
         self._fit_timer.stop()
-        self.fit._timer.stop()
-        self.fit._generation += 1  # FitPanel drops results of an older generation
-        self.study.shutdown()
+        for part in self.parts():
+            part.shutdown()
         for runner in self.findChildren(TaskRunner):
             runner.wait_all(ms)
         return self._busy_tasks()

@@ -38,6 +38,14 @@ def refuse_busy(w, run_dir: str, what: str) -> bool:
     return False
 
 
+def ask_replace(w, out: str) -> bool:
+    """Start into a folder that holds files: the user confirms that the run in it is replaced."""
+    answer = QMessageBox.question(w, "Replace this run?",
+                                  f"{out} already holds files. Start a new run there? The run in it (its adapter, "
+                                  "metrics and checkpoints) is replaced; other files are kept.")
+    return answer == QMessageBox.Yes
+
+
 def refuse_preflight(w, config, what: str) -> bool:
     """A base this machine cannot train on is refused before Start; one it trains slowly is asked."""
     from lora_studio.ui.training import preflight

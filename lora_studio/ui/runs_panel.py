@@ -18,6 +18,7 @@ from lora_studio.engine import runfolder
 from lora_studio.ui import style
 from lora_studio.ui.widgets import ElidedLabel
 from lora_studio.ui.bind import quiet
+from lora_studio.ui.parts import Part
 
 # Okabe & Ito's colour-blind-safe set, blue and orange first (never red beside green) (GUI N18)
 OVERLAY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -100,7 +101,7 @@ def _fmt(v, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
-class RunsPanel(QWidget):
+class RunsPanel(QWidget, Part):
     """Signals:
         open_requested(str): show this run in the window
         continue_requested(str): continue this (resumable) run
@@ -227,6 +228,9 @@ class RunsPanel(QWidget):
         paths = self.selected()
         if len(paths) == 1:
             signal.emit(paths[0])
+
+    def set_run_state(self, state):
+        self.set_active(state.active_run, state.study_running)
 
     def set_active(self, run_dir: str, busy: bool = False):
         """`run_dir`: the run training in this window ("" none); `busy`: a study runs. While either

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QPlainTextEd
 from lora_studio.engine import tryit as compare
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Card, icon, label
+from lora_studio.ui.parts import Part
 
 EMPTY_HINT = "Train a run (or open one) to try its adapter here."
 EXAMPLES = {"classification": "I was charged twice for my subscription this month.",
@@ -57,7 +58,7 @@ class ResultCard(Card):
             self.text.setPlainText(out.text)
 
 
-class TryItView(QWidget):
+class TryItView(QWidget, Part):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.run_dir = ""
@@ -120,6 +121,12 @@ class TryItView(QWidget):
             card.text.setVisible(not classify)
         if not self.prompt.toPlainText().strip():
             self.prompt.setPlainText(EXAMPLES.get(task, ""))
+
+    def set_run_state(self, state):
+        """Try it runs on a run that is shown and not training (paused: on the live weights)."""
+        ok = state.state in ("idle", "paused") and bool(state.shown_run)
+        self.paused_at = state.paused_step
+        self.set_available(ok, "" if ok or not state.shown_run else "Pause or stop training to try the adapter.")
 
     def set_available(self, ok: bool, why: str = ""):
         """Called on every state change of the window: the caption of a result shown (which adapter

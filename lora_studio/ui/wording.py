@@ -55,3 +55,16 @@ def gui_failure(failure):
     """The same Failure with its message in the window's words."""
     text = for_gui(failure.message)
     return failure if text == failure.message else replace(failure, message=text)
+
+
+RUN_FAILURE_TITLES = {"oom": "Out of memory", "user": "Training could not run", "nonfinite": "The loss diverged"}
+
+
+def run_failure(failure, run_dir: str):
+    """(title, failure) of the dialog for a run that ended with `failure`: a full disk says where
+    to free space and that the run continues from its last checkpoint."""
+    if failure.kind == "disk":
+        return "Disk full", replace(failure, kind="user", detail="", message=(
+            f"The disk is full: free some space where {run_dir} is, then continue the run (Run ▸ Continue a "
+            "stopped run); its last checkpoint is kept."))
+    return RUN_FAILURE_TITLES.get(failure.kind, "Training failed"), failure

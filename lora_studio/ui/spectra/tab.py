@@ -7,9 +7,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from lora_studio.ui.widgets import label
+from lora_studio.ui.parts import Part
 
 
-class SpectraTab(QWidget):
+class SpectraTab(QWidget, Part):
     def __init__(self, parent=None):
         super().__init__(parent)
         QVBoxLayout(self).setContentsMargins(0, 12, 0, 0)

@@ -21,6 +21,7 @@ from lora_studio.ui.study.setup import SweepSetup
 from lora_studio.ui.study.worker import SweepController
 from lora_studio.ui.tasks import TaskRunner
 from lora_studio.ui.widgets import Section, count, icon, label
+from lora_studio.ui.parts import Part
 
 RUN_COLUMNS = ("Run", "r", "Final loss", "Eval loss", "")
 
@@ -36,7 +37,7 @@ def _num(x) -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.4f}"
 
 
-class StudyTab(QWidget):
+class StudyTab(QWidget, Part):
     """Signals:
         open_run(str): the run folder whose Open button was clicked
         running_changed(bool): a sweep started (True) or ended (False)
@@ -157,6 +158,9 @@ class StudyTab(QWidget):
     def stop(self):
         self.controller.stop()
         self._say("stopping after the current step…")
+
+    def set_run_state(self, state):
+        self.start_button.setEnabled(not state.training and not state.study_running)  # one run at a time
 
     def shutdown(self, ms: int = 60_000):
         """Stop and wait for the sweep's thread (closing the window)."""

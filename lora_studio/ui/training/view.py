@@ -15,6 +15,7 @@ from lora_studio.ui.training.plots import TrainingPlots
 from lora_studio.ui.training.samples_view import SamplesView
 from lora_studio.ui.training.worker import TrainingController
 from lora_studio.ui.widgets import Card, duration, label, size
+from lora_studio.ui.parts import Part
 
 
 def evaluating_text(ev) -> str:
@@ -57,7 +58,7 @@ class Banner(QFrame):
         self.show()
 
 
-class TrainingView(QWidget):
+class TrainingView(QWidget, Part):
     """Signals:
         sig_continue(str): the user asked to continue this stopped run (the folder the banner names)
         sig_export(str): the user asked to export this run (the folder the banner names)
@@ -130,6 +131,9 @@ class TrainingView(QWidget):
             "info", self._try))
         c.resumed.connect(lambda ev: self.banner.hide())
         c.finished.connect(self._finished)
+
+    def apply_theme(self, name: str):
+        self.plots.apply_theme(name)
 
     def reset(self):
         self.step.set("–", "ready: press Start (Ctrl+Enter)")
