@@ -58,7 +58,7 @@ def add_train_flags(t):
     t.add_argument("--batch-size", type=int, help="examples per micro-batch (default 16)")
     t.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
     t.add_argument("--packing", action="store_true", default=None,
-                   help="causal LM: lay each micro-batch's examples end to end in one row (no padding; "
+                   help="causal LM and preference: lay each micro-batch's examples end to end in one row (no padding; "
                         "positions restart and attention stays within each example: the same loss)")
     t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     t.add_argument("--schedule", choices=names.SCHEDULES)

@@ -178,10 +178,9 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         for section in (self.model, self.lora, self.data, self.train):
             section.validate()
-        if self.train.packing and self.model.task != "causal-lm":
-            why = {"classification": "a classification example is one label, not a sequence of targets"}
-            raise UserError(f"packing is for causal-LM training, not {self.model.task} "
-                            f"({why.get(self.model.task, 'its batches are pairs')}): turn packing off")
+        if self.train.packing and self.model.task == "classification":
+            raise UserError("packing is for causal-LM and preference training, not classification (an example "
+                            "is one label, not a sequence of targets): turn packing off")
         return self
 
     # -- TOML ----------------------------------------------------------------------------

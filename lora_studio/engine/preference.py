@@ -101,23 +101,30 @@ class LinearLogProb(torch.autograd.Function):
 
 
 def sequence_logps(model, batch: dict, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of the target tokens' log-probs, number of target tokens) per sequence, (S,) each.
-    The fused head where the architecture allows it (no (S, T, V) logits), else the model's logits."""
+    """(sum of the target tokens' log-probs, number of target tokens) per sequence, (S,) each, for a
+    padded (S, T) batch or a packed row of S sequences (engine/packing.py). The fused head where the architecture allows it (no (S, T, V) logits), else the model's logits."""
+    from lora_studio.engine.packing import BOUNDS
+
     labels = batch["labels"]
-    S, T = labels.shape
     targets = getattr(batch, "targets", None)  # found on the host by setup.to_device: no sync here
     rows, y = targets if targets is not None else target_rows(labels)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "use_cache", BOUNDS) if k in batch}
     if supports_fused_loss(model):
-        hidden = model.base_model(input_ids=batch["input_ids"],
-                                  attention_mask=batch.get("attention_mask")).last_hidden_state
+        hidden = model.base_model(**inputs).last_hidden_state
         h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)  # (N, C)
         head = model.get_output_embeddings()
         logp = LinearLogProb.apply(h, head.weight, head.bias, y, chunk)
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+        logits = model(**inputs).logits
         flat = logits.reshape(-1, logits.shape[-1]).index_select(0, rows).float()  # (N, V)
         logp = flat.log_softmax(-1).gather(1, y[:, None]).squeeze(1)
-    seq = torch.div(rows, T, rounding_mode="floor")
+    if BOUNDS in batch:  # a packed row (engine/packing.py): the sequence of a row from the examples' starts
+        bounds = batch[BOUNDS]
+        S = len(bounds) - 1
+        seq = torch.bucketize(rows, torch.tensor(bounds[1:-1], device=rows.device), right=True)
+    else:
+        S, T = labels.shape
+        seq = torch.div(rows, T, rounding_mode="floor")
     sums = torch.zeros(S, dtype=torch.float32, device=logp.device).index_add(0, seq, logp)
     counts = torch.bincount(seq, minlength=S).to(sums.dtype)
     return sums, counts
@@ -214,10 +221,7 @@ class PreferenceObjective(Objective):
 
     def __init__(self, config):
         t = config.train
-        if getattr(t, "packing", False):
-            from lora_studio.engine.errors import UserError
-
-            raise UserError("--packing is not available with --task preference yet: drop --packing")
+        self.packed = bool(getattr(t, "packing", False))  # a micro-batch's 2P sequences in one row
         self.kind, self.gamma = t.loss, float(t.simpo_gamma)
         self.beta = float(t.beta) or DEFAULT_BETA[t.loss]
         self.from_adapter = bool(config.model.start_from)
@@ -238,13 +242,22 @@ class PreferenceObjective(Objective):
     def collate(self, examples: list[dict], pad_id: int | None) -> dict:
         from lora_studio.engine.data_pref import collate_pairs
 
+        if self.packed:  # chosen then rejected, as padded: a pair never leaves its micro-batch
+            from lora_studio.engine.packing import pack
+
+            return pack(list(examples) + [e["rejected"] for e in examples])
         return collate_pairs(examples, pad_id)
 
     def count(self, batch: dict) -> int:
-        return int(batch["input_ids"].shape[0]) // 2
+        from lora_studio.engine.packing import BOUNDS
+
+        sequences = len(batch[BOUNDS]) - 1 if BOUNDS in batch else int(batch["input_ids"].shape[0])
+        return sequences // 2
 
     def tokens(self, batch: dict) -> int:
-        return int(batch["attention_mask"].sum())
+        from lora_studio.engine.packing import real_tokens
+
+        return real_tokens(batch)
 
     def loss(self, model, batch: dict):
         return preference_loss(model, batch, self.kind, self.beta, self.gamma, self.reference)

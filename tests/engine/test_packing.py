@@ -225,7 +225,7 @@ def test_cli_refuses_packing_for_classification(tmp_path, capsys):
 
     code = main(["train", "--task", "classification", "--packing", "--max-steps", "1", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: packing is for causal-LM training") and "\n" not in err
+    assert code == 2 and err.startswith("error: packing is for causal-LM and preference training") and "\n" not in err
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ def test_pack_toggle_reaches_the_config_and_is_refused_for_classification(qtbot,
     assert not box.isChecked() and not s.draft.train.packing
     box.click()
     assert s.draft.train.packing
-    with pytest.raises(UserError, match="packing is for causal-LM training"):  # the window's model classifies
+    with pytest.raises(UserError, match="packing is for causal-LM and preference training"):  # the window's model classifies
         s.build()
     box.click()
     config = s.build()
