@@ -10,7 +10,7 @@ import json
 import sys
 
 from lora_studio.cli_data import add_data_parser, cmd_data
-from lora_studio.cli_train import add_train_flags, cmd_train
+from lora_studio.cli_train import add_train_flags, cmd_train, print_failure
 from lora_studio.core import names
 from lora_studio.engine.errors import UserError
 
@@ -377,13 +377,7 @@ def report_failure(e: BaseException, where: str = "") -> int:
     """One `error:` line for an exception no command expected (a bug: its traceback above it)."""
     from lora_studio.engine.errors import failure_of
 
-    f = failure_of(e, where=str(where))
-    if f.kind == "bug":
-        sys.stderr.write(f.detail)
-        print(f"error: {f.message} (a bug: please report it)", file=sys.stderr)
-    else:
-        print(f"error: {f.message}", file=sys.stderr)
-    return f.exit_code
+    return print_failure(failure_of(e, where=str(where)))
 
 
 if __name__ == "__main__":

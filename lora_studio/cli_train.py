@@ -341,12 +341,7 @@ def cmd_train(a) -> int:
             return 1
         if rank:  # under torchrun: say which process failed
             result.message = f"process {rank}: {result.message}"
-        if result.kind == "bug":
-            sys.stderr.write(result.detail)
-            print(f"error: {result.message} (a bug: please report it)", file=sys.stderr)
-        else:
-            print(f"error: {result.message}", file=sys.stderr)
-        return result.exit_code
+        return print_failure(result)
     if getattr(a, "demo", None) == "chat" and not result.stopped:
         from lora_studio.engine.demo_chat import evaluate, metric_lines
 
@@ -391,3 +386,13 @@ def launch(a) -> int:
     finally:
         signal.signal(signal.SIGINT, old)
     return 130 if interrupted else rc
+
+
+def print_failure(f) -> int:
+    """A Failure on the command line: one `error:` line (a bug: its traceback above it); its exit code."""
+    if f.kind == "bug":
+        sys.stderr.write(f.detail)
+        print(f"error: {f.message} (a bug: please report it)", file=sys.stderr)
+    else:
+        print(f"error: {f.message}", file=sys.stderr)
+    return f.exit_code
