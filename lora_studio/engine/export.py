@@ -59,9 +59,13 @@ def _merged_weight(layer, am) -> torch.Tensor:
     m · (W0 + s B A) / ‖W0 + s B A‖ per output row (the file's magnitude vector m)."""
     w = layer.base_layer.weight.detach().float()
     w0 = w.T if layer.conv1d else w  # (out, in)
-    merged = w0 + (am.B.float() @ am.A.float()) * am.scaling
-    if getattr(am, "magnitude", None) is not None:
-        merged = (am.magnitude.float() / merged.norm(dim=1))[:, None] * merged
+    delta = (am.B.float() @ am.A.float()) * am.scaling
+    if getattr(am, "magnitude", None) is not None:  # DoRA's formula, its one home, on the file's tensors
+        from lora_studio.engine.variants import dora_weight
+
+        merged = dora_weight(w0, delta, am.magnitude.float())
+    else:
+        merged = w0 + delta
     return merged.T if layer.conv1d else merged
 
 
