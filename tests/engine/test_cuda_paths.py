@@ -382,3 +382,61 @@ def test_a_cpu_run_on_a_gpu_machine_leaves_cuda_alone(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: touched.append(1) or [torch.zeros(16)])
     assert "cuda" not in rng_state(torch.device("cpu")) and not touched
     assert len(rng_state(torch.device("cuda", 0))["cuda"]) == 1 and touched
+
+
+# -- N13: FSDP2 under the run's autocast, one unit per block --------------------------------------
+def _fsdp_bf16_worker(rank, world, out):
+    from types import SimpleNamespace
+
+    from torch.distributed.fsdp import FSDPModule
+
+    from lora_studio import LoraSpec, inject
+    from lora_studio.engine.distributed import Dist
+    from lora_studio.engine.lora import lora_layers
+    from lora_studio.engine.objective import CausalLM
+    from lora_studio.engine.step import autocast
+    from lora_studio.engine.targets import decoder_blocks
+
+    def model_():
+        torch.manual_seed(0)
+        m = tiny.build("llama").to(torch.bfloat16)  # a half-precision base, as on a GPU
+        inject(m, LoraSpec(targets=["q", "v"], rank=4, alpha=8))
+        for layer in lora_layers(m).values():  # trained adapters, so their gradients are not all alike
+            torch.nn.init.normal_(layer.lora_B, std=0.05)
+        return m
+
+    s = SimpleNamespace(precision="bf16", device=torch.device("cpu"))
+    ids = torch.randint(3, tiny.VOCAB, (2, 12), generator=torch.Generator().manual_seed(1))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    ref = model_()  # one process: the loop's autocast
+    with autocast(s):
+        CausalLM().loss(ref, batch)[0].backward()
+    model = model_()
+    d = Dist(rank, world)
+    d.wrap(model, "fsdp", torch.device("cpu"))
+    with d.autocast(s):  # every process the same whole batch: the averaged gradient is one process's
+        d.loss(CausalLM(), model, batch, CausalLM().count(batch))[0].backward()
+    gap, compared = 0.0, 0
+    for p, q in zip(model.parameters(), ref.parameters()):
+        if q.grad is not None:
+            g = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+            gap = max(gap, float((g.float() - q.grad.float()).abs().max() / q.grad.float().abs().max()))
+            compared += 1
+    if rank == 0:
+        units = sum(isinstance(m, FSDPModule) for m in d.runner.modules())
+        Path(out).write_text(json.dumps({"units": units, "blocks": len(decoder_blocks(model)), "gap": gap,
+                                         "compared": compared,
+                                         "mixed": sorted({str(p.dtype) for p in model.parameters()})}))
+
+
+@pytest.mark.slow
+def test_fsdp2_trains_under_the_run_s_autocast_with_one_unit_per_block(tmp_path):
+    """A bf16 base with fp32 adapters: FSDP2's adapter gradients are one process's under the same
+    autocast (without it its LoRA GEMMs ran in fp32: 1e-2 apart), and each block is one FSDP unit
+    (no extra unit per adapted layer), plus the root."""
+    out = tmp_path / "fsdp.json"
+    fakecuda.spawn(_fsdp_bf16_worker, 2, str(out), store_dir=tmp_path)
+    r = json.loads(out.read_text())
+    assert r["mixed"] == ["torch.bfloat16", "torch.float32"], r
+    assert r["units"] == r["blocks"] + 1, r
+    assert r["compared"] == 8 and r["gap"] <= 1e-3, r  # A and B of q and v in 2 blocks
