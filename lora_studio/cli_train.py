@@ -154,26 +154,33 @@ def config_from_args(a) -> "RunConfig":
 def start_from(a, model: dict, lora: dict):
     """--from RUN_DIR: the new run trains on that run's adapter, so it takes its base model and
     adapter settings; a flag that would change the adapter's shape is refused by name."""
-    from lora_studio.config import RunConfig
-    from lora_studio.engine.runfolder import RUN_FILE
-
-    run = Path(a.start_from).expanduser().resolve()
-    if not (run / RUN_FILE).is_file() or not (run / "adapter_model.safetensors").is_file():
-        raise UserError(f"--from {a.start_from}: not a finished run folder (needs {RUN_FILE} and "
-                        "adapter_model.safetensors); give the --out folder of a trained run")
+    run, src = start_run(a.start_from)
     given = [f"--{k.replace('_', '-')}" for k in ADAPTER_FLAGS if getattr(a, k, None) not in (None, False)]
     if given:
         raise UserError(f"--from trains on the adapter of {run}, with its settings; {', '.join(given)} would "
                         "change its shape: drop the flag(s)")
-    src = RunConfig.load(run / RUN_FILE)
-    if src.model.task == "classification":
-        raise UserError(f"--from {run}: a classification run; a preference or causal-LM run starts from a causal LM's")
     lora.update(src.to_dict()["lora"], init="kaiming")  # a PiSSA/OLoRA run is saved as a plain LoRA on the base
     if not a.model:
         model["path"] = src.model.path
     model["start_from"] = str(run)
     if not a.task:
         model["task"] = "causal-lm"
+
+
+def start_run(path) -> tuple[Path, "RunConfig"]:
+    """(folder, its RunConfig) of a finished causal-LM or preference run that a new run may start
+    from (--from, the GUI's Start from); a UserError says why another folder cannot."""
+    from lora_studio.config import RunConfig
+    from lora_studio.engine.runfolder import RUN_FILE
+
+    run = Path(path).expanduser().resolve()
+    if not (run / RUN_FILE).is_file() or not (run / "adapter_model.safetensors").is_file():
+        raise UserError(f"{path} is not a finished run folder (it needs {RUN_FILE} and "
+                        "adapter_model.safetensors): give the folder of a trained run")
+    src = RunConfig.load(run / RUN_FILE)
+    if src.model.task == "classification":
+        raise UserError(f"{run} is a classification run: a preference or causal-LM run starts from a causal LM's")
+    return run, src
 
 
 # flags the chat demo has its own value for: given on the command line, the flag wins

@@ -13,11 +13,14 @@ from lora_studio.core.errors import UserError
 # -- what a run is ------------------------------------------------------------------------------
 TASKS = ("causal-lm", "classification", "preference")  # preference: a causal LM on chosen/rejected pairs
 PREFERENCE_LOSSES = ("dpo", "orpo", "simpo")  # engine/preference.py
+PREFERENCE_BETA = {"dpo": 0.1, "orpo": 0.1, "simpo": 2.0}  # beta 0 means these: DPO/TRL's, ORPO's lambda, SimPO's paper
 FORMATS = ("auto", "text", "prompt-completion", "messages", "classification")
 FORMATS_BY_TASK = {"classification": ("auto", "classification"),
-                   "causal-lm": ("auto", "text", "prompt-completion", "messages")}
+                   "causal-lm": ("auto", "text", "prompt-completion", "messages"),
+                   "preference": ("auto",)}  # pairs are detected from their columns (engine/data_pref.py)
 ROLES = {"text": ("text",), "prompt-completion": ("prompt", "completion"), "messages": ("messages",),
-         "classification": ("text", "label")}  # data format -> the columns it reads
+         "classification": ("text", "label"),
+         "preference": ("prompt", "chosen", "rejected")}  # data format -> the columns it reads
 HEADS = ("classifier", "score")  # classification heads trained in full (PEFT's modules_to_save)
 
 # -- what LoRA adapts, and how ------------------------------------------------------------------

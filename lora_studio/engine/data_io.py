@@ -19,6 +19,8 @@ EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", "
               ".txt": "text"}
 TEXT_FILES = (".jsonl", ".json", ".csv", ".tsv", ".txt")
 
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")  # a preference row (engine/data_pref.py)
+
 # column names tried, in order, for each role (case-insensitive); DataConfig overrides win
 CANDIDATES = {
     "messages": ("messages", "conversations", "conversation", "chat", "dialog"),
@@ -270,6 +272,8 @@ def detect_format(columns, task: str, cfg: DataConfig | None = None) -> tuple[st
         if column and column not in columns:
             raise UserError(f"{role} column {column!r} (--{role}-column) is not in the data "
                             f"(columns: {', '.join(columns)})")
+    if task == "preference":  # pairs: the columns are the format (a chat run or not is in the cells)
+        return "preference", preference_columns(columns, cfg.prompt_column)
     if task == "classification":
         if cfg.format not in ("auto", "classification"):
             raise UserError(f"format {cfg.format} is for causal-lm; classification needs `text` + `label` columns")
@@ -281,7 +285,7 @@ def detect_format(columns, task: str, cfg: DataConfig | None = None) -> tuple[st
         overridden = [f for f in formats if any(overrides[r] for r in ROLES[f])]
         formats = overridden or formats
     else:
-        raise UserError(f"task {task!r} unknown: use causal-lm or classification")
+        raise UserError(f"task {task!r} unknown: use causal-lm, classification or preference")
 
     for fmt in formats:
         roles = {}
@@ -299,6 +303,19 @@ def detect_format(columns, task: str, cfg: DataConfig | None = None) -> tuple[st
     flags = " ".join(f"--{r}-column NAME" for r in missing)
     raise UserError(f"no usable columns (the data has: {', '.join(columns) or 'none'}): {task} data needs "
                     f"{expected}; rename the columns, or name them: {flags}")
+
+
+def preference_columns(columns, prompt_column: str = "") -> dict[str, str]:
+    """role -> column for prompt/chosen/rejected (case-insensitive); a UserError names what lacks."""
+    lower = {c.lower(): c for c in columns}
+    roles = {r: lower.get(r) for r in PAIR_COLUMNS}
+    if prompt_column:
+        roles["prompt"] = prompt_column if prompt_column in columns else None
+    missing = [r for r, c in roles.items() if not c]
+    if missing:
+        raise UserError(f"preference data needs `prompt`, `chosen` and `rejected` columns; it lacks "
+                        f"{', '.join(missing)} (it has: {', '.join(columns) or 'none'})")
+    return roles
 
 
 def preview(path: str, n: int = 20, task: str | None = None, cfg: DataConfig | None = None) -> Preview:

@@ -20,23 +20,8 @@ import json
 from lora_studio.engine.data import (CHARS_PER_TOKEN, IGNORE, Clip, Prepared, _col, _common_prefix, _messages,
                                      _chat_rows, _open, _pick, _prompt_completion_rows, _stats, collate,
                                      load_table, split_indices)
-from lora_studio.engine.data_io import VALIDATION_SPLITS
+from lora_studio.engine.data_io import PAIR_COLUMNS, VALIDATION_SPLITS, preference_columns  # noqa: F401
 from lora_studio.engine.errors import UserError
-
-PAIR_COLUMNS = ("prompt", "chosen", "rejected")
-
-
-def preference_columns(columns, prompt_column: str = "") -> dict[str, str]:
-    """role -> column for prompt/chosen/rejected (case-insensitive); a UserError names what lacks."""
-    lower = {c.lower(): c for c in columns}
-    roles = {r: lower.get(r) for r in PAIR_COLUMNS}
-    if prompt_column:
-        roles["prompt"] = prompt_column if prompt_column in columns else None
-    missing = [r for r, c in roles.items() if not c]
-    if missing:
-        raise UserError(f"preference data needs `prompt`, `chosen` and `rejected` columns; it lacks "
-                        f"{', '.join(missing)} (it has: {', '.join(columns) or 'none'})")
-    return roles
 
 
 def _value(v):

@@ -32,11 +32,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lora_studio.core.names import PREFERENCE_BETA
 from lora_studio.engine.loss import CHUNK, _chunk_logits, supports_fused_loss, target_rows
 from lora_studio.engine.objective import Objective
 
 LOSSES = ("dpo", "orpo", "simpo")
-DEFAULT_BETA = {"dpo": 0.1, "orpo": 0.1, "simpo": 2.0}  # DPO/TRL's, ORPO's lambda, SimPO's paper
+DEFAULT_BETA = PREFERENCE_BETA  # DPO/TRL's, ORPO's lambda, SimPO's paper (core/names.py: the GUI shows them)
 DEFAULT_GAMMA = 0.5  # SimPO's target margin (TRL's simpo_gamma)
 
 

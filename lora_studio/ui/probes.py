@@ -115,13 +115,16 @@ def preview_data(cfg, task: str, n: int = 50) -> DataPreview:
 
 
 def data_stats(cfg, task: str, model_ref: str, trust_remote_code: bool = False, seed: int = 42) -> DataStats:
-    """Tokenize everything once (as training will) for lengths, split sizes and label names."""
-    from lora_studio.engine import data
+    """Tokenize everything once, as training will (the task's objective prepares it: preference
+    pairs have their own reader), for lengths, split sizes and label names."""
+    from lora_studio.config import ModelConfig, RunConfig
     from lora_studio.engine.models import demo_model_path, load_tokenizer
+    from lora_studio.engine.tasks import objective_for
 
     path, val = data_files(cfg, task)
     tok = load_tokenizer(model_ref or demo_model_path(), trust_remote_code)
-    prepared = data.prepare(replace(cfg, path=path, validation_path=val), tok, task, seed=seed)
+    objective = objective_for(RunConfig(model=ModelConfig(task=task)))
+    prepared = objective.prepare(replace(cfg, path=path, validation_path=val), tok, seed=seed)
     return DataStats(prepared.format, dict(prepared.roles), list(prepared.label_names),
                      prepared.stats.get("train"), prepared.stats.get("validation"))
 
