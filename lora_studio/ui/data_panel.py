@@ -106,7 +106,8 @@ class DataPanel(Section):
                 text = f"Auto ({detected or 'not detected'})" if value == "auto" else value
                 self.format.addItem(text, value)
             self.format.setCurrentIndex(max(0, self.format.findData(d.format)))
-        fmt = d.format if d.format != "auto" else (detected or ("classification" if task == "classification" else "text"))
+        picked = d.format if d.format in FORMATS.get(task, ()) and d.format != "auto" else ""  # preference: no choice
+        fmt = picked or detected or {"classification": "classification", "preference": "preference"}.get(task, "text")
         columns = preview.columns if preview else []
         roles = preview.roles if preview else {}
         for role, box in self.roles.items():
@@ -124,7 +125,7 @@ class DataPanel(Section):
                 bind(w, v)
         from lora_studio.engine.data import demo_path  # no torch in that module's imports
 
-        demo_validation = not d.path and task in ("classification", "causal-lm") and bool(demo_path(task)[1])
+        demo_validation = not d.path and task in names.TASKS and bool(demo_path(task)[1])
         self.validation.setPlaceholderText("the demo's own validation file" if demo_validation
                                            else "a split of the training data")
         self.split.setEnabled(not d.validation_path and not demo_validation)

@@ -111,6 +111,8 @@ class DataView(QWidget):
         if s.label_names:
             names = ", ".join(s.label_names[:8]) + (" …" if len(s.label_names) > 8 else "")
             self.labels.set(str(len(s.label_names)), names)
+        elif s.format.startswith("preference"):
+            self.labels.set("pairs", f"{s.format}: the chosen answer over the rejected one, per prompt")
         else:
             self.labels.set("–", f"{s.format}: the model learns the text itself")
         self._start_check()

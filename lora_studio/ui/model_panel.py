@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings, Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QPushButton
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLineEdit, QPushButton
 
 from lora_studio.core import names
 from lora_studio.ui.download_dialog import DownloadDialog, needs_download
@@ -13,8 +13,9 @@ from lora_studio.ui.widgets import Section, icon, label, short_count
 from lora_studio.ui.bind import bind, quiet
 
 DEMO = "Demo model (all-MiniLM-L6-v2)"
-TASK_TEXT = {"classification": "Classification", "causal-lm": "Causal LM"}  # the tasks this panel offers
-TASKS = [(t, text) for t, text in TASK_TEXT.items() if t in names.TASKS]
+TASK_TEXT = {"classification": "Classification", "causal-lm": "Causal LM", "preference": "Preference (DPO/ORPO/SimPO)"}
+TASKS = [(t, TASK_TEXT.get(t, t)) for t in names.TASKS]  # every task the engine trains
+FROM_TASKS = ("causal-lm", "preference")  # tasks that may start from a trained run's adapter (--from)
 CHAT_DEMO = "Chat demo (SmolLM2-135M-Instruct)"  # a preset: model, chat data and settings (Session.use_chat_demo)
 CHAT_DEMO_KEY = ":chat-demo:"
 RECENT_KEY, MAX_RECENT = "models/recent", 8
@@ -48,6 +49,18 @@ class ModelPanel(Section):
         for value, text in TASKS:
             self.task.addItem(text, value)
         self.form.addRow("Task", self.task)
+        self.start_from = QLineEdit()
+        self.start_from.setPlaceholderText("a new adapter")
+        self.start_from.setClearButtonEnabled(True)
+        self.start_from.setToolTip("Train on the adapter of a finished run (e.g. an SFT run before DPO): its base "
+                                   "model and LoRA settings are taken; for DPO it is also the reference")
+        self.browse_run = QPushButton(icon("folder", "#6a7385"), "")
+        self.browse_run.setToolTip("Choose a finished run folder")
+        from_row = QHBoxLayout()
+        from_row.addWidget(self.start_from, 1)
+        from_row.addWidget(self.browse_run)
+        self.form.addRow("From", from_row)  # a short label: the Task combo keeps its width
+        self.from_row = from_row
 
         self.readout = QGridLayout()
         self.readout.setHorizontalSpacing(14)
@@ -79,6 +92,8 @@ class ModelPanel(Section):
         self.path.lineEdit().returnPressed.connect(self._entered)
         self.browse.clicked.connect(self._browse)
         self.task.activated.connect(lambda _: session.load_model(task=self.task.currentData()))
+        self.start_from.editingFinished.connect(self._start_from_typed)
+        self.browse_run.clicked.connect(self._browse_run)
         self.trust.toggled.connect(lambda on: session.set_model_flag(trust_remote_code=on))
         self.pickle.toggled.connect(lambda on: session.set_model_flag(allow_pickle=on))
         session.model_loading.connect(self._loading)
@@ -115,6 +130,19 @@ class ModelPanel(Section):
             settings.setValue("folders/model", folder)
             self.load(folder)
 
+    def _start_from_typed(self):
+        if self.start_from.isModified():
+            self.start_from.setModified(False)
+            self.session.start_from(self.start_from.text())
+
+    def _browse_run(self):
+        from lora_studio.ui.runs import runs_root
+
+        folder = QFileDialog.getExistingDirectory(self, "Choose the run to start from", str(runs_root()))
+        if folder:
+            self.start_from.setText(folder)
+            self.session.start_from(folder)
+
     def load(self, ref: str):
         """Inspect `ref` ("" = the demo); the task is inferred from the model. A hub id that is not
         in the cache is downloaded first, in a dialog with progress and Cancel."""
@@ -148,6 +176,9 @@ class ModelPanel(Section):
             self.path.lineEdit().setCursorPosition(0)
         self.task.setCurrentIndex(max(0, self.task.findData(m.task)))
         self.task.setEnabled(bool(m.path))
+        self.form.setRowVisible(self.from_row, m.task in FROM_TASKS)
+        if not self.start_from.hasFocus():
+            bind(self.start_from, m.start_from)
         for box, on in ((self.trust, m.trust_remote_code), (self.pickle, m.allow_pickle)):
             bind(box, on)
 

@@ -189,6 +189,8 @@ class Session(QObject):
         task_changed = info.task != m.task
         data_changed = task_changed or info.ref != m.path
         m.path, m.task, m.trust_remote_code = info.ref, info.task, trust
+        if info.task == "classification":
+            m.start_from = ""  # a classifier starts from a new adapter (and its head)
         self.info = info
         self.cells = cells_from_lora(self.draft.lora, info)  # consistent with `info` before anyone looks
         self.changed.emit("model")
@@ -204,6 +206,30 @@ class Session(QObject):
             self.model_failed.emit(failure, ref)
             if self.info is None:
                 self._emit_budget(BudgetView(None, failure.message))
+
+    def start_from(self, run: str):
+        """Train on the adapter of a finished causal-LM or preference run (`--from`; DPO's reference):
+        its base model and adapter settings are taken, read in a worker. "" = a new adapter."""
+        run = run.strip()
+        if not run:
+            self.draft.model.start_from = ""
+            self.changed.emit("model")
+            return
+        from lora_studio.cli_train import start_run
+
+        self.tasks.start(start_run, run, on_done=self._start_run_read, on_failed=lambda f: self.model_failed.emit(f, run))
+
+    def _start_run_read(self, found):
+        run, src = found
+        m = self.draft.model
+        self.draft.lora = dataclasses.replace(src.lora, init="kaiming")  # a PiSSA/OLoRA run is saved as plain LoRA
+        m.start_from = str(run)
+        task = m.task if m.task in ("causal-lm", "preference") else "causal-lm"
+        self.changed.emit("model")
+        if src.model.path != m.path or task != m.task or self.info is None:
+            self.load_model(src.model.path, task=task)  # its cells follow the new LoRA settings
+        else:
+            self.set_cells(cells_from_lora(self.draft.lora, self.info))
 
     def set_model_flag(self, **values):
         """allow_pickle (used at training time) or trust_remote_code (re-inspects)."""

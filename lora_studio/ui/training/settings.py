@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit,
                                QMessageBox, QPushButton, QSpinBox, QStackedWidget)
@@ -17,6 +17,11 @@ from lora_studio.ui.widgets import NumberValidator, Section, icon, label, parse_
 from lora_studio.ui.bind import bind
 from lora_studio.ui.failure_dialog import show_failure
 
+LOSS_TEXT = {"dpo": "DPO", "orpo": "ORPO", "simpo": "SimPO"}
+LOSS_TIPS = {"dpo": "Direct Preference Optimization: chosen over rejected, measured against the run's start "
+                    "(the base, or the adapter it starts from)",
+             "orpo": "ORPO: the chosen answer's language-model loss plus an odds-ratio penalty; no reference",
+             "simpo": "SimPO: length-normalised log-probs with a target margin gamma; no reference"}
 PRECISIONS = tuple((p, "Auto (bf16 on GPUs, fp32 on CPU)" if p == "auto" else p) for p in names.PRECISIONS)
 SCHEDULES = names.SCHEDULES
 
@@ -34,6 +39,7 @@ class TrainingSettings(Section):
     def __init__(self, session: Session, parent=None):
         super().__init__("Training", parent, collapsible=True)
         self.session = session
+        self._preference_rows()
         self.length_kind = QComboBox()
         self.length_kind.addItem("Steps", "steps")
         self.length_kind.addItem("Epochs", "epochs")
@@ -113,6 +119,28 @@ class TrainingSettings(Section):
         self.form.addRow("Run folder", orow)
         self._wire(session)
 
+    def _preference_rows(self):
+        """Loss, beta and SimPO's gamma: shown for the preference task only (gamma for SimPO only)."""
+        self.loss = QComboBox()
+        for i, loss in enumerate(names.PREFERENCE_LOSSES):
+            self.loss.addItem(LOSS_TEXT.get(loss, loss), loss)
+            self.loss.setItemData(i, LOSS_TIPS.get(loss, ""), Qt.ToolTipRole)
+        self.loss.setToolTip("The preference loss")
+        self.beta = QDoubleSpinBox()
+        self.beta.setRange(0.0, 1000.0)
+        self.beta.setDecimals(3)
+        self.beta.setSingleStep(0.05)
+        self.beta.setToolTip("How strongly the preference pulls (DPO: the KL weight; ORPO: lambda; SimPO: the "
+                             "reward scale); at its minimum it is the loss's default")
+        self.gamma = QDoubleSpinBox()
+        self.gamma.setRange(-100.0, 100.0)
+        self.gamma.setDecimals(2)
+        self.gamma.setSingleStep(0.1)
+        self.gamma.setToolTip("SimPO's target reward margin between the chosen and the rejected answer")
+        self.form.addRow("Loss", self.loss)
+        self.form.addRow("Beta", self.beta)
+        self.form.addRow("Gamma", self.gamma)
+
     def _wire(self, s: Session):
         """Each field writes its setting to the Session; the Session's changes refill the fields."""
         self.length_kind.activated.connect(self._length_kind)
@@ -130,7 +158,10 @@ class TrainingSettings(Section):
         self.save_every.valueChanged.connect(lambda v: s.set_train(save_every=int(v)))
         self.seed.valueChanged.connect(lambda v: s.set_train(seed=int(v)))
         self.out.editingFinished.connect(lambda: s.set_out(self.out.text()))
-        s.changed.connect(lambda sec: sec in ("train", "out") and self._sync())
+        self.loss.activated.connect(lambda _: s.set_train(loss=self.loss.currentData()))
+        self.beta.valueChanged.connect(lambda v: s.set_train(beta=float(v)))
+        self.gamma.valueChanged.connect(lambda v: s.set_train(simpo_gamma=float(v)))
+        s.changed.connect(lambda sec: sec in ("train", "out", "model") and self._sync())
         s.model_ready.connect(self._devices)
         self._devices(None)
         self._sync()
@@ -234,6 +265,13 @@ class TrainingSettings(Section):
         for box, value in ((self.schedule, t.schedule), (self.precision, t.precision), (self.device, t.device)):
             box.setCurrentIndex(max(0, box.findData(value)))
         bind(self.checkpointing, t.gradient_checkpointing)
+        prefer = self.session.draft.model.task == "preference"
+        for w, v in ((self.loss, t.loss), (self.beta, t.beta), (self.gamma, t.simpo_gamma)):
+            bind(w, v)
+            self.form.setRowVisible(w, prefer and (w is not self.gamma or t.loss == "simpo"))
+        default = f"default ({names.PREFERENCE_BETA.get(t.loss, 0.1):g})"  # beta 0: the loss's own
+        if self.beta.specialValueText() != default:  # (setting it again would redraw a value being typed)
+            self.beta.setSpecialValueText(default)
         bind(self.packing, t.packing)
         self.effective.setText(f"effective batch {t.batch_size * t.grad_accum} examples per step")
         if self.out.text() != self.session.draft.out and not self.out.hasFocus():
