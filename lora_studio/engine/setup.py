@@ -117,6 +117,30 @@ def _position_limit(config) -> int | None:
     return position_limit(text_config(config))
 
 
+START_FROM_LORA = ("targets", "layers", "rank", "alpha", "rslora", "dora")  # what shapes or scales the adapter
+
+
+def check_start_from(config: RunConfig) -> None:
+    """A run that starts from a trained adapter (`model.start_from`, --from, the GUI's From) loads
+    that adapter's weights into its own: the base and every setting that shapes or scales the
+    adapter must be the start run's. Said in one line before anything loads."""
+    from pathlib import Path
+
+    from lora_studio.engine.runfolder import RUN_FILE
+
+    start = config.model.start_from
+    if not start or not (Path(start) / RUN_FILE).is_file():
+        return  # not a run of ours (a PEFT adapter folder): load_adapter checks its shapes
+    src = RunConfig.load(Path(start) / RUN_FILE)
+    same = lambda a, b: a == b or (Path(a).is_dir() and Path(b).is_dir() and Path(a).resolve() == Path(b).resolve())  # noqa: E731
+    diffs = [] if same(src.model.path, config.model.path) else [f"base {src.model.path} (this run: {config.model.path})"]
+    diffs += [f"{k} {getattr(src.lora, k)} (this run: {getattr(config.lora, k)})"
+              for k in START_FROM_LORA if getattr(src.lora, k) != getattr(config.lora, k)]
+    if diffs:
+        raise UserError(f"{start} was trained with {'; '.join(diffs)}: a run that starts from its adapter keeps "
+                        "those settings; set them back, or start without --from")
+
+
 def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, control=None) -> Setup:
     from lora_studio.engine import data as data_mod
     from lora_studio.engine.fast import speed_up
@@ -128,6 +152,7 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
             raise Stopped()
 
     ref = model_ref(config)
+    check_start_from(config)
     from lora_studio.engine.distributed import launched, refuse_sharded_bnb
 
     if launched():

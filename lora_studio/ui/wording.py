@@ -26,6 +26,7 @@ RULES = [
     (r"\(--trust-remote-code\)", "(Trust remote code, in the Model section)"),
     (r"use --device cpu or auto", "set Device to CPU or Auto"),
     (r"use --device cuda or cpu, or --quantize none", "set Base precision to Full (LoRA variants)"),
+    (r"start without --from", "clear From in the Model section"),
     (r"turn off --quantize for this run", "set Base precision to Full (LoRA variants) for this run"),
 ]
 

@@ -420,3 +420,21 @@ def test_qlora_and_dora_dpo_runs_start_at_ln2_and_train(folder, tmp_path, varian
     m = metrics(tmp_path / variant)
     assert m[0]["loss"] == pytest.approx(math.log(2), abs=1e-6) and m[0]["reward_margin"] == pytest.approx(0, abs=1e-6)
     assert m[1]["reward_margin"] > 0
+
+
+def test_starting_from_a_run_with_other_adapter_settings_is_one_clear_line(folder, tmp_path):
+    """The GUI lets the rank or the model change after From was picked; the engine says what differs
+    before anything loads, instead of failing on mismatched adapter shapes."""
+    from lora_studio.engine.events import Failed
+    from lora_studio.engine.train import train
+
+    data = write(tmp_path / "pairs.jsonl", PAIRS)
+    train(pref_config(folder, data, tmp_path / "first", max_steps=1))
+    start = {"start_from": str(tmp_path / "first")}
+    other = pref_config(folder, data, tmp_path / "second").replace(model=start, lora={"rank": 2, "targets": ["q", "k"]})
+    result = train(other)
+    assert isinstance(result, Failed) and result.kind == "user" and "\n" not in result.message, result
+    assert "rank 4 (this run: 2)" in result.message and "targets ['q', 'v'] (this run: ['q', 'k'])" in result.message
+    assert not (tmp_path / "second" / "adapter_model.safetensors").exists()
+    same = pref_config(folder, data, tmp_path / "third").replace(model=start)
+    assert not isinstance(train(same), Failed)  # the start run's own settings: it trains
