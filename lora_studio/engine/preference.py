@@ -109,7 +109,8 @@ def sequence_logps(model, batch: dict, chunk: int = CHUNK) -> tuple[torch.Tensor
     labels = batch["labels"]
     targets = getattr(batch, "targets", None)  # found on the host by setup.to_device: no sync here
     rows, y = targets if targets is not None else target_rows(labels)
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "use_cache", BOUNDS) if k in batch}
+    keys = ("input_ids", "attention_mask", "position_ids", "use_cache", BOUNDS)  # a packed row's too
+    inputs = {k: batch[k] for k in keys if k in batch}
     if supports_fused_loss(model):
         hidden = model.base_model(**inputs).last_hidden_state
         h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)  # (N, C)

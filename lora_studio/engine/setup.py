@@ -132,8 +132,9 @@ def check_start_from(config: RunConfig) -> None:
     if not start or not (Path(start) / RUN_FILE).is_file():
         return  # not a run of ours (a PEFT adapter folder): load_adapter checks its shapes
     src = RunConfig.load(Path(start) / RUN_FILE)
-    same = lambda a, b: a == b or (Path(a).is_dir() and Path(b).is_dir() and Path(a).resolve() == Path(b).resolve())  # noqa: E731
-    diffs = [] if same(src.model.path, config.model.path) else [f"base {src.model.path} (this run: {config.model.path})"]
+    a, b = src.model.path, config.model.path
+    same = a == b or (Path(a).is_dir() and Path(b).is_dir() and Path(a).resolve() == Path(b).resolve())
+    diffs = [] if same else [f"base {a} (this run: {b})"]
     diffs += [f"{k} {getattr(src.lora, k)} (this run: {getattr(config.lora, k)})"
               for k in START_FROM_LORA if getattr(src.lora, k) != getattr(config.lora, k)]
     if diffs:

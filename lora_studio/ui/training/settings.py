@@ -74,8 +74,8 @@ class TrainingSettings(Section):
         br.addWidget(label("×", "Hint"))
         br.addWidget(self.accum, 1)
         self.packing = QCheckBox("Pack")
-        self.packing.setToolTip("Causal LM and preference pairs: lay each micro-batch's examples end to end in one row, with no "
-                                "padding (positions restart and attention stays within each example: the same loss)")
+        self.packing.setToolTip("Causal LM and preference pairs: lay each micro-batch's examples end to end in one "
+                                "row, with no padding (positions restart and attention stays within each example: the same loss)")
         self.form.addRow("Batch × accum", br)
         self.form.addRow("", self.packing)  # its own row: the sidebar stays narrow enough for a 1024 px window
         self.effective = label("", "Hint", wrap=True)
