@@ -8,18 +8,21 @@ from lora_studio.engine import UserError
 from lora_studio.engine.events import Step
 
 
-def test_pack_toggle_reaches_the_config_and_is_refused_for_classification(qtbot, window):
+def test_pack_toggle_reaches_the_config_and_is_off_for_classification(qtbot, window):
     s, box = window.session, window.train_settings.packing
     assert not box.isChecked() and not s.draft.train.packing
-    box.click()
-    assert s.draft.train.packing
-    with pytest.raises(UserError, match="packing is for causal-LM and preference training"):  # the window's model classifies
+    assert not box.isEnabled()  # the window's model classifies: an example is one label, nothing to pack
+    s.set_train(packing=True)  # as a configuration file may say
+    assert box.isChecked() and box.isEnabled()  # so that it can be unticked
+    with pytest.raises(UserError, match="packing is for causal-LM and preference training"):
         s.build()
     box.click()
     config = s.build()
-    assert not config.train.packing
+    assert not config.train.packing and not box.isEnabled()
     s.apply_config(config.replace(model={"task": "causal-lm"}, train={"packing": True}))
-    assert box.isChecked()
+    assert box.isChecked() and box.isEnabled()
+    box.click()
+    assert not s.draft.train.packing and "examples per step" in window.train_settings.effective.text()
 
 
 def test_throughput_card_shows_the_padding_share(qtbot, window):

@@ -273,6 +273,9 @@ class TrainingSettings(Section):
         if self.beta.specialValueText() != default:  # (setting it again would redraw a value being typed)
             self.beta.setSpecialValueText(default)
         bind(self.packing, t.packing)
-        self.effective.setText(f"effective batch {t.batch_size * t.grad_accum} examples per step")
+        # a classifier's example is one label: nothing to pack (still untickable if a configuration ticked it)
+        self.packing.setEnabled(self.session.draft.model.task != "classification" or t.packing)
+        self.effective.setText(f"effective batch {t.batch_size * t.grad_accum} {'pairs' if prefer else 'examples'} "
+                               "per step")
         if self.out.text() != self.session.draft.out and not self.out.hasFocus():
             self.out.setText(self.session.draft.out)
