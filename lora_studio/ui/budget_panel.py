@@ -29,11 +29,12 @@ def data_memory(session: Session, b) -> tuple:
     train = getattr(stats, "train", None)
     if not train or not train.max_tokens or session.info is None:
         return b.memory_lora, b.memory_full, max_length, f"max length {max_length}"
-    from lora_studio.engine.budget import activation_bytes
+    from lora_studio.engine.budget import activation_bytes, sequences_per_example
 
     seq = min(int(train.max_tokens), max_length)
     t = session.draft.train
-    act = activation_bytes(session.info.skeleton.config, int(t.batch_size), seq, session.budget_precision(),
+    sequences = int(t.batch_size) * sequences_per_example(session.draft.model.task)  # a preference pair: 2
+    act = activation_bytes(session.info.skeleton.config, sequences, seq, session.budget_precision(),
                            bool(t.gradient_checkpointing))
     what = (f"longest example {seq}" if seq < max_length else f"max length {max_length}") + \
         f" · p95 {train.p95_tokens:.0f} tokens"
@@ -210,7 +211,9 @@ class BudgetDetails(QWidget):
             self.memory_cells[(title, 1)].setText(size(getattr(ml, attr)))
             self.memory_cells[(title, 2)].setText(size(getattr(mf, attr)))
         t = self.session.draft.train
-        self.memory_note.setText(f"At batch {t.batch_size} × {seq} tokens ({what}; batches are padded to their "
+        pairs = self.session.draft.model.task == "preference"
+        batch = f"{t.batch_size} pairs (2 × {t.batch_size} sequences)" if pairs else f"{t.batch_size}"
+        self.memory_note.setText(f"At batch {batch} × {seq} tokens ({what}; batches are padded to their "
                                  f"longest example), {self.session.budget_precision()}"
                                  f"{', gradient checkpointing' if t.gradient_checkpointing else ''}. "
                                  "Activations are an estimate (Korthikanti et al. 2022).")

@@ -123,6 +123,10 @@ def test_data_panel_and_tab_read_preference_pairs(qtbot, window):
     stats = window.session.stats
     assert stats.train.examples == 9 and stats.validation.examples == 3
     assert view.labels.value.text() == "pairs"
+    # the memory estimate under the Targets cards counts two sequences per pair, and says so
+    batch = window.session.draft.train.batch_size
+    qtbot.waitUntil(lambda: f"batch {batch} pairs (2 × {batch} sequences)" in window.details.memory_note.text(),
+                    timeout=20_000)
 
 
 def test_start_from_a_finished_run_takes_its_adapter_settings(qtbot, window, monkeypatch, llama, tmp_path):
