@@ -21,6 +21,9 @@ def add_data_parser(sub):
     d.add_argument("--max-length", type=int, help="tokens per example (default: the run's, else 256)")
     d.add_argument("--format", choices=names.FORMATS_BY_TASK["causal-lm"],
                    help="how rows are read (default: detected from the columns, or the run's)")
+    d.add_argument("--no-chat-template", action="store_true",
+                   help="prompt/completion as plain text, as `train --no-chat-template` (default: through the "
+                        "model's chat template when it has one, or the run's setting)")
     d.add_argument("--show", type=int, default=0, metavar="N", help="print the first N rows with the trained "
                    "tokens marked ([[…]], green on a terminal)")
     d.add_argument("--json", action="store_true", help="the report as JSON (with --show: the rows' tokens)")
@@ -52,6 +55,8 @@ def resolve(a):
         cfg.max_length = a.max_length
     if a.format:
         cfg.format = a.format
+    if a.no_chat_template:
+        cfg.chat_template = False
     cfg.validate()
     return ref, cfg, task
 

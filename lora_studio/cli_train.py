@@ -13,8 +13,9 @@ from lora_studio.engine.errors import UserError
 
 # train flags that change the math of a run: refused with --resume (the run keeps its own settings)
 MATH_FLAGS = ("model", "task", "data", "validation_data", "validation_split", "format", "text_column",
-              "prompt_column", "completion_column", "messages_column", "label_column", "targets", "layers",
-              "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps",
+              "prompt_column", "completion_column", "messages_column", "label_column", "no_chat_template",
+              "targets", "layers", "rank", "alpha", "dropout", "rslora", "batch_size", "grad_accum", "lr", "schedule",
+              "warmup_steps",
               "max_length", "seed", "precision", "gradient_checkpointing", "allow_pickle", "trust_remote_code",
               "config", "out", "overwrite", "quantize", "optimizer", "dora", "init", "loraplus_ratio",
               "start_from", "loss", "beta", "simpo_gamma", "packing", "demo")
@@ -42,6 +43,9 @@ def add_train_flags(t):
     t.add_argument("--format", choices=names.FORMATS)
     for role in ("text", "prompt", "completion", "messages", "label"):
         t.add_argument(f"--{role}-column", help=f"the column holding the {role} (default: detected)")
+    t.add_argument("--no-chat-template", action="store_true", default=None,
+                   help="prompt/completion (and preference strings) as plain text, even on a model with a "
+                        "chat template (default: through it, a chat run)")
     t.add_argument("--targets", help="projections to adapt, e.g. q,v or q,k,v,o,gate,up,down")
     t.add_argument("--layers", help="layers to adapt, e.g. 0-5,8 (default all)")
     t.add_argument("--rank", type=int, help="r, the rank of each update (default 8)")
@@ -119,6 +123,7 @@ def config_from_args(a) -> "RunConfig":
     put(data, "validation_split", a.validation_split)
     put(data, "format", a.format)
     put(data, "max_length", a.max_length)
+    put(data, "chat_template", False if a.no_chat_template else None)
     for role in ("text", "prompt", "completion", "messages", "label"):
         put(data, f"{role}_column", getattr(a, f"{role}_column"))
     put(lora, "targets", a.targets.split(",") if a.targets is not None else None)

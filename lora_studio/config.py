@@ -77,6 +77,7 @@ class DataConfig:
     validation_path: str = ""  # separate validation file; else a split of `path`
     validation_split: float = 0.1  # fraction held out when no validation file (0 = none)
     max_length: int = 256  # tokens; longer examples are truncated (and counted)
+    chat_template: bool = True  # prompt/completion strings through the tokenizer's chat template when it has one
 
     def validate(self):
         if self.format not in FORMATS:

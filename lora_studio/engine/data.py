@@ -3,7 +3,9 @@ Reading files and detecting formats is `data_io` (its names are re-exported here
 
 Formats, by columns (auto-detected, overridable in `DataConfig`):
   text               plain causal LM, loss on every token
-  prompt-completion  loss on the completion only (prompt tokens get label -100)
+  prompt-completion  loss on the completion only (prompt tokens get label -100); on a tokenizer
+                     with a chat template, a one-turn conversation (user = prompt, assistant =
+                     completion) masked as `messages` (`DataConfig.chat_template` off: plain text)
   messages           chat through the tokenizer's chat template, loss on assistant turns only
   classification     text + label, one class id per example
 
@@ -81,6 +83,7 @@ class Prepared:
     # the first held-out prompts, for samples: a message list before the first assistant turn
     # (messages), the prompt (prompt-completion), or the text's first words (text)
     sample_prompts: list = field(default_factory=list)
+    chat: bool = False  # rendered through the chat template: a chat run (runfolder.is_chat_run)
 
 
 # -- preparation -----------------------------------------------------------------------------
@@ -96,6 +99,16 @@ def demo_path(task: str) -> tuple[str, str]:
     if task == "preference":  # preferred style vs plain answers for the chat demo model (resources/data)
         return str(root / "preference_chat_train.jsonl"), str(root / "preference_chat_validation.jsonl")
     raise UserError(f"task {task!r} unknown: use causal-lm or classification")
+
+
+def uses_template(fmt: str, tokenizer, cfg: DataConfig) -> bool:
+    """Whether rows of `fmt` go through the tokenizer's chat template (making a chat run): `messages`
+    always; prompt + completion strings (also preference pairs) when the tokenizer has a template,
+    unless `cfg.chat_template` is off."""
+    if fmt == "messages":
+        return True
+    return (fmt in ("prompt-completion", "preference") and bool(cfg.chat_template)
+            and bool(getattr(tokenizer, "chat_template", None)))
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -142,7 +155,7 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
     if fmt == "classification":
         check_text_and_label(_col(table, roles["text"]), _col(table, roles["label"]), roles, label_names)
         labels, val_labels, names = _label_ids(table, val_table, roles["label"], label_names)
-    stats = {}
+    stats, chat = {}, uses_template(fmt, tokenizer, cfg)
     for split, t in (("train", table), ("validation", val_table)):
         if t is None:
             stats[split] = ([], LengthStats(max_length=L))
@@ -153,11 +166,11 @@ def prepare(cfg: DataConfig, tokenizer, task: str, seed: int = 42,
             stats[split] = _classification(clip(_col(t, roles["text"])), ids, tokenizer, L)
         else:
             rows = trace.setdefault(split, []) if trace is not None else None
-            stats[split] = _causal(fmt, t, roles, tokenizer, L, clip, rows)
+            stats[split] = _causal(fmt, t, roles, tokenizer, L, clip, rows, chat)
         stats[split][1].clipped = clip.count
     (train, train_stats), (val, val_stats) = stats["train"], stats["validation"]
     prompts = held_out_prompts(fmt, val_table, roles) if val_table is not None and fmt != "classification" else []
-    return Prepared(train, val, fmt, roles, names, {"train": train_stats, "validation": val_stats}, prompts)
+    return Prepared(train, val, fmt, roles, names, {"train": train_stats, "validation": val_stats}, prompts, chat)
 
 
 def held_out_prompts(fmt: str, table, roles: dict, n: int = 8) -> list:
@@ -253,15 +266,17 @@ class Traced:
     example: dict | None
 
 
-def _causal(fmt: str, table, roles: dict, tok, L: int, clip=None,
-            trace: list | None = None) -> tuple[list[dict], LengthStats]:
-    """Untruncated (ids, loss mask) per row, then truncation, masking and the counts."""
+def _causal(fmt: str, table, roles: dict, tok, L: int, clip=None, trace: list | None = None,
+            chat: bool = False) -> tuple[list[dict], LengthStats]:
+    """Untruncated (ids, loss mask) per row, then truncation, masking and the counts. `chat`:
+    prompt + completion rows go through the chat template as one-turn conversations."""
     clip = clip or Clip(CHARS_PER_TOKEN * L)
     if fmt == "text":
         rows = _text_rows(clip(_col(table, roles["text"])), tok)
     elif fmt == "prompt-completion":
-        prompts = clip(_col(table, roles["prompt"]))
-        rows = _prompt_completion_rows(prompts, clip(_col(table, roles["completion"])), tok)
+        prompts, completions = clip(_col(table, roles["prompt"])), clip(_col(table, roles["completion"]))
+        rows = (_chat_rows(one_turn(prompts, completions), tok) if chat
+                else _prompt_completion_rows(prompts, completions, tok))
     else:
         rows = _chat_rows(clip(_col(table, roles["messages"])), tok)
     examples, lengths = [], []
@@ -331,6 +346,14 @@ def _prompt_completion_rows(prompts, completions, tok):
         n_prompt = _common_prefix(p, x)
         rows[i] = (x, [False] * n_prompt + [True] * (len(x) - n_prompt))
     return rows
+
+
+def one_turn(prompts, completions) -> list[list[dict] | None]:
+    """prompt + completion strings as one-turn conversations (user = prompt, assistant =
+    completion); None where the row has no completion to learn (as `_prompt_completion_rows`)."""
+    return [[{"role": "user", "content": p}, {"role": "assistant", "content": c}]
+            if isinstance(p, str) and isinstance(c, str) and c.strip() else None
+            for p, c in zip(prompts, completions)]
 
 
 def _messages(value, row: int) -> list[dict]:

@@ -1,8 +1,10 @@
 """Preference data: (prompt, chosen, rejected) rows tokenized into pairs of sequences.
 
-Columns `prompt`, `chosen`, `rejected` (TRL's explicit-prompt preference format): strings,
-tokenized as prompt + completion; or message lists (a chat run: the prompt's messages, then the
-chosen or rejected assistant message(s)), rendered through the tokenizer's chat template. The
+Columns `prompt`, `chosen`, `rejected` (TRL's explicit-prompt preference format): strings, or
+message lists (the prompt's messages, then the chosen or rejected assistant message(s)). Message
+lists, and strings on a tokenizer with a chat template (the rule of data.uses_template: a one-turn
+conversation, unless `chat_template` is off), are rendered through the template (a chat run);
+strings on a tokenizer without one are tokenized as prompt + completion. The
 loss is on the completion tokens only, with the masking of engine/data.py (prompt-completion and
 chat rows); for chat rows the prompt's own assistant turns, if any, are masked too.
 
@@ -19,7 +21,7 @@ import json
 
 from lora_studio.engine.data import (CHARS_PER_TOKEN, IGNORE, Clip, Prepared, _col, _common_prefix, _messages,
                                      _chat_rows, _open, _pick, _prompt_completion_rows, _stats, collate,
-                                     load_table, split_indices)
+                                     load_table, split_indices, uses_template)
 from lora_studio.engine.data_io import PAIR_COLUMNS, VALIDATION_SPLITS, preference_columns  # noqa: F401
 from lora_studio.engine.errors import UserError
 
@@ -66,10 +68,11 @@ def _as_messages(v, role: str, row: int) -> list[dict]:
     return [{"role": role, "content": v}] if isinstance(v, str) else _messages(v, row)
 
 
-def pair_rows(prompts, completions, tok):
-    """(ids, loss mask) per row of prompt + completion: strings as text, message lists (either
-    side) through the chat template with the loss on the completion's assistant turns only."""
-    chat = any(isinstance(v, list) for v in list(prompts) + list(completions))
+def pair_rows(prompts, completions, tok, chat: bool = False):
+    """(ids, loss mask) per row of prompt + completion: through the chat template (`chat`, or
+    message lists on either side) with the loss on the completion's assistant turns only, else
+    strings as text."""
+    chat = chat or any(isinstance(v, list) for v in list(prompts) + list(completions))
     if not chat:
         return _prompt_completion_rows(prompts, completions, tok)
     convs = [_as_messages(p, "user", i) + _as_messages(c, "assistant", i)
@@ -86,7 +89,7 @@ def pair_rows(prompts, completions, tok):
     return out
 
 
-def _pairs(table, roles, tok, L: int, where: str):
+def _pairs(table, roles, tok, L: int, where: str, chat: bool):
     clip = Clip(CHARS_PER_TOKEN * L)
     prompts = [_value(v) for v in _col(table, roles["prompt"])]
     chosen = [_value(v) for v in _col(table, roles["chosen"])]
@@ -94,7 +97,7 @@ def _pairs(table, roles, tok, L: int, where: str):
     check_rows(prompts, chosen, rejected, where)
     prompts, chosen, rejected = clip(prompts), clip(chosen), clip(rejected)
     examples, lengths, truncated, too_long, empty = [], [], 0, 0, 0
-    for c_row, r_row in zip(pair_rows(prompts, chosen, tok), pair_rows(prompts, rejected, tok)):
+    for c_row, r_row in zip(pair_rows(prompts, chosen, tok, chat), pair_rows(prompts, rejected, tok, chat)):
         if c_row is None or r_row is None or not any(c_row[1]) or not any(r_row[1]):
             empty += 1
             continue
@@ -138,16 +141,17 @@ def prepare_preference(cfg, tokenizer, seed: int = 42) -> Prepared:
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     L = int(cfg.max_length)
-    train, train_stats = _pairs(table, roles, tokenizer, L, path)
-    val, val_stats = _pairs(val_table, roles, tokenizer, L, validation_path or f"{path} (held out)") \
+    chat = (uses_template("preference", tokenizer, cfg)
+            or any(isinstance(_value(v), list) for c in ("prompt", "chosen") for v in table[roles[c]][:64]))
+    train, train_stats = _pairs(table, roles, tokenizer, L, path, chat)
+    val, val_stats = _pairs(val_table, roles, tokenizer, L, validation_path or f"{path} (held out)", chat) \
         if val_table is not None else ([], _stats([], L))
     held = val_table if val_table is not None and len(val_table) else table
     prompts = [_value(v) for v in held[roles["prompt"]][:8]]
-    chat = any(isinstance(_value(v), list) for c in ("prompt", "chosen") for v in table[roles[c]][:64])
     # a chat run (runfolder.is_chat_run): samples, try and Try it go through the template
     fmt = "preference-chat" if chat else "preference"
     samples = [_as_messages(p, "user", i) if chat else p for i, p in enumerate(prompts) if p is not None]
-    return Prepared(train, val, fmt, roles, [], {"train": train_stats, "validation": val_stats}, samples)
+    return Prepared(train, val, fmt, roles, [], {"train": train_stats, "validation": val_stats}, samples, chat)
 
 
 def collate_pairs(examples: list[dict], pad_id: int | None) -> dict:

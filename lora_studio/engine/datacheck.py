@@ -58,6 +58,7 @@ class Check:
     rows: int  # rows in the file (the training split of a folder)
     kept: int  # rows training uses
     max_length: int
+    chat: bool = False  # rows rendered through the chat template (messages; prompt-completion on a templated model)
     tokens: dict[str, float] = field(default_factory=dict)  # min, median, p95, max, mean (before truncation)
     trained_tokens: dict[str, float] = field(default_factory=dict)  # per kept row: min, median, max, mean, total
     end_tokens: list[str] = field(default_factory=list)  # what counts as "the model stops here"
@@ -86,6 +87,7 @@ def check(path: str, tokenizer, cfg: DataConfig | None = None, task: str = "caus
         return out
     trace: dict = {}
     prepared = data.prepare(cfg, tokenizer, task, trace=trace)
+    out.chat = prepared.chat
     if fmt == "classification":
         s = prepared.stats["train"]
         out.kept = s.examples
@@ -155,7 +157,7 @@ def _warnings(c: Check, traced: list, ends: set[int], tok) -> list[DataWarning]:
     if no_end:
         what = (f"an end token ({', '.join(c.end_tokens)})" if c.end_tokens
                 else "an end token (the tokenizer has none)")
-        how = ("check the chat template: it must close each assistant turn" if c.format == "messages"
+        how = ("check the chat template: it must close each assistant turn" if c.chat
                else "use a tokenizer with an eos token")
         out.append(DataWarning("eos_not_trained", no_end,
                            f"{_rows(no_end)} never train {what} after the answer, so the model does not learn to "
@@ -274,7 +276,7 @@ def to_json(c: Check, tok=None, show: int = 0) -> dict:
 
 def report(c: Check) -> str:
     """The plain-text summary the CLI prints."""
-    lines = [f"{c.path}: format {c.format} ({', '.join(f'{k} <- {v}' for k, v in c.roles.items())}), "
+    lines = [f"{c.path}: format {c.format}{' through the chat template' if c.chat else ''} ({', '.join(f'{k} <- {v}' for k, v in c.roles.items())}), "
              f"{c.rows} rows, {c.kept} trained" + (f"; tokenizer of {c.model}" if c.model else "")]
     t, y = c.tokens, c.trained_tokens
     if t:

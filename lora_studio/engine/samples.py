@@ -61,7 +61,7 @@ def sampler_for(s) -> Sampler | None:
     t = s.config.train
     if s.config.model.task not in ("causal-lm", "preference") or t.sample_every == 0:
         return None
-    chat = s.data.format in ("messages", "preference-chat")
+    chat = s.data.chat
     if t.sample_prompts:
         path = Path(t.sample_prompts)
         try:

@@ -59,7 +59,7 @@ def write_run_files(s: Setup, run_dir: Path, adapter: bool = True):
     if adapter:
         save_adapter(s.model, run_dir, s.model_ref)
     s.config.save(run_dir / RUN_FILE)
-    if s.data.format in ("messages", "preference-chat"):  # a chat run (runfolder.is_chat_run)
+    if s.data.chat:  # a chat run (runfolder.is_chat_run)
         from lora_studio.engine.generate import chat_record
 
         atomic_write_json(run_dir / CHAT_FILE, chat_record(s.tokenizer))
@@ -101,6 +101,9 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
             if ckpt is None:
                 notes.append("no checkpoint was saved yet: the run starts again from step 0")
             config = config.replace(out=str(run_dir))
+            if ckpt is not None and config.data.chat_template and not (run_dir / CHAT_FILE).is_file():
+                # trained before prompt/completion went through the chat template: it keeps plain text
+                config = config.replace(data={"chat_template": False})
         else:
             config = with_absolute_paths(config)
             fresh = not Path(config.out).expanduser().exists()

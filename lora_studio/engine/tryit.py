@@ -114,7 +114,7 @@ def compare(run_dir, text: str, max_new_tokens: int = 40, chat: bool | None = No
 def compare_live(setup, text: str, max_new_tokens: int = 40, chat: bool | None = None) -> Comparison:
     """Base vs adapted answers from the live model of a paused run (called in its thread)."""
     if chat is None:
-        chat = setup.data.format == "messages"
+        chat = setup.data.chat
     model = setup.model
     was_training = model.training
     model.eval()

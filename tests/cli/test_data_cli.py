@@ -43,20 +43,21 @@ def test_report_and_show(capsys, model, data_file):
 
 
 def test_json_and_truncation(capsys, model, data_file):
-    code, out, err = run(capsys, "data", data_file, "--model", model, "--max-length", "16", "--json", "--show", "1")
+    # through the tiny Llama's chat template: the prompt turn takes 22 tokens, rows 27 (row 3: 36)
+    code, out, err = run(capsys, "data", data_file, "--model", model, "--max-length", "30", "--json", "--show", "1")
     assert code == 0, err
     report = json.loads(out)
     assert {"format", "rows", "warnings", "tokens", "trained_tokens"} <= set(report)
     assert report["format"] == "prompt-completion" and report["rows"] == 4
     (w,) = report["warnings"]
-    assert w["code"] == "answer_truncated" and w["rows"] == [3] and "16" in w["message"]
+    assert w["code"] == "answer_truncated" and w["rows"] == [3] and "30" in w["message"]
     shown = report["shown"][0]
     assert shown["row"] == 1 and any(t["trained"] for t in shown["tokens"]) and not shown["tokens"][0]["trained"]
 
 
 def test_run_folder_gives_model_and_max_length(capsys, model, data_file, tmp_path):
     cfg = RunConfig()
-    cfg.model.path, cfg.model.task, cfg.data.max_length = model, "causal-lm", 16
+    cfg.model.path, cfg.model.task, cfg.data.max_length = model, "causal-lm", 30
     (tmp_path / "run").mkdir()
     cfg.save(tmp_path / "run" / "run.toml")
     code, out, err = run(capsys, "data", data_file, "--model", str(tmp_path / "run"), "--json")

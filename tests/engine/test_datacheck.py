@@ -110,7 +110,8 @@ def test_answer_truncated_and_no_trained_tokens(tmp_path, gpt2_tok):
             {"prompt": "the quick brown fox " * 8, "completion": " jumps"},
             {"prompt": "the quick", "completion": ""},
             {"prompt": "one", "completion": " two"}]
-    c = datacheck.check(write_jsonl(tmp_path / "t.jsonl", rows), gpt2_tok, DataConfig(max_length=16))
+    # as plain text (the template's turn markers would leave no room in 16 tokens)
+    c = datacheck.check(write_jsonl(tmp_path / "t.jsonl", rows), gpt2_tok, DataConfig(max_length=16, chat_template=False))
     assert [r.kept for r in c.detail] == [True, False, False, True]
     assert c.warning("answer_truncated").rows == [1, 2]
     assert c.warning("no_trained_tokens").rows == [2, 3]
