@@ -169,7 +169,7 @@ def write_adapter_gguf(run_dir, out, type: str = "f32", overwrite: bool = False,
 def verify_adapter(res: GGUFResult, run_dir, base_gguf, base_ref: str) -> GGUFResult:
     """The adapter GGUF applied on `base_gguf` in llama.cpp, against HF + the adapter: next-token
     log-probabilities judged against what the base GGUF alone costs against the HF base, then a
-    greedy chat answer through the GGUF's own template (chat models)."""
+    greedy chat answers through the GGUF's own template (chat models)."""
     from lora_studio.engine import gguf_check as C
     from lora_studio.engine.adapters import load_adapter
     from lora_studio.engine.lora import adapters_disabled
@@ -195,13 +195,12 @@ def verify_adapter(res: GGUFResult, run_dir, base_gguf, base_ref: str) -> GGUFRe
                         "--base-gguf a GGUF of this run's base model?")
     if getattr(tok, "chat_template", None):
         check = C.chat_check(base_gguf, model, tok, lora=res.path)
-        a = check["answers"][0]
         if not check["stops"]:
-            raise UserError(f"on {Path(base_gguf).name} the answer does not stop where HF's does ({a['llama_cpp']!r}): "
-                            "the base GGUF's end-of-turn token or chat template differs from the model's")
-        res.note += ("; a chat prompt through the GGUF's template gives the same greedy answer as HF and stops"
-                     if check["same"] else f"; a chat prompt's greedy answer differs (llama.cpp {a['llama_cpp']!r}, "
-                     f"HF {a['hf']!r})")
+            a = C.not_stopped(check)
+            raise UserError(f"on {Path(base_gguf).name} the answer to {a['prompt']!r} does not stop where HF's does "
+                            f"({a['llama_cpp']!r}): the base GGUF's end-of-turn token or chat template differs from "
+                            "the model's")
+        res.note += C.chat_note(check, f": {Path(base_gguf).name}'s own rounding changed a close choice")
     return res
 
 
@@ -375,7 +374,7 @@ def base_folder(base_ref: str) -> Path | None:
 def verify_merged(res: GGUFResult, gguf_path: Path, hf: Path, tok, type: str, task: str, base_ref: str,
                   converter: Path, work: Path, figures: dict, say):
     """Logits (against the type's tolerance, or against what llama.cpp's own conversion of the base
-    costs), then a greedy chat answer through the GGUF's own template; raises UserError on failure."""
+    costs), then greedy chat answers through the GGUF's own template; raises UserError on failure."""
     from lora_studio.engine import gguf_check as C
     from lora_studio.engine.models import load_model
 
@@ -399,14 +398,14 @@ def verify_merged(res: GGUFResult, gguf_path: Path, hf: Path, tok, type: str, ta
     if res.verified and getattr(tok, "chat_template", None):
         say("checking a chat answer in llama.cpp", 0.9)
         check = C.chat_check(gguf_path, model, tok)
-        a = check["answers"][0]
-        figures["greedy chat answer, llama.cpp (GGUF template) = HF"] = "same" if check["same"] else "differs"
+        same = sum(a["hf"] == a["llama_cpp"] for a in check["answers"])
+        figures["greedy chat answers, llama.cpp (GGUF template) = HF"] = f"{same} of {len(check['answers'])}"
         if not check["stops"]:
-            raise UserError(f"in llama.cpp the GGUF does not stop where the model does (answer {a['llama_cpp']!r}): "
-                            "its end-of-turn token or chat template did not make it into the file; not written")
-        res.note += ("; a chat prompt through the GGUF's own template gives the same greedy answer as HF and stops"
-                     if check["same"] else f"; a chat prompt's greedy answer differs (llama.cpp {a['llama_cpp']!r}, "
-                     f"HF {a['hf']!r}): rounding changed a close choice")
+            a = C.not_stopped(check)
+            raise UserError(f"in llama.cpp the GGUF does not stop where the model does (answer to {a['prompt']!r}: "
+                            f"{a['llama_cpp']!r}): its end-of-turn token or chat template did not make it into the "
+                            "file; not written")
+        res.note += C.chat_note(check, ": rounding changed a close choice")
 
 
 def export_merged_gguf(run_dir, out, type: str = "f16", llama_cpp: str | None = None, overwrite: bool = False,

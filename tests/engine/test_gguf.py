@@ -181,3 +181,27 @@ def test_base_gguf_plus_adapter_gguf_equals_hf_plus_adapter(tmp_path, llama_run)
     prompts = probe_ids(load_tokenizer(str(base)))
     diff = max_diff(llama_logprobs(tmp_path / "base.gguf", prompts, lora=adapter.path), hf_logprobs(model, prompts))
     assert diff <= 1e-3
+
+
+def test_chat_check_refuses_an_answer_that_runs_on_not_one_that_parted(monkeypatch):
+    """A stop is broken when llama.cpp says HF's whole answer and goes on, or ends none of the answers
+    HF ends; an answer a quantized base took elsewhere at a close choice may end elsewhere."""
+    from lora_studio.engine import generate, gguf_check as C
+    from lora_studio.engine.generate import Answer
+
+    hf = [Answer("Lima.", True, 3), Answer("Red, blue and yellow.", True, 6), Answer("To turn it off", False, 48)]
+    monkeypatch.setattr(generate, "generate", lambda model, tok, prompts, chat, n: hf)
+
+    def check(llama):
+        monkeypatch.setattr(C, "llama_chat", lambda *a, **k: llama)
+        return C.chat_check("x.gguf", None, None, prompts=["a", "b", "c"])
+
+    same = check([("Lima.", True), ("Red, blue and yellow.", True), ("To turn it off", False)])
+    assert same["same"] and same["stops"] and "each gives the same greedy answer as HF" in C.chat_note(same)
+    parted = check([("Lima.", True), ("Red (R), blue (B), yellow (Y) and", False), ("To switch it off", False)])
+    assert not parted["same"] and parted["stops"]
+    assert C.chat_note(parted, ": rounding").startswith("; 2 of 3 chat prompts' greedy answers differ (e.g. 'b'")
+    runs_on = check([("Lima. And", False), ("Red, blue and yellow.", True), ("To turn it off", False)])
+    assert not runs_on["stops"] and C.not_stopped(runs_on)["prompt"] == "a"
+    none_ends = check([("Lima, city", False), ("Red and", False), ("To turn it off", False)])
+    assert not none_ends["stops"] and C.not_stopped(none_ends)["prompt"] == "a"

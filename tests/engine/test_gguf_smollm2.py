@@ -1,7 +1,7 @@
 """GGUF exports of a real chat model, SmolLM2-135M-Instruct, checked in llama.cpp (xllamacpp): the
-adapter GGUF on the ORIGINAL Q4_1 GGUF, and a merged f16 file; each answers a chat prompt through
-the GGUF's own template as HF + adapter does, and stops on <|im_end|>; llama.cpp's log stays off
-the output; the Modelfile carries the template, system prompt and stop token."""
+adapter GGUF on the ORIGINAL Q4_1 GGUF, and a merged f16 file; each answers 4 chat prompts through
+the GGUF's own template (the merged file exactly as HF + adapter does) and stops where HF does;
+llama.cpp's log stays off the output; the Modelfile carries the template, system prompt and stop token."""
 
 from __future__ import annotations
 
@@ -53,10 +53,14 @@ def test_adapter_gguf_on_the_original_q4_1_base_answers_as_hf(smol_run, smollm2_
     run, _model = smol_run
     assert main(["gguf", str(run), "--out", str(tmp_path / "lora.gguf"), "--adapter-only",
                  "--base-gguf", smollm2_gguf]) == 0
-    # logits judged against what the Q4_1 base itself costs against HF, and a chat answer through
-    # the GGUF's own template equal to HF + adapter's, ending on <|im_end|>
+    # logits judged against what the Q4_1 base itself costs against HF, then 4 chat prompts through
+    # the GGUF's own template, each ending where HF + adapter's does (else exit 2); the Q4_1 base's
+    # rounding may part an answer from HF's at a close choice, never the first (the capital of Peru)
     out, _err = capfd.readouterr()
-    assert "verified in llama.cpp" in out and "same greedy answer as HF and stops" in out, out
+    assert "verified in llama.cpp" in out and "4 chat prompts" in out, out
+    assert "same greedy answer as HF and stops" in out or (
+        "greedy answers differ" in out and "own rounding changed a close choice" in out
+        and "What is the capital of Peru?" not in out), out
     assert not [m for m in LOG_MARKS if m in out + _err]  # llama.cpp's log never reaches the output
     modelfile = (tmp_path / "Modelfile").read_text()
     assert f"FROM {smollm2_dir}" in modelfile and "ADAPTER ./lora.gguf" in modelfile
