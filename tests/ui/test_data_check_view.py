@@ -38,7 +38,7 @@ def open_view(qtbot, model, data, max_length):
 def test_warnings_above_the_table_and_trained_tokens_marked(qtbot, llama, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    session, view = open_view(qtbot, llama, data, 16)
+    session, view = open_view(qtbot, llama, data, 30)  # through the chat template: the prompt turn is 22 tokens
     trained = view.trained
     assert trained.warnings.isVisible() and "[answer_truncated]" in trained.warnings.text()
     assert "5 rows" not in trained.warnings.text() and "1 row (3)" in trained.warnings.text()
@@ -47,9 +47,10 @@ def test_warnings_above_the_table_and_trained_tokens_marked(qtbot, llama, tmp_pa
     row = trained.check.rows[2]
     text = trained.tokens.toPlainText()
     assert "row 2:" in text and f"{sum(row.trained)} of {len(row.pieces)} tokens trained" in text
-    assert "".join(p for p, m in zip(row.pieces, row.trained) if m) == " jumps over the lazy dog</s>"
+    # the space after the template's "assistant:" and the completion's own leading space start the answer
+    assert "".join(p for p, m in zip(row.pieces, row.trained) if m) == "  jumps over the lazy dog</s>"
     view.table.selectRow(2)
-    assert "cut at 16 tokens" in trained.tokens.toPlainText()
+    assert "cut at 30 tokens" in trained.tokens.toPlainText()
 
     with qtbot.waitSignal(session.data_stats, timeout=60_000):
         session.set_data(max_length=256)  # long enough: the warning goes
