@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from lora_studio.engine.packing import BOUNDS, pack, use_packed_attention
-from lora_studio.engine.preference import PreferenceObjective, adapter_tensors, preference_loss, sequence_logps
-from test_preference import PAIRS, adapted, folder, metrics, pairs_batch, pref_config, tok, write  # noqa: F401
+from lora_studio.engine.preference import PreferenceObjective, preference_loss, sequence_logps
+from test_preference import (PAIRS, adapted, folder, grads, metrics, pairs_batch, pref_config, tok,  # noqa: F401
+                             write)
 
 pytest.importorskip("trl")
 
@@ -27,14 +28,6 @@ def packed_batch(tmp_path, tok, rows=RAGGED):
     cfg = DataConfig(path=write(tmp_path / "pairs.jsonl", rows), validation_split=0.0, max_length=64)
     examples = prepare_preference(cfg, tok).train
     return pack(list(examples) + [e["rejected"] for e in examples])
-
-
-def grads(model, loss):
-    params = adapter_tensors(model)
-    for p in params:
-        p.grad = None
-    loss.backward()
-    return [p.grad.clone() for p in params]
 
 
 def test_packed_row_holds_the_pairs_in_the_padded_order(tmp_path, tok):
