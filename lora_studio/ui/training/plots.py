@@ -146,6 +146,15 @@ class TrainingPlots(QWidget):
         self.flush()
         for p in self.plots:
             p.enableAutoRange()
+        self._frame_percent()  # a continued run's one eval point must not auto-range 0-100 % (GUI #18)
+
+    def _frame_percent(self):
+        """Accuracies (a classifier's eval accuracy, a preference run's reward accuracy) on 0-100 %."""
+        for plot, on in ((self.side, self.task == "classification"), (self.reward_plot, self.task == "preference")):
+            if on:
+                plot.setYRange(0, 100, padding=0.02)
+            else:  # the side plot of a language model is the gradient norm: its own range
+                plot.enableAutoRange(axis="y")
 
     def set_task(self, task: str):
         self.task = task
@@ -161,8 +170,7 @@ class TrainingPlots(QWidget):
         self.side.setLabel("left", "%" if classify else "β·Δlog π" if prefer else "‖g‖₂",
                            color=style.colors(style.current())["muted"])
         self.loss.setLabel("left", self._loss_unit(), color=style.colors(style.current())["muted"])
-        if classify:
-            self.side.setYRange(0, 100, padding=0.02)
+        self._frame_percent()
         self.side_curve.setSymbol("o" if classify else None)
         # a language model's side plot is already the gradient norm: the third plot goes
         shown = self.norm_plot.scene() is not None
@@ -236,8 +244,9 @@ class TrainingPlots(QWidget):
             if "eval_loss" in r:
                 self.add_eval(r["step"], r["eval_loss"], r.get("accuracy"))
         self.flush()
-        for p in (self.loss, self.norm_plot, self.lr) if self.task == "classification" else self.plots:
-            p.enableAutoRange(axis="y")  # accuracy keeps its 0-100 % frame
+        for p in self.plots:
+            p.enableAutoRange(axis="y")
+        self._frame_percent()  # accuracies keep their 0-100 % frame
         last = max((r["step"] for r in records), default=0)
         if last:
             self.set_total(last)
