@@ -51,10 +51,10 @@ def test_two_rank_study(qtbot, tiny_model, tiny_data, tmp_path):
     assert [w.runs.item(r, 0).text() for r in range(2)] == names
     assert [w.runs.item(r, 2).text() for r in range(2)] == [f"{r['final_loss']:.4f}" for r in on_disk["runs"]]
     assert w.loss_vs_rank.points["q,v · train"] == ([1, 2], [r["final_loss"] for r in on_disk["runs"]])
-    # φ between r=1 and r=2 for each module kind, shown as a 1 x 2 heatmap
+    # φ between r=1 and r=2 for each module kind, shown as a 2 x 1 heatmap (the larger rank down the side)
     assert w.phi.choice.count() == sum(len(s["phi"]) for s in on_disk["similarity"]) > 0
-    np.testing.assert_allclose(w.phi.heatmap.data, np.array(next(iter(on_disk["similarity"][0]["phi"].values()))))
-    assert w.phi.heatmap.data.shape == (1, 2)
+    np.testing.assert_allclose(w.phi.heatmap.data, np.array(next(iter(on_disk["similarity"][0]["phi"].values()))).T)
+    assert w.phi.heatmap.data.shape == (2, 1)
     with qtbot.waitSignal(w.open_run) as opened:
         qtbot.mouseClick(w.runs.cellWidget(1, 4), Qt.LeftButton)
     assert opened.args == [on_disk["runs"][1]["run_dir"]]

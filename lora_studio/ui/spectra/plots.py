@@ -26,11 +26,27 @@ SERIES = {
 }
 LEGEND_MAX = 16  # curves named under a plot; more are summed up as "… and N more"
 HEATMAP = "viridis"  # perceptually uniform, legible in light and dark
+TEXT_DARK = "#10131a"  # a cell value's colour on a light cell
 
 
 def series_color(theme: str, index: int) -> str:
     colors = SERIES[style.resolve(theme)]
     return colors[index % len(colors)]
+
+
+def _luminance(color) -> float:
+    """WCAG relative luminance of a QColor."""
+    ch = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4
+          for x in (color.redF(), color.greenF(), color.blueF())]
+    return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]
+
+
+def text_on(background) -> str:
+    """Dark or white text, whichever contrasts more with `background` (WCAG contrast ratio; HSL
+    lightness picked white on viridis' mid teal, where dark text reads better)."""
+    bg = _luminance(background)
+    dark = (bg + 0.05) / (_luminance(pg.mkColor(TEXT_DARK)) + 0.05)
+    return TEXT_DARK if dark >= 1.05 / (bg + 0.05) else "#ffffff"
 
 
 def tick_step(n: int, most: int = 16) -> int:
@@ -309,7 +325,7 @@ class Heatmap(_Base):
             t.setText(self.fmt.format(v))
             frac = min(1.0, max(0.0, (v - lo) / (hi - lo))) if hi > lo else 0.0
             bg = cmap.map(frac, mode="qcolor")
-            t.setColor("#10131a" if bg.lightnessF() > 0.55 else "#ffffff")
+            t.setColor(text_on(bg))
             t.setPos(self.origin + c, self.origin + r)
         self._fit_cells()
 

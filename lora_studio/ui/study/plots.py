@@ -1,14 +1,17 @@
 """The Study tab's plots: live loss of every run of a sweep (one curve each), final and eval loss
-vs rank, and the subspace similarity φ (Eq. 4) between the largest and each smaller rank."""
+vs rank, and the subspace similarity φ (Eq. 4) between the largest and each smaller rank.
+
+Each plot's legend is a label under it (view.py places it), never drawn over the curves (GUI N19)."""
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from lora_studio.ui import style
 from lora_studio.ui.spectra.plots import Heatmap
@@ -20,8 +23,31 @@ PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
            "#9c755f", "#bab0ac")
 
 
+NB_HYPHEN = "\u2011"
+LINE_KEY = "#8a8f98"  # the legend's "━━ train ╍╍ eval": a grey readable on both themes
+
+
 def run_color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
+
+
+def legend_label() -> QLabel:
+    """A plot's legend as a wrapping label, to go under the plot."""
+    label = QLabel()
+    label.setObjectName("Hint")
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.RichText)
+    return label
+
+
+def legend_html(entries: list[tuple[str, str, bool]]) -> str:
+    """entries: (name, colour, dashed); a line breaks only between two entries (a run name's
+    hyphens are non-breaking ones: Qt breaks after "-" even inside <nobr>)."""
+    def entry(name: str, color: str, dashed: bool) -> str:
+        text = html.escape(name).replace(" ", "&nbsp;").replace("-", NB_HYPHEN)
+        return f'<nobr><span style="color:{color}">{"╍╍" if dashed else "━━"}</span>&nbsp;{text}</nobr>'
+
+    return "&nbsp;&nbsp; ".join(entry(*e) for e in entries)
 
 
 def _style_plot(plot: pg.PlotItem, title: str, xlabel: str, theme: str):
@@ -30,6 +56,7 @@ def _style_plot(plot: pg.PlotItem, title: str, xlabel: str, theme: str):
         ax = plot.getAxis(axis)
         ax.setPen(pg.mkPen(c["border"]))
         ax.setTextPen(pg.mkPen(c["muted"]))
+        ax.enableAutoSIPrefix(False)  # a loss of 0.69 is drawn as 0.69, not "690 (x0.001)"
     plot.setTitle(title, size="10pt", color=c["text"])
     plot.setLabel("bottom", xlabel, color=c["muted"])
     plot.setLabel("left", "loss (nats)", color=c["muted"])  # (GUI N19: the y axis had no name)
@@ -48,7 +75,8 @@ class LiveLoss(pg.PlotWidget):
         self.apply_theme(style.current())
         self.plot_item.setDownsampling(auto=True, mode="peak")
         self.plot_item.setClipToView(True)
-        self.legend = self.plot_item.addLegend(offset=(-10, 10), labelTextSize="9pt")
+        self.legend = legend_label()
+        self.legend_entries: list[tuple[str, str, bool]] = []  # (run, colour, dashed)
         self.series: dict[str, Series] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self._dirty = False
@@ -63,17 +91,21 @@ class LiveLoss(pg.PlotWidget):
     def clear_runs(self):
         for curve in self.curves.values():
             self.plot_item.removeItem(curve)
-        self.legend.clear()
         self.series.clear()
         self.curves.clear()
+        self.legend_entries = []
+        self.legend.setText("")
 
     def add_run(self, name: str):
         """A curve for `name` (again: the same curve, emptied — a resumed run replays no steps)."""
         if name in self.curves:
             return
-        curve = self.plot_item.plot(name=name, pen=pg.mkPen(run_color(len(self.curves)), width=1.6))
+        color = run_color(len(self.curves))
+        curve = self.plot_item.plot(name=name, pen=pg.mkPen(color, width=1.6))
         self.curves[name] = curve
         self.series[name] = Series()
+        self.legend_entries.append((name, color, False))
+        self.legend.setText(legend_html(self.legend_entries))
 
     def add_point(self, name: str, step: int, loss: float):
         if name not in self.curves:
@@ -104,14 +136,15 @@ class LossVsRank(pg.PlotWidget):
         self.title = ("Loss vs rank", "rank r")
         self.apply_theme(style.current())
         self.plot_item.setLogMode(x=True, y=False)
-        self.legend = self.plot_item.addLegend(offset=(-10, 10), labelTextSize="9pt")
+        self.legend = legend_label()
+        self.legend_entries: list[tuple[str, str, bool]] = []  # (targets set | train | eval, colour, dashed)
         self.points: dict[str, tuple[list[int], list[float]]] = {}
+        self.set_ranks([1, 2, 4, 8, 16, 32, 64])  # until a sweep says its own
 
     apply_theme = LiveLoss.apply_theme
 
     def show_runs(self, runs: list[dict]):
         self.plot_item.clear()
-        self.legend.clear()
         self.points = {}
         sets = list(dict.fromkeys(",".join(r["targets"]) for r in runs))
         for i, ts in enumerate(sets):
@@ -129,13 +162,27 @@ class LossVsRank(pg.PlotWidget):
                 pen = pg.mkPen(run_color(i), width=1.8, style=pg.QtCore.Qt.DashLine if dash else pg.QtCore.Qt.SolidLine)
                 self.plot_item.plot(ranks, ys, pen=pen, symbol="o", symbolSize=7, symbolBrush=run_color(i),
                                     symbolPen=None, name=name)
-        ranks = sorted({r["rank"] for r in runs})
+        # one entry per targets set, then what solid and dashed mean: short enough for a narrow plot
+        self.legend_entries = [(ts, run_color(i), False) for i, ts in enumerate(sets)]
+        kinds = {name.rsplit(" · ", 1)[1] for name in self.points}
+        self.legend_entries += [(k, LINE_KEY, k == "eval") for k in ("train", "eval") if k in kinds]
+        self.legend.setText(legend_html(self.legend_entries))
+        self.set_ranks(sorted({r["rank"] for r in runs}))
+
+    def set_ranks(self, ranks: list[int]):
+        """Ticks at these ranks, labelled with them: a log axis would otherwise label its minor
+        ticks "2 3 … 9" with no 1 or 10 (GUI N19)."""
+        ranks = sorted(set(ranks))
+        if not ranks:
+            return
         self.plot_item.getAxis("bottom").setTicks([[(math.log10(k), str(k)) for k in ranks], []])
+        lo, hi = math.log10(ranks[0]), math.log10(ranks[-1])
+        self.plot_item.setXRange(lo - 0.15, hi + 0.15, padding=0)  # the end points' symbols whole
 
 
 class PhiView(QWidget):
     """φ(i, j) between the largest rank and a smaller one, per module kind (a heatmap with a colour
-    bar, 0…1); a combo picks the pair and the kind."""
+    bar, 0…1, j down the side); a combo picks the pair and the kind."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -146,7 +193,9 @@ class PhiView(QWidget):
         self.choice.setToolTip("Which pair of ranks and which module kind (φ averaged over layers)")
         row.addWidget(self.choice, 1)
         lay.addLayout(row)
-        self.heatmap = Heatmap("j (larger rank)", "i (smaller rank)", "φ", origin=1)
+        # the larger rank down the side: the panel is taller than wide at 1280 px, so r = 1 vs 8 gets
+        # 8 cells wide enough for their values instead of 8 slivers (GUI N19)
+        self.heatmap = Heatmap("i (smaller rank)", "j (larger rank)", "φ", origin=1)
         lay.addWidget(self.heatmap, 1)
         self.entries: list[tuple[str, np.ndarray]] = []
         self.choice.currentIndexChanged.connect(self._show)
@@ -171,4 +220,4 @@ class PhiView(QWidget):
 
     def _show(self, index: int):
         if 0 <= index < len(self.entries):
-            self.heatmap.show_matrix(self.entries[index][1], (0.0, 1.0))
+            self.heatmap.show_matrix(self.entries[index][1].T, (0.0, 1.0))  # (r_b, r_a): j down, i across

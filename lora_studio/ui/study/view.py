@@ -37,6 +37,18 @@ def _num(x) -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.4f}"
 
 
+def _with_legend(plot) -> QWidget:
+    """The plot with its legend (a label) under it, outside the curves' area (GUI N19)."""
+    box = QWidget()
+    lay = QVBoxLayout(box)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.setSpacing(2)
+    lay.addWidget(plot, 1)
+    plot.legend.setContentsMargins(8, 0, 4, 2)
+    lay.addWidget(plot.legend)
+    return box
+
+
 class StudyTab(QWidget, Part):
     """Signals:
         open_run(str): the run folder whose Open button was clicked
@@ -110,10 +122,10 @@ class StudyTab(QWidget, Part):
         self.loss_vs_rank = LossVsRank()
         self.phi = PhiView()
         bottom = QSplitter(Qt.Horizontal)
-        bottom.addWidget(self.loss_vs_rank)
+        bottom.addWidget(_with_legend(self.loss_vs_rank))
         bottom.addWidget(self.phi)
         right = QSplitter(Qt.Vertical)
-        right.addWidget(self.loss)
+        right.addWidget(_with_legend(self.loss))
         right.addWidget(bottom)
         right.setSizes([400, 400])
         lay = QHBoxLayout(self)
@@ -150,6 +162,7 @@ class StudyTab(QWidget, Part):
             self._say(str(e), error=True)
             return
         self.loss.clear_runs()
+        self.loss_vs_rank.set_ranks(plan.ranks)
         self.runs.setRowCount(0)
         self.doc = None
         self._say(f"starting: ranks {', '.join(map(str, plan.ranks))}")
