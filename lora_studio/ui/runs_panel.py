@@ -6,7 +6,7 @@ live: their metrics.jsonl is polled while they are selected."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -16,13 +16,19 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMes
 
 from lora_studio.engine import runfolder
 from lora_studio.ui import style
-from lora_studio.ui.widgets import ElidedLabel
+from lora_studio.ui.widgets import LINE_KEY, ElidedLabel, legend_html, legend_label
 from lora_studio.ui.bind import quiet
 from lora_studio.ui.parts import Part
 
 # Okabe & Ito's colour-blind-safe set, blue and orange first (never red beside green) (GUI N18)
 OVERLAY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 COLUMNS = ("Run", "Status", "Model", "Targets", "Rank", "Step", "Loss", "Eval loss", "Accuracy", "Date")
+# settings that say where or how often, not what was trained: never named in the overlay's legend
+NOT_NAMED = {"out", "train.device", "train.eval_every", "train.save_every", "train.save_minutes", "train.log_every",
+             "train.keep_checkpoints", "train.sample_every", "train.sample_prompts"}
+NAMED = ("lora.rank", "lora.targets")  # what a LoRA run is: always in its legend name
+FIRST = ("lora.alpha", "train.lr", "train.max_steps", "train.epochs")  # then these, when they differ
+MOST_NAMED = 2  # other differences named per run in the legend
 
 
 @dataclass
@@ -41,6 +47,63 @@ class RunRow:
     accuracy: float | None
     date: float  # seconds since the epoch: the newest of run.toml and metrics.jsonl
     message: str = ""  # why it failed or stopped (run_state.json), shown in its Status cell
+    settings: dict = field(default_factory=dict)  # run.toml as {"lora.rank": "r 8", …} (settings_of)
+
+
+def _say(key: str, value) -> str:
+    """A setting as the legend names it: "r 8", "q,v", "lr 0.0005", "DoRA", "model tiny-bert"."""
+    name = key.split(".")[-1]
+    if key == "lora.rank":
+        return f"r {value}"
+    if key == "lora.alpha":
+        return f"α {value:g}"
+    if key == "lora.targets":
+        return ",".join(value)
+    if key == "train.max_steps":
+        return f"{value} steps"
+    if key == "train.epochs":
+        return f"{value:g} epochs"
+    if key in ("model.path", "data.path"):
+        return f"{key.split('.')[0]} {Path(value).name or 'demo'}"
+    if isinstance(value, bool):
+        words = {"dora": "DoRA", "rslora": "rsLoRA"}.get(name, name.replace("_", " "))
+        return words if value else f"no {words}"
+    if isinstance(value, float):
+        return f"{name.replace('_', ' ')} {value:g}"
+    return f"{name.replace('_', ' ')} {value}"
+
+
+def settings_of(cfg) -> dict[str, str]:
+    """A RunConfig's settings, flat ("section.field") and in words, to compare runs by."""
+    out = {}
+    for section in fields(cfg):
+        part = getattr(cfg, section.name)
+        for f in fields(part) if is_dataclass(part) else ():
+            key = f"{section.name}.{f.name}"
+            if key not in NOT_NAMED:
+                out[key] = _say(key, getattr(part, f.name))
+    return out
+
+
+def overlay_names(rows: list[RunRow]) -> list[str]:
+    """Each run's legend name: its folder, rank and targets, then what else differs from the other
+    runs shown, e.g. "run-20261206-140312 · r 8 · q,v · lr 0.0005" (GUI N18)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r.settings))
+    differ = [k for k in keys if k not in NAMED and len({r.settings.get(k) for r in rows}) > 1]
+    differ = [k for k in FIRST if k in differ] + [k for k in differ if k not in FIRST]
+    names = []
+    for r in rows:
+        said = [r.settings[k] for k in differ if k in r.settings]
+        more = [" …"] if len(said) > MOST_NAMED else []
+        names.append(" · ".join([r.name.rsplit("/", 1)[-1], *(r.settings[k] for k in NAMED if k in r.settings),
+                                 *said[:MOST_NAMED]]) + "".join(more))
+    return names
+
+
+def short_date(seconds: float, now: float | None = None) -> str:
+    """"12-06 14:03" this year, "2025-12-06" before: fits the Date column at 1280 px (GUI N18)."""
+    t, year = time.localtime(seconds), time.localtime(now if now is not None else time.time()).tm_year
+    return time.strftime("%m-%d %H:%M" if t.tm_year == year else "%Y-%m-%d", t)
 
 
 def read_row(run: Path) -> RunRow:
@@ -48,10 +111,12 @@ def read_row(run: Path) -> RunRow:
     from lora_studio.config import RunConfig
 
     st = runfolder.run_state(run)
+    settings = {}
     try:
         cfg = RunConfig.load(run / runfolder.RUN_FILE)
         model = Path(cfg.model.path).name if cfg.model.path else "demo"
         targets, rank = "+".join(cfg.lora.targets), cfg.lora.rank
+        settings = settings_of(cfg)
     except Exception:  # noqa: BLE001 - an unreadable run.toml must not hide the other runs
         model, targets, rank = "?", "?", 0
     records = runfolder.read_metrics(run) if (run / runfolder.METRICS_FILE).is_file() else []
@@ -63,7 +128,7 @@ def read_row(run: Path) -> RunRow:
     return RunRow(str(run), run.name, st.get("state", "unknown"), bool(st.get("resumable")), step,
                   int(st.get("total_steps") or 0), model, targets, rank,
                   losses[-1]["loss"] if losses else None, evals[-1]["eval_loss"] if evals else None,
-                  evals[-1].get("accuracy") if evals else None, date, str(st.get("message") or ""))
+                  evals[-1].get("accuracy") if evals else None, date, str(st.get("message") or ""), settings)
 
 
 def run_folders(root) -> list[Path]:
@@ -138,18 +203,28 @@ class RunsPanel(QWidget, Part):
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.Stretch)  # the Run column gives way (elided in the middle),
+        self.table.setTextElideMode(Qt.ElideMiddle)  # so Date stays whole at 1280 px (GUI N18)
         self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "step")
-        self.plot.setLabel("left", "loss (nats per example or token)")
+        self.plot.setLabel("left", "loss (nats)")  # short: the plot is ~200 px tall at 1280 x 800
+        self.plot.setToolTip("Loss in nats per example (a classifier), per pair (preference) or per token")
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         self.plot.getAxis("left").enableAutoSIPrefix(False)
-        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.legend = legend_label()  # under the plot, never over the curves (GUI N18)
+        self.legend_entries: list[tuple[str, str, bool]] = []  # (name, colour, dashed)
         self.apply_theme(style.current())
+        overlay = QWidget()
+        box = QVBoxLayout(overlay)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.setSpacing(2)
+        box.addWidget(self.plot, 1)
+        box.addWidget(self.legend)
         split = QSplitter(Qt.Vertical)
         split.addWidget(self.table)
-        split.addWidget(self.plot)
+        split.addWidget(overlay)
         split.setSizes([300, 300])
         lay.addWidget(split, 1)
 
@@ -174,7 +249,6 @@ class RunsPanel(QWidget, Part):
             ax = self.plot.getAxis(axis)
             ax.setPen(pg.mkPen(c["border"]))
             ax.setTextPen(pg.mkPen(c["muted"]))
-        self.legend.setLabelTextColor(c["muted"])
 
     def set_root(self, root):
         self.root = Path(root)
@@ -197,12 +271,14 @@ class RunsPanel(QWidget, Part):
                 step = f"{row.step:,}" + (f" / {row.total_steps:,}" if row.total_steps else "")
                 texts = (row.name, status, row.model, row.targets, str(row.rank or "–"), step, _fmt(row.loss, ".4f"),
                          _fmt(row.eval_loss, ".4f"), _fmt(row.accuracy, ".1%"),
-                         time.strftime("%Y-%m-%d %H:%M", time.localtime(row.date)) if row.date else "–")
+                         short_date(row.date) if row.date else "–")
                 for c, text in enumerate(texts):
                     item = QTableWidgetItem(text)
                     if c in (4, 5, 6, 7, 8):
                         item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                    item.setToolTip(f"{row.path}\n{row.message}" if c == 1 and row.message else row.path)
+                    item.setToolTip(f"{row.path}\n{row.message}" if c == 1 and row.message else
+                                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.date)) if c == 9 and row.date
+                                    else row.path)
                     self.table.setItem(r, c, item)
             self.select(selected)
         self._selection_changed()
@@ -257,16 +333,17 @@ class RunsPanel(QWidget, Part):
         self.draw()
 
     def draw(self):
-        """The selected runs' train loss (lines) and eval loss (dots), one colour per run."""
+        """The selected runs' train loss (lines) and eval loss (dashed, dots), one colour per run,
+        named in the legend under the plot by folder and what differs between them."""
         self.plot.clear()
-        self.legend.clear()
-        paths = self.selected()
+        paths = [p for p in self.selected() if self._row(p) is not None]
         self._seen = {}
-        for i, path in enumerate(paths):
+        self.legend_entries = []
+        kinds = set()
+        for i, (path, name) in enumerate(zip(paths, overlay_names([self._row(p) for p in paths]))):
             records = runfolder.read_metrics(path) if (Path(path) / runfolder.METRICS_FILE).is_file() else []
-            color = pg.mkColor(OVERLAY_COLORS[i % len(OVERLAY_COLORS)])
-            row = self._row(path)
-            name = Path(path).name + (f" · r{row.rank} {row.targets}" if row is not None and row.rank else "")
+            hue = OVERLAY_COLORS[i % len(OVERLAY_COLORS)]
+            color = pg.mkColor(hue)
             loss = [(r["step"], r["loss"]) for r in records if "loss" in r]
             evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
             if loss:
@@ -274,7 +351,13 @@ class RunsPanel(QWidget, Part):
             if evals:
                 self.plot.plot(*zip(*evals), pen=pg.mkPen(color, width=1, style=Qt.DashLine), symbol="o",
                                symbolSize=6, symbolBrush=color, symbolPen=color, name=f"{name} · eval")
+            kinds |= {"train"} if loss else set()
+            kinds |= {"eval"} if evals else set()
+            self.legend_entries.append((name, hue, False))
             self._seen[path] = self._stamp(path)
+        self.legend_entries += [(k, LINE_KEY, k == "eval") for k in ("train", "eval") if k in kinds]
+        self.legend.setText(legend_html(self.legend_entries))
+        self.legend.setVisible(bool(paths))
 
     @staticmethod
     def _stamp(path: str) -> tuple:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
@@ -50,6 +51,30 @@ def label(text: str = "", name: str | None = None, wrap: bool = False, selectabl
     if selectable:
         w.setTextInteractionFlags(Qt.TextSelectableByMouse)
     return w
+
+
+NB_HYPHEN = "\u2011"  # a hyphen Qt never breaks a line after
+LINE_KEY = "#8a8f98"  # a legend's "━━ train ╍╍ eval" key: a grey readable on both themes
+
+
+def legend_label() -> QLabel:
+    """A plot's legend as a wrapping label, placed under the plot: it never covers a curve."""
+    legend = QLabel()
+    legend.setObjectName("Hint")
+    legend.setWordWrap(True)
+    legend.setTextFormat(Qt.RichText)
+    legend.setContentsMargins(8, 0, 4, 2)
+    return legend
+
+
+def legend_html(entries: list[tuple[str, str, bool]]) -> str:
+    """entries: (name, colour, dashed); a line breaks only between two entries (a name's hyphens
+    are non-breaking ones: Qt breaks after "-" even inside <nobr>)."""
+    def entry(name: str, color: str, dashed: bool) -> str:
+        text = html.escape(name).replace(" ", "&nbsp;").replace("-", NB_HYPHEN)
+        return f'<nobr><span style="color:{color}">{"╍╍" if dashed else "━━"}</span>&nbsp;{text}</nobr>'
+
+    return "&nbsp;&nbsp; ".join(entry(*e) for e in entries)
 
 
 class ElidedLabel(QLabel):

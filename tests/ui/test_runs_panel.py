@@ -60,12 +60,12 @@ def test_runs_panel_lists_overlays_and_follows(qtbot, runs, monkeypatch, dialogs
     panel.select([runs / "done", runs / "stopped"])  # two runs: their curves overlaid, named
     items = panel.plot.getPlotItem().listDataItems()
     names = sorted(i.name() for i in items)
-    # named by run, rank and targets, not a timestamp alone (GUI N18)
-    assert names == ["done · r8 q+v · eval", "done · r8 q+v · train", "stopped · r8 q+v · eval",
-                     "stopped · r8 q+v · train"]
+    # named by run, rank, targets and what else differs, not a timestamp alone (GUI N18)
+    assert names == ["done · r 8 · q,v · 8 steps · eval", "done · r 8 · q,v · 8 steps · train",
+                     "stopped · r 8 · q,v · 50 steps · eval", "stopped · r 8 · q,v · 50 steps · train"]
     pens = {i.name().split(" · ")[0]: i.opts["pen"].color().name() for i in items if i.name().endswith("train")}
     assert sorted(pens.values()) == ["#0072b2", "#e69f00"]  # blue and orange: never red beside green
-    train_done = next(i for i in items if i.name() == "done · r8 q+v · train")
+    train_done = next(i for i in items if i.name() == "done · r 8 · q,v · 8 steps · train")
     assert list(train_done.xData) == list(range(1, 9))
 
     # another process appends to the stopped run: its curve grows without a click
@@ -73,7 +73,8 @@ def test_runs_panel_lists_overlays_and_follows(qtbot, runs, monkeypatch, dialogs
         f.write(json.dumps({"step": 4, "loss": 0.123}) + "\n")
 
     def grown():
-        it = [i for i in panel.plot.getPlotItem().listDataItems() if i.name() == "stopped · r8 q+v · train"]
+        it = [i for i in panel.plot.getPlotItem().listDataItems()
+              if i.name() == "stopped · r 8 · q,v · 50 steps · train"]
         return bool(it) and list(it[0].yData)[-1] == 0.123
 
     qtbot.waitUntil(grown, timeout=5_000)

@@ -173,3 +173,112 @@ def test_study_rank_axis_is_labelled_at_the_swept_ranks(qtbot, tmp_path):
         assert "(x" not in axis.labelString()
         labels = _drawn_labels(axis)
         assert labels and all(abs(float(t)) < 1 for t in labels), labels  # 0.69, not 690
+
+
+# -- N18: the Runs tab's overlay and its Date column at 1280 px ----------------------------------
+
+def _runs_folder(root, finished_run):
+    """Three runs of the same data: the finished one, one at rank 4 on q,k,v,o, and one inside a
+    study (a long Run name)."""
+    import dataclasses
+    import json
+    import shutil
+
+    from lora_studio.config import RunConfig
+    from lora_studio.engine import runfolder
+
+    shutil.copytree(finished_run, root / "run-20261206-140312")
+    shutil.copytree(finished_run, root / "run-20261206-141544")
+    cfg = RunConfig.load(root / "run-20261206-141544" / runfolder.RUN_FILE)
+    lora = dataclasses.replace(cfg.lora, rank=4, targets=["q", "k", "v", "o"])
+    dataclasses.replace(cfg, lora=lora).save(root / "run-20261206-141544" / runfolder.RUN_FILE)
+    study = root / "study-20261206-160000"
+    study.mkdir()
+    shutil.copytree(finished_run, study / "q-k-v-o_r16_s42")
+    (study / "sweep.json").write_text(json.dumps({"runs": [], "complete": True}))
+    return [root / "run-20261206-140312", root / "run-20261206-141544"]
+
+
+def test_runs_overlay_colour_blind_safe_named_by_what_differs_legend_outside(qtbot, window, finished_run, tmp_path):
+    """N18: the first two overlaid runs were red and green, named by their timestamps only, with the
+    legend drawn over the curves."""
+    import pyqtgraph as pg
+    from PySide6.QtCore import QPoint, QRect
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    first, second = _runs_folder(root, finished_run)
+    window.resize(1280, 800)
+    window.runs.set_root(root)
+    window.tabs.setCurrentWidget(window.runs.parentWidget())
+    panel = window.runs
+    panel.select([first, second])
+    curves = [item for item in panel.plot.getPlotItem().listDataItems() if item.name().endswith("· train")]
+    colours = [c.opts["pen"].color().name() for c in curves]
+    assert colours == ["#0072b2", "#e69f00"]  # Okabe-Ito blue, then orange: never red beside green
+    names = [e[0] for e in panel.legend_entries[:2]]
+    by_path = dict(zip(panel.selected(), names))
+    assert by_path[str(first)] == "run-20261206-140312 · r 8 · q,v"
+    assert by_path[str(second)] == "run-20261206-141544 · r 4 · q,k,v,o"
+    assert [e[0] for e in panel.legend_entries[2:]] == ["train", "eval"]
+    # the legend is a label under the plot, outside the curves' area
+    assert not any(isinstance(item, pg.LegendItem) for item in panel.plot.scene().items())
+    assert panel.legend.isVisible() and not panel.plot.isAncestorOf(panel.legend)
+    vb = panel.plot.getPlotItem().getViewBox()
+    data = vb.mapRectToScene(vb.boundingRect()).toRect()
+    data = QRect(panel.plot.mapToGlobal(data.topLeft()), data.size())
+    shown = QRect(panel.legend.mapToGlobal(QPoint(0, 0)), panel.legend.size())
+    assert not data.intersects(shown) and shown.top() >= data.bottom()
+    assert "r&nbsp;8" in panel.legend.text() and "q,k,v,o" in panel.legend.text()
+
+
+def test_runs_date_column_fits_at_1280(qtbot, window, finished_run, tmp_path):
+    """N18: the Date column was cut at 1280 px ("2026-12-06 …"): a compact date that fits whole,
+    the full date and time in its tooltip."""
+    import re
+    import time
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    _runs_folder(root, finished_run)
+    window.resize(1280, 800)
+    window.runs.set_root(root)
+    window.tabs.setCurrentWidget(window.runs.parentWidget())
+    table = window.runs.table
+    qtbot.waitUntil(lambda: table.viewport().width() > 600)
+    date = table.columnCount() - 1
+    assert table.horizontalHeaderItem(date).text() == "Date"
+    assert not table.horizontalScrollBar().isVisible()
+    inside = table.columnViewportPosition(date) + table.columnWidth(date)
+    assert table.columnViewportPosition(date) >= 0 and inside <= table.viewport().width()
+    metrics = table.fontMetrics()
+    for r in range(table.rowCount()):
+        item = table.item(r, date)
+        assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d", item.text()), item.text()
+        assert metrics.horizontalAdvance(item.text()) + 8 <= table.columnWidth(date)
+        row = window.runs.rows[r]
+        assert item.toolTip() == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.date))
+
+
+def test_short_date_and_overlay_names():
+    """A date of an earlier year keeps its year; a run is named by folder, rank and targets, then
+    up to two other settings that differ (learning rate first), '…' when more differ."""
+    import time
+
+    from lora_studio.ui.runs_panel import RunRow, overlay_names, short_date
+
+    now = time.mktime((2026, 12, 6, 15, 0, 0, 0, 0, -1))
+    assert short_date(time.mktime((2026, 12, 6, 14, 3, 0, 0, 0, -1)), now) == "12-06 14:03"
+    assert short_date(time.mktime((2025, 3, 1, 9, 0, 0, 0, 0, -1)), now) == "2025-03-01"
+
+    def row(name, **settings):
+        base = {"lora.rank": "r 8", "lora.targets": "q,v", "train.lr": "lr 0.001", "lora.dora": "no DoRA",
+                "train.seed": "seed 42"}
+        return RunRow("/r/" + name, name, "finished", False, 8, 8, "m", "q+v", 8, None, None, None, 0.0,
+                      settings={**base, **settings})
+
+    assert overlay_names([row("a"), row("b")]) == ["a · r 8 · q,v", "b · r 8 · q,v"]
+    assert overlay_names([row("a"), row("b", **{"train.lr": "lr 0.0005"})]) == ["a · r 8 · q,v · lr 0.001",
+                                                                                 "b · r 8 · q,v · lr 0.0005"]
+    many = {"lora.rank": "r 4", "train.seed": "seed 1", "train.lr": "lr 0.1", "lora.dora": "DoRA"}
+    assert overlay_names([row("a"), row("s/b", **many)])[1] == "b · r 4 · q,v · lr 0.1 · DoRA …"

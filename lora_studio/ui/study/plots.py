@@ -5,49 +5,26 @@ Each plot's legend is a label under it (view.py places it), never drawn over the
 
 from __future__ import annotations
 
-import html
 import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from lora_studio.ui import style
 from lora_studio.ui.spectra.plots import Heatmap
 from lora_studio.ui.training.plots import Series
 from lora_studio.ui.bind import quiet
+from lora_studio.ui.widgets import LINE_KEY, legend_html, legend_label
 
 # qualitative palette (Tableau 10): distinct hues, legible on light and dark backgrounds
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac")
 
 
-NB_HYPHEN = "\u2011"
-LINE_KEY = "#8a8f98"  # the legend's "━━ train ╍╍ eval": a grey readable on both themes
-
-
 def run_color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
-
-
-def legend_label() -> QLabel:
-    """A plot's legend as a wrapping label, to go under the plot."""
-    label = QLabel()
-    label.setObjectName("Hint")
-    label.setWordWrap(True)
-    label.setTextFormat(Qt.RichText)
-    return label
-
-
-def legend_html(entries: list[tuple[str, str, bool]]) -> str:
-    """entries: (name, colour, dashed); a line breaks only between two entries (a run name's
-    hyphens are non-breaking ones: Qt breaks after "-" even inside <nobr>)."""
-    def entry(name: str, color: str, dashed: bool) -> str:
-        text = html.escape(name).replace(" ", "&nbsp;").replace("-", NB_HYPHEN)
-        return f'<nobr><span style="color:{color}">{"╍╍" if dashed else "━━"}</span>&nbsp;{text}</nobr>'
-
-    return "&nbsp;&nbsp; ".join(entry(*e) for e in entries)
 
 
 def _style_plot(plot: pg.PlotItem, title: str, xlabel: str, theme: str):

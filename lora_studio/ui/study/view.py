@@ -44,7 +44,6 @@ def _with_legend(plot) -> QWidget:
     lay.setContentsMargins(0, 0, 0, 0)
     lay.setSpacing(2)
     lay.addWidget(plot, 1)
-    plot.legend.setContentsMargins(8, 0, 4, 2)
     lay.addWidget(plot.legend)
     return box
 
