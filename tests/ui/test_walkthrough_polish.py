@@ -282,3 +282,28 @@ def test_short_date_and_overlay_names():
                                                                                  "b · r 8 · q,v · lr 0.0005"]
     many = {"lora.rank": "r 4", "train.seed": "seed 1", "train.lr": "lr 0.1", "lora.dora": "DoRA"}
     assert overlay_names([row("a"), row("s/b", **many)])[1] == "b · r 4 · q,v · lr 0.1 · DoRA …"
+
+
+def test_spectra_header_names_the_live_run_not_training(qtbot, tmp_path):
+    """Item 31: the live run's Spectra header read "step 60 · Training"; it says "live · step N"
+    and names the run's folder, and once the run ends, "step N" and the same name."""
+    import tiny
+    from lora_studio import LoraSpec, inject
+    from lora_studio.engine.spectra import analyse
+    from lora_studio.ui.spectra.view import SpectraView
+
+    model = tiny.build("llama")
+    inject(model, LoraSpec(targets=["q", "v"], rank=4, alpha=8))
+    view = SpectraView()
+    qtbot.addWidget(view)
+    view.resize(1280, 700)
+    view.show()
+    run = tmp_path / "run-20261206-140312"
+    run.mkdir()
+    view.set_run_dir(str(run))
+    view.set_spectra(3, analyse(tiny.randomize_adapters(model, seed=1)))
+    assert (view.step_chip.text(), view.title.text()) == ("live · step 3", "run-20261206-140312")
+    assert view.title.toolTip() == str(run)
+    view.training_ended()
+    assert (view.step_chip.text(), view.title.text()) == ("step 3", "run-20261206-140312")
+    view.shutdown()

@@ -253,8 +253,9 @@ class SpectraView(QWidget):
         self.step_chip.show()
         if title:
             self.title.setText(title)
-        elif live:
-            self.title.setText("Training")
+        elif live:  # the run by its folder; the chip says "live · step N" (it said "step 60 · Training")
+            self.title.setText(Path(self.adapter).name if self.adapter else "This run")
+            self.title.setToolTip(self.adapter or "")
         n_layers = len({layer for layer, _ in self.names.values()})
         self.status.setText(f"{len(modules)} matrices · {n_layers} layer{'s' * (n_layers != 1)} · "
                             f"rank {max(m.rank for m in modules)}")
