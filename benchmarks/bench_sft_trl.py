@@ -9,6 +9,8 @@ Data: the chat demo's resources/data/chat_train.jsonl (one user turn, one assist
 Adapter: q,k,v,o, r = 16, alpha = 32, no dropout; AdamW, lr 2e-4, constant; fp32 on the CPU; loss on
 the assistant turn only (ours: `messages` masks; TRL: the rows as conversational prompt/completion,
 `completion_only_loss`). max_length 256 (no row is cut).
+TRL runs with SFTConfig's default gradient checkpointing (on; ours is off): `trl_trainer`, shared
+with bench_chat_demo.py (which turns it off), keeps it on here as the recorded numbers had it.
 
 TRL's packing is its default `packing_strategy="bfd"`: best-fit-decreasing over the whole data
 set into rows of max_length, so one of its steps holds more examples than a step of ours (which
@@ -58,15 +60,49 @@ def ours(model: str, data: str, steps: int, batch: int, packing: bool, out: str)
             "padding": statistics.mean(m["padding"] for m in rows)}
 
 
-def trl(model: str, data: str, steps: int, batch: int, packing: bool, out: str) -> dict:
+def conversations(data: str):
+    """The chat rows as TRL's conversational prompt/completion data set (the last turn is the completion)."""
     import datasets
+
+    rows = [json.loads(line) for line in open(data, encoding="utf-8") if line.strip()]
+    return datasets.Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
+
+
+def trl_trainer(model: str, data: str, out: str, *, steps: int, batch: int, packing: bool, lr: float = 2e-4,
+                rank: int = 16, alpha: float = 32, dropout: float = 0.0, targets=TARGETS, max_length: int = 256,
+                schedule: str = "constant", warmup: int = 0, lr_lambda=None, seed: int = 42,
+                max_grad_norm: float = 1.0, checkpointing: bool = True, callbacks=()):
+    """TRL's SFTTrainer over a PEFT LoraConfig: fp32 on the CPU, loss on the completion only
+    (`completion_only_loss`), packing = TRL's default bfd. `lr_lambda` (step -> multiplier of lr)
+    replaces HF's schedule where given: HF's linear warmup starts at lr 0, LoRA Studio's at lr/warmup.
+    `checkpointing`: gradient checkpointing, on by default in SFTConfig."""
     import torch
     import transformers as T
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    rows = [json.loads(line) for line in open(data, encoding="utf-8") if line.strip()]
-    ds = datasets.Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
+    class Trainer(SFTTrainer):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if lr_lambda is None or self.lr_scheduler is not None:
+                return super().create_scheduler(num_training_steps, optimizer)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, lr_lambda)
+            return self.lr_scheduler
+
+    args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
+                     lr_scheduler_type=schedule, warmup_steps=warmup, logging_steps=1, save_strategy="no", report_to=[],
+                     packing=packing, max_length=max_length, use_cpu=True, dataloader_num_workers=0,
+                     completion_only_loss=True, bf16=False, fp16=False, seed=seed, max_grad_norm=max_grad_norm,
+                     gradient_checkpointing=checkpointing, include_num_input_tokens_seen="non_padding")
+    m = T.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    return Trainer(model=m, args=args, train_dataset=conversations(data),
+                   peft_config=LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
+                                          task_type="CAUSAL_LM"),
+                   callbacks=list(callbacks))
+
+
+def trl(model: str, data: str, steps: int, batch: int, packing: bool, out: str) -> dict:
+    import transformers as T
+
     stamps, seen = [], []
 
     class Clock(T.TrainerCallback):
@@ -74,16 +110,7 @@ def trl(model: str, data: str, steps: int, batch: int, packing: bool, out: str) 
             stamps.append(time.perf_counter())
             seen.append(state.num_input_tokens_seen)
 
-    args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=2e-4,
-                     lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[],
-                     packing=packing, max_length=256, use_cpu=True, dataloader_num_workers=0,
-                     completion_only_loss=True, bf16=False, fp16=False, seed=42,
-                     include_num_input_tokens_seen="non_padding")
-    m = T.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    trainer = SFTTrainer(model=m, args=args, train_dataset=ds,
-                         peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
-                                                task_type="CAUSAL_LM"),
-                         callbacks=[Clock()])
+    trainer = trl_trainer(model, data, out, steps=steps, batch=batch, packing=packing, callbacks=[Clock()])
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
