@@ -121,7 +121,7 @@ def read_row(run: Path) -> RunRow:
         model, targets, rank = "?", "?", 0
     records = runfolder.read_metrics(run) if (run / runfolder.METRICS_FILE).is_file() else []
     losses = [r for r in records if "loss" in r]
-    evals = [r for r in records if "eval_loss" in r]
+    evals = [r for r in records if "eval_loss" in r and r.get("step", 0) > 0]  # the run's, never the base's step 0
     step = max([r["step"] for r in records if "step" in r] or [st.get("step", 0)])
     files = [run / runfolder.RUN_FILE, run / runfolder.METRICS_FILE]
     date = max((f.stat().st_mtime for f in files if f.exists()), default=0.0)

@@ -188,3 +188,44 @@ def test_export_is_offered_only_with_a_run(window, finished_run, qtbot):
     with qtbot.waitSignal(window.run_opened, timeout=30_000):
         window.open_run(str(finished_run))
     assert window.header.export.isEnabled()
+
+
+def test_the_loss_card_shows_the_training_loss_and_names_the_base_eval(window, finished_run, qtbot, tmp_path):
+    """Walkthrough: an opened run's "Loss (smoothed)" card showed the eval loss as its number, and a
+    run stopped before its first evaluation showed the base model's step-0 eval as the run's (card
+    and Runs table)."""
+    import json
+    import shutil
+
+    from lora_studio.engine.runfolder import METRICS_FILE, read_metrics
+    from lora_studio.ui.runs_panel import read_row
+
+    with qtbot.waitSignal(window.run_opened, timeout=30_000):
+        window.open_run(str(finished_run))
+    t, records = window.training, read_metrics(finished_run)
+    evals = [r for r in records if "eval_loss" in r]
+    assert [e["step"] for e in evals] == [0, 4, 8]
+    assert t.loss.value.text() == f"{t.plots.ema.y[t.plots.ema.n - 1]:.4f}" != f"{evals[-1]['eval_loss']:.4f}"
+    assert t.loss.sub.text().startswith(f"eval {evals[-1]['eval_loss']:.4f}")
+    assert read_row(finished_run).eval_loss == evals[-1]["eval_loss"]
+
+    early = tmp_path / "early"  # the same run as if stopped at step 3: only the base was evaluated
+    shutil.copytree(finished_run, early)
+    kept = [line for line in (early / METRICS_FILE).read_text().splitlines() if json.loads(line)["step"] < 4]
+    (early / METRICS_FILE).write_text("\n".join(kept) + "\n")
+    t.show_history(read_metrics(early), str(early), None)
+    assert t.loss.sub.text().startswith(f"base eval {evals[0]['eval_loss']:.4f}")
+    assert read_row(early).eval_loss is None and read_row(early).accuracy is None  # Runs: "–", not the base's
+
+
+def test_the_live_loss_card_names_the_step_0_eval_as_the_base(window, qtbot, tmp_path):
+    from lora_studio.engine.events import Eval, Step
+
+    view = window.training
+    view._stepped(Step(step=1, total_steps=4, epoch=0.1, loss=2.0, lr=1e-3, grad_norm=1.0, tokens_per_s=10.0,
+                       elapsed=1.0, eta=3.0, mem_allocated=0, mem_peak=0))
+    view._evaluated(Eval(0, 1.3864, 0.28))
+    view._refresh()
+    assert view.loss.sub.text() == "base eval 1.3864\nacc. 28.0%"
+    view._evaluated(Eval(2, 1.2, 0.5))
+    assert view.loss.sub.text() == "eval 1.2000\nacc. 50.0%"

@@ -24,6 +24,14 @@ def evaluating_text(ev) -> str:
     return f"Evaluating {what}… {ev.done:,}/{ev.total:,}"
 
 
+def eval_line(step: int, loss, accuracy) -> str:
+    """The Loss card's eval line: the step-0 evaluation is the base model's, and says so."""
+    if loss is None or not math.isfinite(loss):
+        return ""
+    text = ("base eval " if step == 0 else "eval ") + f"{loss:.4f}"
+    return text + (f"\nacc. {accuracy:.1%}" if accuracy is not None else "")
+
+
 class Banner(QFrame):
     """One line about the run with up to two actions."""
 
@@ -206,9 +214,7 @@ class TrainingView(QWidget, Part):
 
     def _eval_text(self) -> str:
         evl = self._eval
-        if evl is None or evl.eval_loss is None or not math.isfinite(evl.eval_loss):
-            return ""
-        return f"eval {evl.eval_loss:.4f}" + (f"\nacc. {evl.accuracy:.1%}" if evl.accuracy is not None else "")
+        return "" if evl is None else eval_line(evl.step, evl.eval_loss, evl.accuracy)
 
     def _refresh(self):
         ev = self._last
@@ -302,9 +308,12 @@ class TrainingView(QWidget, Part):
         self.step.set(f"{last:,}", f"steps logged in {run_dir}")
         self.step.setToolTip(run_dir)
         evals = [r for r in records if "eval_loss" in r]
-        if evals:
-            e = evals[-1]
-            self.loss.set(f"{e['eval_loss']:.4f}", "eval loss" + (f" · accuracy {e['accuracy']:.1%}" if "accuracy" in e else ""))
+        e = evals[-1] if evals else None
+        sub = eval_line(e["step"], e["eval_loss"], e.get("accuracy")) if e else ""
+        if self.plots.ema.n:  # the card's own number (the smoothed training loss), as during the run
+            self.loss.set(f"{self.plots.ema.y[self.plots.ema.n - 1]:.4f}", sub)
+        elif sub:
+            self.loss.set("–", sub)
         self._history_cards(records, run_dir)
         if resumable_step is not None:
             self.banner.show_message(f"Run opened: {run_dir} (checkpoint at step {resumable_step}).", "info",
