@@ -457,7 +457,7 @@ class Loop:
 
             record_peak(self.run_dir, s.model_ref, s.config, model.lora_studio_spec, s.precision, device.type,
                         memory(device)[1], s.data.label_names)  # memory.json: the estimate and the measured peak
-        if self.spectra_every and not stopped:
+        if self.spectra_every:  # stopped too: the Spectra tab then shows the step the run stopped at
             emit_spectra(model, step, self.emit)
         ev = Finished(step, str(self.run_dir), stopped, *self.last_eval, mem_peak=memory(device)[1])
         self.emit(ev)

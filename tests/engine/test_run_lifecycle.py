@@ -212,3 +212,21 @@ def test_disk_full_before_the_first_checkpoint_says_start_again_and_leaves_no_te
     assert isinstance(result, E.Failed) and result.kind == "disk" and result.step == 2
     assert "nothing was saved yet" in result.message and "resume" not in result.message
     assert not list((Path(cfg.out) / "checkpoints").glob(".tmp-step-*"))
+
+
+def test_a_stopped_run_sends_the_spectra_of_the_step_it_stopped_at(tmp_path, bert_folder):
+    """Walkthrough: after Continue then Stop, the Spectra tab still showed the step the run was
+    opened at; the engine sent final spectra only for a run that finished."""
+    cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl"), max_steps=20,
+                  eval_every=0, save_every=0, save_minutes=0)
+    control, spectra = E.Control(), []
+
+    def on_event(e):
+        if isinstance(e, E.Step) and e.step == 3:
+            control.stop()
+        if isinstance(e, E.Spectra):
+            spectra.append(e.step)
+
+    result = T.train(cfg, on_event, control, spectra_every=10)
+    assert isinstance(result, E.Finished) and result.stopped and result.step == 3
+    assert spectra == [3]
