@@ -128,14 +128,17 @@ def test_resume_without_a_checkpoint_starts_again(tmp_path, bert_folder):
     assert any("starts again from step 0" in n for n in started.notes)
 
 
-def test_evaluation_reports_progress_and_the_eta_counts_it(tmp_path, bert_folder):
+def test_evaluation_reports_progress_and_the_eta_counts_it(tmp_path, bert_folder, monkeypatch):
+    from lora_studio.engine import setup
+
+    monkeypatch.setattr(setup, "EVAL_PROGRESS_S", 0.0)  # every batch (the GUI gets it twice a second)
     cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl", n=400), max_steps=6,
                   eval_every=3, batch_size=4)
     seen = []
     T.train(cfg, seen.append)
     ev = [e for e in seen if isinstance(e, E.Evaluating)]
     assert ev[0].step == 0 and ev[0].done == 0 and ev[0].total == 40
-    assert any(e.step == 0 and e.done == 32 for e in ev)  # progress within a pass: after 8 batches of 4
+    assert [e.done for e in ev if e.step == 0] == list(range(0, 41, 4))  # progress within a pass, batch by batch
     steps = [e for e in seen if isinstance(e, E.Step)]
     # the last step's own evaluation runs after its Step event: the ETA still counts it
     assert all(s.eta >= 0 for s in steps) and steps[-1].eta > 0
