@@ -329,6 +329,9 @@ class RunsPanel(QWidget, Part):
                "this run is being trained" if one is not None and one.state == "running" else "")
         for b in (self.open_button, self.continue_button, self.export_button):
             b.setToolTip("" if b.isEnabled() else why)
+        if one is not None and not why and not self.continue_button.isEnabled():  # idle, and still not continuable
+            self.continue_button.setToolTip("it has finished: nothing is left to train" if one.state == "finished"
+                                            else "it has no checkpoint to continue from")
         self.trash_button.setEnabled(bool(paths) and all(self._row(p).state != "running" for p in paths))
         self.draw()
 

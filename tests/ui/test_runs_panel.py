@@ -138,3 +138,17 @@ def test_a_failed_run_says_why(qtbot, tmp_path, finished_run):
     panel = RunsPanel(root)
     qtbot.addWidget(panel)
     assert panel.table.item(0, 1).text() == "failed · resumable: AssertionError: quantized head"
+
+
+def test_continue_says_why_a_finished_run_cannot_be_continued(qtbot, tmp_path, finished_run):
+    """Walkthrough: Continue was greyed out for a finished run with no reason (only the busy case said)."""
+    from lora_studio.ui.runs_panel import RunsPanel
+
+    root = tmp_path / "runs"
+    shutil.copytree(finished_run, root / "done")
+    panel = RunsPanel(root)
+    qtbot.addWidget(panel)
+    panel.table.selectRow(0)
+    assert not panel.continue_button.isEnabled()
+    assert panel.continue_button.toolTip() == "it has finished: nothing is left to train"
+    assert panel.open_button.isEnabled() and panel.open_button.toolTip() == ""
