@@ -68,6 +68,7 @@ def say_interrupted(w):
         return
     how = "was stopped" if newest.state == "stopped" else "was interrupted (its process ended)"
     w.training.show_interrupted(newest.path, newest.step, how)
+    w.tabs.setCurrentWidget(w.training.parentWidget())  # where the banner offers to continue it
     w.statusBar().showMessage(f"{newest.name} {how} and can be continued: see the Training tab", 10000)
 
 

@@ -65,6 +65,7 @@ def test_relaunch_offers_to_continue_an_interrupted_run(qtbot, tiny_model, tiny_
         qtbot.waitUntil(lambda: banner.isVisible() or not banner.isHidden(), timeout=10_000)
         assert "left-mid-run" in banner.text.text() and "can be continued" in banner.text.text()
         assert banner.first.text() == "Continue run"
+        assert w.tabs.currentWidget() is w.training.parentWidget()  # the status line points there: it is shown
         with qtbot.waitSignal(w.controller.started, timeout=60_000) as started:
             qtbot.mouseClick(banner.first, Qt.LeftButton)
         assert started.args[0].out == str(run) and started.args[0].start_step == 3

@@ -22,7 +22,7 @@ LOSS_TIPS = {"dpo": "Direct Preference Optimization: chosen over rejected, measu
                     "(the base, or the adapter it starts from)",
              "orpo": "ORPO: the chosen answer's language-model loss plus an odds-ratio penalty; no reference",
              "simpo": "SimPO: length-normalised log-probs with a target margin gamma; no reference"}
-PRECISIONS = tuple((p, "Auto (bf16 on GPUs, fp32 on CPU)" if p == "auto" else p) for p in names.PRECISIONS)
+PRECISIONS = tuple((p, "Auto (bf16 GPU · fp32 CPU)" if p == "auto" else p) for p in names.PRECISIONS)
 SCHEDULES = names.SCHEDULES
 
 
@@ -83,6 +83,7 @@ class TrainingSettings(Section):
         self.precision = QComboBox()
         for value, text in PRECISIONS:
             self.precision.addItem(text, value)
+        self.precision.setToolTip("Auto: bf16 on a GPU with native bf16, fp16 on other GPUs, fp32 on a CPU")
         self.form.addRow("Precision", self.precision)
         self.device = QComboBox()
         self.device.setToolTip("Where to train; GPUs are listed with their memory")

@@ -5,6 +5,7 @@ Samples view (answers to a few prompts at step 0 and each evaluation, causal LMs
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QTabWidget, QVBoxLayout, QWidget, QFrame
@@ -305,7 +306,7 @@ class TrainingView(QWidget, Part):
         self.samples.load(read_samples(run_dir))
         steps = [r["step"] for r in records if "loss" in r]
         last = steps[-1] if steps else 0
-        self.step.set(f"{last:,}", f"steps logged in {run_dir}")
+        self.step.set(f"{last:,}", f"steps logged in {Path(run_dir).name}")  # the whole path in the tooltip
         self.step.setToolTip(run_dir)
         evals = [r for r in records if "eval_loss" in r]
         e = evals[-1] if evals else None
