@@ -145,6 +145,8 @@ def _entry(rank: int, world: int, store: str, fn, args):
     td.init_process_group("gloo", store=td.FileStore(store, world), rank=rank, world_size=world)
     try:
         fn(rank, world, *args)
+        if td.is_initialized():  # (train() ends its own group) no process tears the group down while
+            td.barrier()  # another still has work in flight on it
     finally:
         if td.is_initialized():
             td.destroy_process_group()
