@@ -100,11 +100,15 @@ class FitPanel(Section, Part):
         self.seq.setRange(1, 1 << 20)
         self.seq.setToolTip("Tokens per example (max length)")
         self.gpu_name = label("no CUDA GPU here: type its memory", "Hint")
+        # numbers of a few digits: at 1920 px the fields stretched to 350 px each
+        for field in (self.gpu, self.batch, self.seq):
+            field.setMaximumWidth(field.fontMetrics().horizontalAdvance("0" * 9) + 40)
         row = QHBoxLayout()
         row.addWidget(self.batch, 1)
         row.addWidget(label("×"))
         row.addWidget(self.seq, 1)
         row.addWidget(label("tokens"))
+        row.addStretch(1)
         self.form.addRow("GPU memory", self.gpu)
         self.form.addRow("", self.gpu_name)
         self.form.addRow("Batch", row)

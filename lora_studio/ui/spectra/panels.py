@@ -130,10 +130,12 @@ def build_content(view) -> QWidget:
     # right: plots, heatmaps and the table
     view.sigma = SigmaPlot()
     view.cumulative = EnergyPlot()
-    view.eff = Heatmap("projection", "layer", "effective rank")
+    # no colour bar titles: the sections name the values, and a rotated title longer than a short
+    # bar was cut ("ective rank" at 1280 px)
+    view.eff = Heatmap("projection", "layer")
     view.eff.hovered.connect(view._eff_hovered)
     view.eff.clicked.connect(view._eff_clicked)
-    view.phi = Heatmap("j  (other adapter)", "i  (this adapter)", "φ(i, j)", origin=1)
+    view.phi = Heatmap("j  (other adapter)", "i  (this adapter)", origin=1)
     view.phi.hovered.connect(view._phi_hovered)
     view.table = SummaryTable()
     view.table.doubleClicked.connect(view._table_activated)
@@ -141,7 +143,9 @@ def build_content(view) -> QWidget:
     s_sigma = Section("Singular values of ΔW", right=ElidedLabel("log scale", "Hint", min_chars=0))
     s_sigma.body.addWidget(view.sigma, 1)
     s_sigma.body.addWidget(view.sigma.legend)
-    s_energy = Section("Cumulative energy", right=ElidedLabel("share of Σσ² in the top k", "Hint", min_chars=0))
+    energy_note = ElidedLabel("Σσ² in top k", "Hint", min_chars=0, tooltip_full=False)  # short: cut at 1280 px
+    energy_note.setToolTip("The share of Σσ² (the squared Frobenius norm of ΔW) in the top k singular values")
+    s_energy = Section("Cumulative energy", right=energy_note)
     s_energy.body.addWidget(view.cumulative, 1)
     s_energy.body.addWidget(view.cumulative.legend)
     view.eff_readout = ElidedLabel("", "Hint", min_chars=2)

@@ -13,9 +13,11 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QTextOption
 from PySide6.QtWidgets import QLabel
 
 from lora_studio.ui import style
+from lora_studio.ui.axes import LogAxis, StepAxis
 
 # Curve colours per theme: distinct hues, readable on the surface colour of each theme.
 SERIES = {
@@ -68,8 +70,8 @@ def _style_plot(plot: pg.PlotItem, theme: str, title: str | None = None):
 
 
 class _Base(pg.PlotWidget):
-    def __init__(self, parent=None):
-        super().__init__(parent)
+    def __init__(self, parent=None, **kwargs):
+        super().__init__(parent, **kwargs)
         self.theme = style.current()
         p = self.getPlotItem()
         p.setMenuEnabled(False)
@@ -92,7 +94,9 @@ class CurvePlot(_Base):
     """One curve per module, keyed, each with its own colour; a legend that follows the keys."""
 
     def __init__(self, ylabel: str, parent=None, log_y: bool = False):
-        super().__init__(parent)
+        # k is whole; a log axis labels a few round values, not each minor tick
+        axes = {"bottom": StepAxis(), "left": LogAxis() if log_y else pg.AxisItem("left")}
+        super().__init__(parent, axisItems=axes)
         p = self.getPlotItem()
         p.setLogMode(y=log_y)
         p.setLabel("bottom", "k")
@@ -227,7 +231,9 @@ class Heatmap(_Base):
     hovered = Signal(int, int)
     clicked = Signal(int, int)
 
-    def __init__(self, xlabel: str, ylabel: str, bar_label: str, parent=None, origin: int = 0):
+    def __init__(self, xlabel: str, ylabel: str, bar_label: str = "", parent=None, origin: int = 0):
+        """`bar_label`: the colour bar's title, best left empty when the panel's title names the
+        values (a rotated title longer than a short bar is cut)."""
         super().__init__(parent)
         self.origin = origin  # the index of the first row/column (0: layers, 1: i and j of Eq. 4)
         self.fmt = "{:.2f}"
@@ -237,18 +243,23 @@ class Heatmap(_Base):
         p = self.getPlotItem()
         p.setMouseEnabled(x=False, y=False)
         p.getViewBox().invertY(True)
+        p.layout.setContentsMargins(1, 8, 1, 1)  # room above the bar for half its top tick label ("1.0" was cut)
         p.setLabel("bottom", xlabel)
         p.setLabel("left", ylabel)
         self.image = pg.ImageItem(axisOrder="row-major")
         p.addItem(self.image)
         self.bar = pg.ColorBarItem(values=(0, 1), width=12, colorMap=pg.colormap.get(HEATMAP),
-                                   interactive=False, label=bar_label, colorMapMenu=False)
+                                   interactive=False, label=bar_label or None, colorMapMenu=False)
         self.bar.setImageItem(self.image, insert_in=p)
         self.cells: list[pg.TextItem] = []
         self.max_cells = 160  # more cells than this: values on hover only
         self.placeholder = pg.TextItem("", anchor=(0.5, 0.5))
+        centred = QTextOption(Qt.AlignCenter)
+        centred.setWrapMode(QTextOption.WordWrap)
+        self.placeholder.textItem.document().setDefaultTextOption(centred)
         p.addItem(self.placeholder)
         p.getViewBox().sigResized.connect(self._fit_cells)
+        p.getViewBox().sigResized.connect(self._fit_placeholder)
         self.scene().sigMouseMoved.connect(self._moved)
         self.scene().sigMouseClicked.connect(self._clicked)
         self._last = (-1, -1)
@@ -290,6 +301,12 @@ class Heatmap(_Base):
             p.getAxis(axis).setTicks([[], []])
         self.placeholder.setText(text)
         self.placeholder.setPos(0.5, 0.5)
+        self._fit_placeholder()
+
+    def _fit_placeholder(self, *_):
+        """The message wraps within the cells' area (at 1280 px it was cut at both ends)."""
+        if self.placeholder.toPlainText():
+            self.placeholder.setTextWidth(max(40.0, self.getPlotItem().getViewBox().width() - 8))
 
     def _ticks(self, axis: str, n: int, labels):
         step = tick_step(n, 16 if axis == "left" else 12)

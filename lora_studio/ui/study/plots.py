@@ -13,10 +13,11 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from lora_studio.ui import style
+from lora_studio.ui.axes import StepAxis
 from lora_studio.ui.spectra.plots import Heatmap
 from lora_studio.ui.training.plots import Series
 from lora_studio.ui.bind import quiet
-from lora_studio.ui.widgets import LINE_KEY, legend_html, legend_label
+from lora_studio.ui.widgets import LINE_KEY, label, legend_html, legend_label
 
 # qualitative palette (Tableau 10): distinct hues, legible on light and dark backgrounds
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -46,7 +47,7 @@ class LiveLoss(pg.PlotWidget):
     to the curves by a 10 Hz timer (as training/plots.py does)."""
 
     def __init__(self, parent=None):
-        super().__init__(parent)
+        super().__init__(parent, axisItems={"bottom": StepAxis()})  # whole steps (a 2-step run ticked 1.5)
         self.plot_item = self.getPlotItem()
         self.title = ("Training loss, every run", "step")
         self.apply_theme(style.current())
@@ -159,27 +160,35 @@ class LossVsRank(pg.PlotWidget):
 
 class PhiView(QWidget):
     """φ(i, j) between the largest rank and a smaller one, per module kind (a heatmap with a colour
-    bar, 0…1, j down the side); a combo picks the pair and the kind."""
+    bar, 0…1, j down the side); a combo, shown once a sweep gave something to pick, picks the pair
+    and the kind."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
+        self.pick = QWidget()  # hidden until there is a pair to pick (an empty, unnamed combo said nothing)
+        row = QHBoxLayout(self.pick)
+        row.setContentsMargins(0, 0, 0, 0)
         self.choice = QComboBox()
         self.choice.setToolTip("Which pair of ranks and which module kind (φ averaged over layers)")
+        row.addWidget(label("Pair", "Hint"))
         row.addWidget(self.choice, 1)
-        lay.addLayout(row)
+        self.pick.hide()
+        lay.addWidget(self.pick)
         # the larger rank down the side: the panel is taller than wide at 1280 px, so r = 1 vs 8 gets
-        # 8 cells wide enough for their values instead of 8 slivers (GUI N19)
-        self.heatmap = Heatmap("i (smaller rank)", "j (larger rank)", "φ", origin=1)
+        # 8 cells wide enough for their values instead of 8 slivers (GUI N19). φ is named in the
+        # title: a colour bar title "φ" stood alone as a stray glyph
+        self.heatmap = Heatmap("i (smaller rank)", "j (larger rank)", origin=1)
         lay.addWidget(self.heatmap, 1)
         self.entries: list[tuple[str, np.ndarray]] = []
         self.choice.currentIndexChanged.connect(self._show)
-        self.heatmap.show_message("φ: after the sweep")  # short: the panel is narrow at 1280 px (GUI N19)
+        self.heatmap.show_message("φ: after the sweep")
+        self.apply_theme(style.current())
 
     def apply_theme(self, theme: str):
         self.heatmap.apply_theme(theme)
+        self.heatmap.getPlotItem().setTitle("Subspace similarity φ", size="10pt", color=style.colors(theme)["text"])
 
     def show_similarity(self, similarity: list[dict]):
         """sweep.json's `similarity`: [{targets, seed, rank_a, rank_b, phi: {kind: (r_a, r_b) matrix}}]."""
@@ -189,6 +198,7 @@ class PhiView(QWidget):
         with quiet(self.choice):
             self.choice.clear()
             self.choice.addItems([name for name, _ in self.entries])
+        self.pick.setVisible(bool(self.entries))
         if not self.entries:
             self.heatmap.show_message("φ: needs two ranks")
             return

@@ -37,9 +37,11 @@ class SweepSetup(Section):
         self.targets.setPlaceholderText("the model's targets, e.g. q;v;q,v")
         self.targets.setToolTip("Sets separated by ';', projections by ',': \"q;v;q,v\" trains q alone, "
                                 "v alone and q with v (empty: the targets of the current settings)")
-        self.fixed = QCheckBox("Same trainable parameters for every set")
-        self.fixed.setToolTip("Table 5's protocol: each targets set gets the rank that gives it the first set's "
-                              "parameter count at each rank")
+        # short: the form must fit the Study tab's narrowest left pane, Stop button included (1280 px)
+        self.fixed = QCheckBox("Fixed parameter budget")
+        self.fixed.setToolTip("The same trainable parameters for every targets set (Table 5's protocol, the CLI's "
+                              "--fixed-budget): each set gets the rank that gives it the first set's parameter count "
+                              "at each rank")
         self.out = QLineEdit()
         self.out.setToolTip("Every run goes in a sub-folder, with sweep.json and report.md beside them; "
                             "an interrupted study resumes in the same folder")

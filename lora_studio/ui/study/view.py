@@ -130,8 +130,8 @@ class StudyTab(QWidget, Part):
         lay = QHBoxLayout(self)
         lay.setContentsMargins(12, 12, 12, 12)
         lay.setSpacing(12)
-        lay.addWidget(left_scroll)
-        lay.addWidget(right, 1)
+        lay.addWidget(left_scroll, 9)  # ~400 px of a 1280 px window's 890: run names whole in the table
+        lay.addWidget(right, 10)
         if config is not None:
             self.set_config(config)
 

@@ -18,6 +18,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from lora_studio.ui import style
+from lora_studio.ui.axes import ShortNumberAxis, StepAxis, fit_width
 
 SMOOTHING = 0.8  # EMA weight of the past, debiased as TensorBoard does
 
@@ -78,10 +79,11 @@ class TrainingPlots(QWidget):
         lay.addLayout(bar)
         self.view = pg.GraphicsLayoutWidget()
         lay.addWidget(self.view, 1)
-        self.loss = self.view.addPlot(row=0, col=0, colspan=3)
-        self.side = self.view.addPlot(row=1, col=0)
-        self.norm_plot = self.view.addPlot(row=1, col=1)
-        self.lr = self.view.addPlot(row=1, col=2)
+        # whole steps only on every step axis; the learning rate in short numbers, from 0
+        self.loss = self.view.addPlot(row=0, col=0, colspan=3, axisItems={"bottom": StepAxis()})
+        self.side = self.view.addPlot(row=1, col=0, axisItems={"bottom": StepAxis()})
+        self.norm_plot = self.view.addPlot(row=1, col=1, axisItems={"bottom": StepAxis()})
+        self.lr = self.view.addPlot(row=1, col=2, axisItems={"bottom": StepAxis(), "left": ShortNumberAxis()})
         self.view.ci.layout.setRowStretchFactor(0, 2)  # the loss is what a short window must keep
         self.view.ci.layout.setRowStretchFactor(1, 1)
         self.view.ci.setSpacing(10)
@@ -96,7 +98,7 @@ class TrainingPlots(QWidget):
         self.lr_curve = self.lr.plot()
         # preference runs (task "preference"): reward accuracy and the completions' log-probs take
         # the places of the gradient norm and the learning rate; the side plot is the reward margin
-        self.reward_plot, self.logp_plot = pg.PlotItem(), pg.PlotItem()
+        self.reward_plot, self.logp_plot = (pg.PlotItem(axisItems={"bottom": StepAxis()}) for _ in range(2))
         self.reward_curve = self.reward_plot.plot()
         self.chosen_curve, self.rejected_curve = self.logp_plot.plot(), self.logp_plot.plot()
         self.plots = (self.loss, self.side, self.norm_plot, self.lr, self.reward_plot, self.logp_plot)
@@ -108,7 +110,6 @@ class TrainingPlots(QWidget):
             grid.setZValue(-100)
             p.addItem(grid, ignoreBounds=True)
             self.grids.append(grid)
-            p.getAxis("left").setWidth(54)  # tick labels changing width must not re-layout (a 2nd paint)
             p.getAxis("left").enableAutoSIPrefix(False)  # a grad norm of 0.4 is drawn as 0.4, not "400 (x0.001)"
             p.setDownsampling(auto=True, mode="peak")
             p.setClipToView(True)
@@ -122,6 +123,7 @@ class TrainingPlots(QWidget):
         self._last_epoch = None
         self.task = "classification"
         self.total = 0
+        self._lr_top = math.nan  # the peak the lr plot is framed on
         self._dirty = False
         self.timer = QTimer(self, interval=100)
         self.timer.timeout.connect(self.flush)
@@ -142,6 +144,7 @@ class TrainingPlots(QWidget):
         self.epochs = []
         self._draw_epochs()
         self.total = 0
+        self._lr_top = math.nan
         self._dirty = True
         self.flush()
         for p in self.plots:
@@ -247,6 +250,8 @@ class TrainingPlots(QWidget):
         for p in self.plots:
             p.enableAutoRange(axis="y")
         self._frame_percent()  # accuracies keep their 0-100 % frame
+        self._lr_top = math.nan  # and the learning rate its 0 … peak
+        self._frame_lr()
         last = max((r["step"] for r in records), default=0)
         if last:
             self.set_total(last)
@@ -266,8 +271,18 @@ class TrainingPlots(QWidget):
         self.rejected_curve.setData(*self.rejected.data(), skipFiniteCheck=True)
         self.norm_curve.setData(*self.norm.data(), skipFiniteCheck=True)
         self.lr_curve.setData(*self.rate.data(), skipFiniteCheck=True)
+        self._frame_lr()
         # auto-range now, not during the paint: a range changed mid-paint costs a second paint
         self.view.scene().prepareForPaint()
+
+    def _frame_lr(self):
+        """The learning rate on 0 … its peak: auto-ranged around 0.00093-0.001 it showed one tick
+        and a linear decay looked like a fall to zero."""
+        rates = self.rate.data()[1]
+        top = float(np.nanmax(rates)) if len(rates) and np.isfinite(rates).any() else math.nan
+        if math.isfinite(top) and top > 0 and top != self._lr_top:
+            self._lr_top = top
+            self.lr.setYRange(0, top, padding=0.05)
 
     def _loss_unit(self) -> str:
         """A classifier's loss is cross-entropy per example, a preference loss per pair, a language
@@ -294,6 +309,8 @@ class TrainingPlots(QWidget):
         self.norm_plot.setLabel("left", "‖g‖₂", color=c["muted"])
         self.reward_plot.setLabel("left", "%", color=c["muted"])
         self.logp_plot.setLabel("left", "nats / answer", color=c["muted"])
+        for plot in self.plots:
+            fit_width(plot.getAxis("left"))  # its title beside the tick labels, never over them
         self.reward_curve.setPen(pg.mkPen(p["acc"], width=2))
         self.chosen_curve.setPen(pg.mkPen(p["ema"], width=2))
         self.rejected_curve.setPen(pg.mkPen(p["raw"], width=2, style=Qt.DashLine))
