@@ -51,6 +51,13 @@ class Header(QFrame):
         for b in (self.start, self.pause, self.stop):
             lay.addWidget(b)
 
+    def resizeEvent(self, event):
+        """The model chip takes 150 px in a laptop's window (the state chip needs the room, GUI N16)
+        and more as the window widens: "all-MiniLM-L6-v2 · bert · classification"
+        whole at 1920 px."""
+        super().resizeEvent(event)
+        self.model.setMaximumWidth(max(150, min(420, (event.size().width() - 1000) // 2)))
+
     def set_state(self, text: str, state: str = ""):
         self.state.setText(text)
         self.state.setProperty("state", state)

@@ -99,3 +99,18 @@ def test_study_plots_name_their_axes(qtbot):
         plot = cls()
         qtbot.addWidget(plot)
         assert plot.plot_item.getAxis("left").labelText == "loss (nats)"
+
+
+def test_header_model_chip_whole_in_a_wide_window(qtbot, window):
+    """Walkthrough: "all-MiniLM-L6-v…" was elided even at 1920 px, with the room beside it empty;
+    at 1280 it still gives way to the state chip (test above)."""
+    from PySide6.QtWidgets import QLabel
+
+    chip = window.header.model
+    chip.setText("all-MiniLM-L6-v2 · bert · classification")
+    window.resize(1920, 1080)
+    qtbot.waitUntil(lambda: window.width() == 1920, timeout=2_000)
+    qtbot.waitUntil(lambda: QLabel.text(chip) == chip.text(), timeout=2_000)  # whole, not elided
+    window.resize(1280, 800)
+    qtbot.waitUntil(lambda: window.width() == 1280, timeout=2_000)
+    assert chip.maximumWidth() == 150
