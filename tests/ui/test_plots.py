@@ -81,3 +81,24 @@ def test_grad_norm_epochs_legend_log_and_saving(qtbot, tmp_path, monkeypatch):
     assert plots.norm_plot.scene() is None
     plots.clear()
     assert plots.epochs == [] and plots._marks == []
+
+
+def test_a_new_run_starts_on_a_neutral_frame_and_its_first_step_shows(qtbot):
+    """Walkthrough: a new run's empty plots kept the previous run's y range (1.365-1.395), and the
+    first step drew nothing (a line needs two points)."""
+    from lora_studio.ui.training.plots import TrainingPlots
+
+    plots = TrainingPlots()
+    qtbot.addWidget(plots)
+    for step in range(1, 11):
+        plots.add_step(step, 1.38 - step * 1e-3, 1e-3, 0.5)
+    plots.flush()
+    assert plots.loss.viewRange()[1][0] > 1.3
+    plots.clear()
+    assert plots.loss.viewRange()[1] == [0.0, 1.0]  # nothing of the previous run's frame
+    plots.add_step(1, 2.0, 1e-3, 0.5)
+    plots.flush()
+    assert plots.ema_curve.opts["symbol"] == "o" and list(plots.ema_curve.xData) == [1]  # a dot
+    plots.add_step(2, 1.9, 1e-3, 0.5)
+    plots.flush()
+    assert plots.ema_curve.opts["symbol"] is None  # a line from the second step on

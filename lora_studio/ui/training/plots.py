@@ -147,7 +147,8 @@ class TrainingPlots(QWidget):
         self._lr_top = math.nan
         self._dirty = True
         self.flush()
-        for p in self.plots:
+        for p in self.plots:  # a new run starts on a neutral frame, not on the previous run's ranges
+            p.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
             p.enableAutoRange()
         self._frame_percent()  # a continued run's one eval point must not auto-range 0-100 % (GUI #18)
 
@@ -262,7 +263,9 @@ class TrainingPlots(QWidget):
             return
         self._dirty = False
         self.raw_curve.setData(*self.raw.data(), skipFiniteCheck=True)
-        self.ema_curve.setData(*self.ema.data(), skipFiniteCheck=True)
+        one = self.ema.n == 1  # a line needs two points: the first step is a dot, not nothing
+        self.ema_curve.setData(*self.ema.data(), skipFiniteCheck=True, symbol="o" if one else None, symbolSize=6,
+                               symbolPen=None, symbolBrush=pg.mkPen(self.ema_curve.opts["pen"]).color() if one else None)
         self.eval_curve.setData(*self.eval.data())
         side = self.acc if self.task == "classification" else self.margin if self.task == "preference" else self.norm
         self.side_curve.setData(*side.data())
