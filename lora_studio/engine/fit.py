@@ -49,15 +49,26 @@ class FitTable:
         return asdict(self)
 
 
-def gpu_memory_bytes(typed_gb: float | None = None) -> int | None:
-    """The GPU's memory: typed (GiB), else CUDA device 0's, else None."""
-    if typed_gb is not None:
-        return int(typed_gb * 2**30)
+def gpu_of(device: str = "auto") -> tuple[int, str] | None:
+    """(total bytes, name) of the GPU a run on `device` trains on: `cuda:N` that one; auto and cuda
+    the current one, as `--device auto` takes it (cuda:LOCAL_RANK under torchrun). None without
+    CUDA, or for cpu / mps. (GPU N15: the planner read GPU 0 whatever cuda:N was chosen.)"""
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_properties(0).total_memory
-    return None
+    device = str(device or "auto")
+    if not torch.cuda.is_available() or not (device in ("auto", "cuda") or device.startswith("cuda:")):
+        return None
+    index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else torch.cuda.current_device()
+    p = torch.cuda.get_device_properties(index)
+    return int(p.total_memory), p.name
+
+
+def gpu_memory_bytes(typed_gb: float | None = None, device: str = "auto") -> int | None:
+    """The GPU's memory: typed (GiB), else that of the GPU `device` trains on (`gpu_of`), else None."""
+    if typed_gb is not None:
+        return int(typed_gb * 2**30)
+    gpu = gpu_of(device)
+    return gpu[0] if gpu else None
 
 
 def will_it_fit(model: nn.Module, spec: LoraSpec, gpu_bytes: int, batch: int = 8, seq: int = 512,

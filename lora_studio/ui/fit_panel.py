@@ -24,14 +24,11 @@ COLUMNS = ("Base", "Grad. ckpt", "Peak", "Fits", "Max batch")
 BASES = {"none": "bf16", "int8": "int8", "nf4": "NF4"}  # full names (engine CASES) in the tooltip
 
 
-def detect_gpu() -> tuple[int, str] | None:
-    """(bytes, name) of CUDA device 0, or None (worker thread: imports torch)."""
-    import torch
+def detect_gpu(device: str = "auto") -> tuple[int, str] | None:
+    """(bytes, name) of the GPU a run on `device` trains on, or None (worker thread: imports torch)."""
+    from lora_studio.engine.fit import gpu_of
 
-    if not torch.cuda.is_available():
-        return None
-    p = torch.cuda.get_device_properties(0)
-    return int(p.total_memory), p.name
+    return gpu_of(device)
 
 
 def estimate_fit(config: RunConfig, gpu_bytes: int, batch: int, seq: int):

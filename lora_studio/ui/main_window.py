@@ -147,7 +147,7 @@ class MainWindow(QMainWindow):
     def _first_load(self):
         from lora_studio.ui.fit_panel import detect_gpu
 
-        self.fit.runner.start(detect_gpu, on_done=self.fit._detected)
+        self.fit.runner.start(detect_gpu, self.session.draft.train.device, on_done=self.fit._detected)
         self.session.load_model()
         self.session.refresh_data()
         if self._config_path:

@@ -356,6 +356,26 @@ def test_a_checkpoint_gathers_only_the_trained_tensors(tmp_path):
     assert max(r["gathered"]) <= 2 * r["adapter"] < total, (r, total)  # was the whole model (+ adapter)
 
 
+# -- N15: the planner's GPU is the one the run trains on ------------------------------------------
+def test_will_it_fit_reads_the_gpu_the_run_trains_on(monkeypatch):
+    """It read GPU 0 whatever cuda:N was chosen: a run on a 24 GiB GPU 1 was planned against an
+    80 GiB GPU 0 (or the reverse)."""
+    from types import SimpleNamespace
+
+    from lora_studio.engine.fit import gpu_memory_bytes, gpu_of
+    from lora_studio.ui.fit_panel import detect_gpu
+
+    rec = fakecuda.visible(monkeypatch, gpus=3)
+    sizes = {0: 80, 1: 24, 2: 48}
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda d=None: SimpleNamespace(total_memory=sizes[d] * fakecuda.GiB, name=f"GPU {d}"))
+    assert gpu_of("cuda:1") == (24 * fakecuda.GiB, "GPU 1") and gpu_memory_bytes(device="cuda:2") == 48 * fakecuda.GiB
+    torch.cuda.set_device(1)  # as --device auto does under torchrun with LOCAL_RANK 1
+    assert rec.current == 1 and gpu_of("auto")[0] == gpu_of("cuda")[0] == 24 * fakecuda.GiB
+    assert gpu_of("cpu") is None and gpu_memory_bytes(40, "cuda:0") == 40 * fakecuda.GiB  # typed wins
+    assert detect_gpu("cuda:2") == (48 * fakecuda.GiB, "GPU 2")  # the GUI's Will-it-fit panel
+
+
 # -- N22 (the D3 test that did not reproduce) and N16 ---------------------------------------------
 def test_rng_restore_on_fewer_gpus_sets_only_the_visible_ones(monkeypatch):
     from lora_studio.engine.checkpoint import rng_state, set_rng_state
