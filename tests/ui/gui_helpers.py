@@ -56,3 +56,31 @@ def shut(w):
 
     for runner in w.findChildren(TaskRunner):
         runner.wait_all()
+
+
+def typed(qtbot, field, text):
+    """Type `text` into `field` as a user does: focus it, select what is there, type over it."""
+    field.setFocus()
+    qtbot.waitUntil(field.hasFocus, timeout=2_000)
+    field.selectAll()
+    qtbot.keyClicks(field, text)
+
+
+def captured_start(w, monkeypatch) -> list:
+    """The RunConfigs the window would start (its `_begin` replaced by a recorder)."""
+    started = []
+    monkeypatch.setattr(w, "_begin", lambda config, resume=None, overwrite=False: started.append(config))
+    return started
+
+
+def axis_labels(axis) -> list:
+    """(rect in the axis' coordinates, text) of each tick label a pyqtgraph axis paints now."""
+    from PySide6.QtGui import QImage, QPainter
+
+    image = QImage(8, 8, QImage.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        specs = axis.generateDrawSpecs(painter)
+    finally:
+        painter.end()
+    return [(rect, text) for rect, _flags, text in specs[2]] if specs else []

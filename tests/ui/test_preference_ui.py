@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 import tiny
-from gui_helpers import open_window, shut
+from gui_helpers import captured_start, open_window, shut, typed
 from lora_studio.config import DataConfig, LoraConfig, ModelConfig, RunConfig, TrainConfig
 
 PAIRS = [("the quick brown fox", " jumps over the lazy dog", " low rank"),
@@ -68,19 +68,6 @@ def pick_task(qtbot, w, task):
         return s.stats is not None and s.stats.format.startswith("preference") if prefer else bool(s.preview.problem)
 
     qtbot.waitUntil(read, timeout=60_000)
-
-
-def typed(qtbot, field, text):
-    field.setFocus()
-    qtbot.waitUntil(field.hasFocus, timeout=2_000)
-    field.selectAll()
-    qtbot.keyClicks(field, text)
-
-
-def captured_start(w, monkeypatch):
-    started = []
-    monkeypatch.setattr(w, "_begin", lambda config, resume=None, overwrite=False: started.append(config))
-    return started
 
 
 def test_preference_rows_show_for_the_task_and_reach_the_started_config(qtbot, window, monkeypatch):

@@ -4,6 +4,7 @@ in any locale (issue 13, item 1)."""
 import pytest
 from PySide6.QtCore import QLocale, Qt
 
+from gui_helpers import captured_start, typed
 from lora_studio.ui.widgets import parse_number
 
 
@@ -13,28 +14,15 @@ def test_parse_number_reads_both_decimal_separators(text, value):
     assert parse_number(text) == value
 
 
-def _typed(qtbot, w, field, text):
-    field.setFocus()
-    qtbot.waitUntil(field.hasFocus, timeout=2_000)
-    field.selectAll()
-    qtbot.keyClicks(field, text)
-
-
-def _capture_start(w, monkeypatch):
-    started = []
-    monkeypatch.setattr(w, "_begin", lambda config, resume=None, overwrite=False: started.append(config))
-    return started
-
-
-@pytest.mark.parametrize("locale, typed, lr", [(QLocale(QLocale.German, QLocale.Germany), "0,0003", 3e-4),
+@pytest.mark.parametrize("locale, text, lr", [(QLocale(QLocale.German, QLocale.Germany), "0,0003", 3e-4),
                                                 (QLocale(QLocale.English, QLocale.UnitedStates), "2e-4", 2e-4)])
-def test_typed_learning_rate_counts_on_ctrl_enter(qtbot, window, monkeypatch, locale, typed, lr):
+def test_typed_learning_rate_counts_on_ctrl_enter(qtbot, window, monkeypatch, locale, text, lr):
     QLocale.setDefault(locale)
     try:
-        started = _capture_start(window, monkeypatch)
+        started = captured_start(window, monkeypatch)
         s = window.train_settings
-        _typed(qtbot, window, s.lr, typed)
-        assert s.lr.text() == typed  # the comma was not dropped while typing
+        typed(qtbot, s.lr, text)
+        assert s.lr.text() == text  # the comma was not dropped while typing
         qtbot.keyClick(s.lr, Qt.Key_Return, Qt.ControlModifier)
         assert len(started) == 1 and started[0].train.lr == pytest.approx(lr, rel=1e-12)
         assert s.lr.hasFocus()
@@ -43,12 +31,12 @@ def test_typed_learning_rate_counts_on_ctrl_enter(qtbot, window, monkeypatch, lo
 
 
 def test_typed_run_folder_and_steps_count_on_ctrl_enter(qtbot, window, monkeypatch, tmp_path):
-    started = _capture_start(window, monkeypatch)
+    started = captured_start(window, monkeypatch)
     s = window.train_settings
-    _typed(qtbot, window, s.steps, "17")
+    typed(qtbot, s.steps, "17")
     qtbot.keyClick(s.steps, Qt.Key_Enter, Qt.ControlModifier)
     assert started[-1].train.max_steps == 17
     folder = str(tmp_path / "typed-run")
-    _typed(qtbot, window, s.out, folder)
+    typed(qtbot, s.out, folder)
     qtbot.keyClick(s.out, Qt.Key_Return, Qt.ControlModifier)
     assert len(started) == 2 and started[-1].out == folder and started[-1].train.max_steps == 17

@@ -62,15 +62,9 @@ def test_grad_norm_and_lr_axes_show_plain_numbers(qtbot):
 
 def _drawn_labels(axis) -> list[str]:
     """The tick labels an axis paints now (pyqtgraph's own draw specs)."""
-    from PySide6.QtGui import QImage, QPainter
+    from gui_helpers import axis_labels
 
-    image = QImage(8, 8, QImage.Format_ARGB32)
-    painter = QPainter(image)
-    try:
-        specs = axis.generateDrawSpecs(painter)
-    finally:
-        painter.end()
-    return [text for _rect, _flags, text in specs[2]] if specs else []
+    return [text for _rect, text in axis_labels(axis)]
 
 
 def _contrast(a, b) -> float:

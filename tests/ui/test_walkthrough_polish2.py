@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QRect, QRectF
-from PySide6.QtGui import QImage, QPainter
+from gui_helpers import axis_labels
 from PySide6.QtWidgets import QLabel, QScrollArea
 
 from lora_studio.engine.spectra import ModuleSpectrum
@@ -17,13 +17,7 @@ from lora_studio.ui.widgets import ElidedLabel
 
 def _specs(axis) -> list[tuple[QRectF, str]]:
     """(rect in the axis' coordinates, text) of each tick label the axis paints now."""
-    image = QImage(8, 8, QImage.Format_ARGB32)
-    painter = QPainter(image)
-    try:
-        specs = axis.generateDrawSpecs(painter)
-    finally:
-        painter.end()
-    return [(rect, text) for rect, _flags, text in specs[2]] if specs else []
+    return axis_labels(axis)
 
 
 def _labels(axis) -> list[str]:
