@@ -221,7 +221,7 @@ def test_a_stopped_run_sends_the_spectra_of_the_step_it_stopped_at(tmp_path, ber
     """Walkthrough: after Continue then Stop, the Spectra tab still showed the step the run was
     opened at; the engine sent final spectra only for a run that finished."""
     cfg = _config(tmp_path, bert_folder, _classification_data(tmp_path / "d.jsonl"), max_steps=20,
-                  eval_every=0, save_every=0, save_minutes=0)
+                  eval_every=2, save_every=0, save_minutes=0)  # evaluation on, as a user has it
     control, spectra = E.Control(), []
 
     def on_event(e):
