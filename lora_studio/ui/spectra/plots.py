@@ -260,6 +260,7 @@ class Heatmap(_Base):
         p.addItem(self.placeholder)
         p.getViewBox().sigResized.connect(self._fit_cells)
         p.getViewBox().sigResized.connect(self._fit_placeholder)
+        p.getViewBox().sigRangeChanged.connect(self._fit_placeholder)
         self.scene().sigMouseMoved.connect(self._moved)
         self.scene().sigMouseClicked.connect(self._clicked)
         self._last = (-1, -1)
@@ -300,13 +301,15 @@ class Heatmap(_Base):
         for axis in ("bottom", "left"):
             p.getAxis(axis).setTicks([[], []])
         self.placeholder.setText(text)
-        self.placeholder.setPos(0.5, 0.5)
         self._fit_placeholder()
 
     def _fit_placeholder(self, *_):
-        """The message wraps within the cells' area (at 1280 px it was cut at both ends)."""
+        """The message wraps within the cells' area (at 1280 px it was cut at both ends), centred on
+        what the view shows (a view that keeps its aspect widens its range past 0-1 on one side)."""
         if self.placeholder.toPlainText():
-            self.placeholder.setTextWidth(max(40.0, self.getPlotItem().getViewBox().width() - 8))
+            vb = self.getPlotItem().getViewBox()
+            self.placeholder.setTextWidth(max(40.0, vb.width() - 8))
+            self.placeholder.setPos(vb.viewRect().center())
 
     def _ticks(self, axis: str, n: int, labels):
         step = tick_step(n, 16 if axis == "left" else 12)
