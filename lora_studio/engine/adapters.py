@@ -316,8 +316,10 @@ def load_adapter(model: nn.Module, path, strict: bool = True) -> list[str]:
                             rank_pattern={n: m.r for n, m in ad.modules.items()},
                             alpha_pattern={n: m.alpha for n, m in ad.modules.items()},
                             modules_to_save=list(mts), dora=bool(ad.config.get("use_dora")))
+        from lora_studio.engine.inits import read_principal
+
         try:
-            inject(model, spec)
+            inject(model, spec, principal=read_principal(path))  # a checkpoint's PiSSA/OLoRA residual
         except UserError as e:
             raise UserError(f"adapter {path} does not fit this model: {e}") from None
         layers = lora_layers(model)

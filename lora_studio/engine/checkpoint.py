@@ -49,7 +49,9 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def save_checkpoint(model, model_ref: str, run_dir: Path, state: dict, keep: int) -> Path:
     """checkpoints/step-N/ written as .tmp-step-N and renamed: a kill never leaves half of one."""
-    from lora_studio.engine.adapters import save_adapter
+    from lora_studio.engine.adapters import atomic_save_tensors, save_adapter
+    from lora_studio.engine.inits import PRINCIPAL_FILE, principal_state
+    from lora_studio.engine.lora import lora_layers
 
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"step-{state['step']}"
@@ -57,6 +59,9 @@ def save_checkpoint(model, model_ref: str, run_dir: Path, state: dict, keep: int
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         save_adapter(model, tmp, model_ref, residual=True)  # PiSSA/OLoRA: the A, B resume needs
+        principal = principal_state(lora_layers(model))  # … and the A0, B0 of its residual base
+        if principal:
+            atomic_save_tensors(tmp / PRINCIPAL_FILE, principal)
         torch.save(state, tmp / STATE_FILE)
         if final.exists():
             shutil.rmtree(final)
@@ -73,12 +78,14 @@ def load_latest(run_dir) -> tuple[Path | None, dict | None, list[str]]:
     """(checkpoint, trainer state, notes) of the newest readable checkpoint. A damaged one (cut
     short by a kill or a full disk) is skipped for the one before, and the notes say so."""
     from lora_studio.engine.adapters import read_adapter
+    from lora_studio.engine.inits import read_principal
 
     notes = []
     for ckpt in reversed(checkpoints(run_dir)):
         try:
             state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
             read_adapter(ckpt)
+            read_principal(ckpt)  # a PiSSA/OLoRA run's residual factors, when it has them
             if state.get("step") != step_of(ckpt):
                 raise ValueError(f"it holds step {state.get('step')}")
         except Exception as e:  # noqa: BLE001 - any damage means: use the one before

@@ -176,9 +176,10 @@ def plan(model: nn.Module, spec: LoraSpec) -> list[Site]:
     return sites
 
 
-def inject(model: nn.Module, spec: LoraSpec, sites: list[Site] | None = None) -> list[str]:
+def inject(model: nn.Module, spec: LoraSpec, sites: list[Site] | None = None, principal: dict | None = None) -> list[str]:
     """Adapt `model` in place: freeze every base parameter, wrap each selected module in a
-    LoraLayer, unfreeze `spec.modules_to_save`. Returns the adapted module names."""
+    LoraLayer, unfreeze `spec.modules_to_save`. Returns the adapted module names. `principal`:
+    name -> (A0, B0) a checkpoint kept for a PiSSA/OLoRA run (inits.read_principal)."""
     if lora_layers(model):
         raise UserError("this model already has LoRA adapters; load a fresh base model")
     sites = sites if sites is not None else plan(model, spec)
@@ -189,7 +190,7 @@ def inject(model: nn.Module, spec: LoraSpec, sites: list[Site] | None = None) ->
         r, alpha = spec.rank_of(s.name)
         layer = LoraLayer(s.module, s, r, alpha, spec.scaling(r, alpha), spec.dropout)
         if spec.dora or spec.init != "kaiming":
-            variants.prepare(layer, spec)
+            variants.prepare(layer, spec, (principal or {}).get(s.name))
         _set_module(model, s.name, layer)
     saved = []
     for name, module in model.named_modules():

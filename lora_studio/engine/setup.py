@@ -142,7 +142,8 @@ def check_start_from(config: RunConfig) -> None:
                         "those settings; set them back, or start without --from")
 
 
-def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, control=None) -> Setup:
+def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, control=None,
+          principal: dict | None = None) -> Setup:
     from lora_studio.engine import data as data_mod
     from lora_studio.engine.fast import speed_up
     from lora_studio.engine.lora import inject
@@ -206,9 +207,10 @@ def setup(config: RunConfig, emit: Callable = lambda e: None, label_names=None, 
     for_training(model)  # a 4-bit base: no CPU inference repacking (it would zero the gradients)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
-    torch.manual_seed(config.train.seed)  # also seeds PiSSA's randomised SVD: resume rebuilds the same residual
+    torch.manual_seed(config.train.seed)  # also seeds PiSSA's randomised SVD
     t0 = time.perf_counter()
-    adapted = inject(model, config.lora.to_spec(config.model.task))
+    # resuming a PiSSA/OLoRA run: its checkpoint's A0, B0 rebuild the very residual it trained on
+    adapted = inject(model, config.lora.to_spec(config.model.task), principal=principal)
     if config.model.start_from:  # --from: the run starts from (and trains on) that run's adapter
         from lora_studio.engine.adapters import load_adapter
 

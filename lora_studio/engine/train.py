@@ -24,6 +24,7 @@ import torch
 from lora_studio.config import RunConfig
 from lora_studio.engine.checkpoint import epoch_order, load_latest, rng_state, save_checkpoint, set_rng_state
 from lora_studio.engine.errors import Failure, NonFiniteLoss, failure_of
+from lora_studio.engine.inits import read_principal
 from lora_studio.engine.run_errors import _failure, _no_gradient, _nonfinite, oom_message  # noqa: F401
 from lora_studio.engine.events import (Checkpoint, Control, Eval, Failed, Finished, Paused, Resumed, Spectra,
                                        Started, Status, Step)
@@ -112,7 +113,8 @@ def train(config: RunConfig, on_event: Callable | None = None, control: Control 
         if dist.main:  # [dist] rank 0 alone writes the run folder
             config.save(run_dir / RUN_FILE)
             write_run_state(run_dir, "running", state["step"] if state else 0, 0, "loading")
-        s = setup(config, emit, label_names=read_labels(run_dir) if resume else None, control=control)
+        s = setup(config, emit, label_names=read_labels(run_dir) if resume else None, control=control,
+                  principal=read_principal(ckpt) if resume and ckpt is not None else None)
         return _loop(s, run_dir, emit, control, state, ckpt, spectra_every, notes, dist)
     except Stopped:
         ev = Finished(reached["step"], str(run_dir), True)

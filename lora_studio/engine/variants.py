@@ -119,11 +119,12 @@ def check(sites, spec):
                         f"(e.g. --targets '{fused[0].rsplit('.', 1)[-1]}') or use plain LoRA")
 
 
-def prepare(layer, spec):
-    """Apply `spec.init` and the spec's variant to a freshly built (plain, unfused) layer."""
+def prepare(layer, spec, given=None):
+    """Apply `spec.init` (with a checkpoint's principal factors, `given`) and the spec's variant to
+    a freshly built (plain, unfused) layer."""
     from lora_studio.engine.inits import init
 
-    init(layer, spec.init)
+    init(layer, spec.init, given)
     layer.variant = variant_of(spec)
     if layer.variant is not None:
         layer.variant.prepare(layer)

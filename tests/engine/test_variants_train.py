@@ -47,6 +47,43 @@ def test_variant_resumes_exactly(variant, tmp_path, bert_folder):
     assert RunConfig.load(Path(full.out) / "run.toml").to_dict() == full.to_dict()
 
 
+def test_pissa_resumed_on_another_random_stream_trains_on_the_same_residual(tmp_path, bert_folder, monkeypatch):
+    """GPU review N19: PiSSA's randomised SVD draws from the device's random stream, so a run resumed
+    on another device (CUDA vs CPU) rebuilt another residual base. Checkpoints keep A0, B0; the
+    resumed run, and a load of the checkpoint, build the residual from them. Another device is
+    simulated by one extra random draw before each SVD in the resumed process."""
+    from lora_studio.engine import inits
+
+    monkeypatch.setattr(inits, "EXACT_SVD_BELOW", 1)  # the randomised SVD, as for a real model's matrices
+    data = _classification_data(tmp_path / "d.jsonl", 64)
+    full = _config(tmp_path / "full", bert_folder, data, {"init": "pissa"}, {})
+    assert isinstance(T.train(full), T.Finished)
+    part = _config(tmp_path / "part", bert_folder, data, {"init": "pissa"}, {})
+    control = T.Control()
+    T.train(part, lambda e: isinstance(e, T.Step) and e.step == 3 and control.stop(), control)
+    ckpt = Path(part.out) / "checkpoints" / "step-3"
+    assert (ckpt / inits.PRINCIPAL_FILE).is_file()
+    real = torch.svd_lowrank
+
+    def other_stream(*a, **k):
+        torch.rand(7)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "svd_lowrank", other_stream)
+    assert isinstance(T.train(part, resume=part.out), T.Finished)
+    assert _losses(part.out) == _losses(full.out)
+    # a checkpoint loaded on a fresh base (try, export, spectra) builds the same residual too
+    x = tiny.inputs()
+    x["input_ids"] = x["input_ids"] + 1000
+    models = []
+    for run in (full, part):
+        m = transformers.AutoModelForSequenceClassification.from_pretrained(bert_folder)
+        load_adapter(m, Path(run.out) / "checkpoints" / "step-8")
+        models.append(m.eval())
+    with torch.no_grad():
+        torch.testing.assert_close(models[1](**x).logits, models[0](**x).logits, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("init", ["pissa", "olora"])
 def test_principal_run_folder_loads_in_peft_on_the_original_base(init, tmp_path, bert_folder):
     data = _classification_data(tmp_path / "d.jsonl", 64)
