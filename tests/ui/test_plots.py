@@ -102,3 +102,50 @@ def test_a_new_run_starts_on_a_neutral_frame_and_its_first_step_shows(qtbot):
     plots.add_step(2, 1.9, 1e-3, 0.5)
     plots.flush()
     assert plots.ema_curve.opts["symbol"] is None  # a line from the second step on
+
+
+def test_smoothing_control_recomputes_the_curve_and_the_card_and_is_kept(qtbot):
+    """GUI walkthrough #20: the loss curve's smoothing is a control (TensorBoard's debiased EMA).
+    Changing it recomputes the whole curve from the raw losses, later steps continue it, the
+    loss card shows the new last value at once, and the next window starts with it."""
+    import numpy as np
+    from PySide6.QtCore import Qt
+
+    from lora_studio.engine.events import Step
+    from lora_studio.ui.training.plots import SMOOTHING, smoothed
+    from lora_studio.ui.training.view import TrainingView
+    from lora_studio.ui.training.worker import TrainingController
+
+    view = TrainingView(TrainingController())
+    qtbot.addWidget(view)
+    view.resize(1280, 700)
+    view.show()
+    plots, c = view.plots, view.controller
+    assert plots.smoothing.value() == SMOOTHING and plots.smoothing.isVisible()
+    losses = [2.0, 1.0, 1.6, 0.8, 1.1, 0.5]
+    for i, loss in enumerate(losses[:4], start=1):
+        c.stepped.emit(Step(i, 6, i / 6, loss, 1e-3, 1.0, 100.0, float(i), 1.0, 0, 0))
+    qtbot.waitUntil(lambda: view.loss.value.text() not in ("", "–"))
+    np.testing.assert_allclose(plots.ema.data()[1], smoothed(np.array(losses[:4]), SMOOTHING))
+    # the user types 0 (raw) then presses Enter: the curve is the raw losses, and so is the card
+    plots.smoothing.selectAll()
+    qtbot.keyClicks(plots.smoothing, "0")
+    qtbot.keyClick(plots.smoothing, Qt.Key_Return)
+    qtbot.waitUntil(lambda: plots.ema.n == 4 and plots.ema.y[3] == 0.8)
+    np.testing.assert_allclose(plots.ema.data()[1], losses[:4])
+    assert view.loss.value.text() == "0.8000"
+    plots.set_smoothing(0.9)
+    np.testing.assert_allclose(plots.ema.data()[1], smoothed(np.array(losses[:4]), 0.9))
+    assert view.loss.value.text() == f"{smoothed(np.array(losses[:4]), 0.9)[-1]:.4f}"
+    for i, loss in enumerate(losses[4:], start=5):  # later steps continue the recomputed curve
+        c.stepped.emit(Step(i, 6, i / 6, loss, 1e-3, 1.0, 100.0, float(i), 1.0, 0, 0))
+    np.testing.assert_allclose(plots.ema.data()[1], smoothed(np.array(losses), 0.9), rtol=1e-12)
+    plots.flush()
+    np.testing.assert_allclose(plots.ema_curve.yData, smoothed(np.array(losses), 0.9))
+    np.testing.assert_allclose(plots.raw_curve.yData, losses)  # the raw curve is untouched
+    again = TrainingView(TrainingController())  # the next session starts with the user's choice
+    qtbot.addWidget(again)
+    assert again.plots.smoothing.value() == 0.9
+    again.plots.add_step(1, 3.0, 1e-3)
+    again.plots.add_step(2, 1.0, 1e-3)
+    np.testing.assert_allclose(again.plots.ema.data()[1], smoothed(np.array([3.0, 1.0]), 0.9))

@@ -14,13 +14,26 @@ import os
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout,
+                               QWidget)
 
 from lora_studio.ui import style
 from lora_studio.ui.axes import ShortNumberAxis, StepAxis, fit_width
 
-SMOOTHING = 0.8  # EMA weight of the past, debiased as TensorBoard does
+SMOOTHING = 0.8  # EMA weight of the past, debiased as TensorBoard does (the default of the control)
+SMOOTHING_KEY = "training/smoothing"  # QSettings: the user's choice, kept across sessions
+
+
+def smoothed(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's debiased exponential moving average: v_k = w v_(k-1) + (1 - w) x_k, shown as
+    v_k / (1 - w^k). Weight 0 is the raw curve."""
+    out = np.empty(len(values))
+    value = 0.0
+    for k, x in enumerate(values, 1):
+        value = weight * value + (1 - weight) * x
+        out[k - 1] = value / (1 - weight ** k)
+    return out
 
 
 class Series:
@@ -49,10 +62,21 @@ class Series:
         self.n = 0
 
 
+def _saved_smoothing() -> float:
+    try:
+        value = float(QSettings().value(SMOOTHING_KEY, SMOOTHING))
+    except (TypeError, ValueError):
+        return SMOOTHING
+    return min(0.99, max(0.0, value)) if math.isfinite(value) else SMOOTHING
+
+
 class TrainingPlots(QWidget):
     """Loss (train, smoothed, eval) over the run; below it eval accuracy (classification), the
     gradient norm and the learning rate. Dashed vertical lines mark epoch boundaries. A bar above
-    the plots: log scale for the loss, "Save plot…" (PNG) and "Save data…" (CSV)."""
+    the plots: log scale for the loss, the smoothing of the loss curve, "Save plot…" (PNG) and
+    "Save data…" (CSV)."""
+
+    smoothing_changed = Signal(float)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -67,11 +91,24 @@ class TrainingPlots(QWidget):
         self.save_plot.setToolTip("The plots as a PNG image")
         self.save_data = QPushButton("Save data…")
         self.save_data.setToolTip("The curves as CSV: series, step, value")
+        self.smoothing = QDoubleSpinBox()
+        self.smoothing.setRange(0.0, 0.99)
+        self.smoothing.setSingleStep(0.05)
+        self.smoothing.setDecimals(2)
+        self.smoothing.setValue(_saved_smoothing())
+        self.smoothing.setToolTip("Smoothing of the loss curve and the loss card: the weight of the past in an "
+                                  "exponential moving average, debiased as in TensorBoard (0 = raw, 0.99 = "
+                                  "very smooth). The raw curve stays drawn thin behind it.")
+        smoothing_label = QLabel("Smoothing")
+        smoothing_label.setBuddy(self.smoothing)
         # the legend is a label in this bar, outside the plots: it never covers a curve
         self.legend = QLabel()
         self.legend.setTextFormat(Qt.RichText)
         bar.addWidget(self.log_loss)
-        bar.addSpacing(16)
+        bar.addSpacing(12)
+        bar.addWidget(smoothing_label)
+        bar.addWidget(self.smoothing)
+        bar.addSpacing(12)
         bar.addWidget(self.legend)
         bar.addStretch(1)
         bar.addWidget(self.save_plot)
@@ -120,6 +157,7 @@ class TrainingPlots(QWidget):
         self.epochs: list[tuple[int, int]] = []  # (step, epoch number starting there), epoch >= 1
         self._marks: list[pg.InfiniteLine] = []
         self._ema_state = (0.0, 0)
+        self._weight = self.smoothing.value()
         self._last_epoch = None
         self.task = "classification"
         self.total = 0
@@ -129,6 +167,7 @@ class TrainingPlots(QWidget):
         self.timer.timeout.connect(self.flush)
         self.timer.start()
         self.log_loss.toggled.connect(lambda on: self.loss.setLogMode(y=on))
+        self.smoothing.valueChanged.connect(self.set_smoothing)
         self.save_plot.clicked.connect(self._ask_save_plot)
         self.save_data.clicked.connect(self._ask_save_data)
         self.apply_theme(style.current())
@@ -210,14 +249,37 @@ class TrainingPlots(QWidget):
             self._last_epoch = whole
         if math.isfinite(loss):
             self.raw.append(step, loss)
+            w = self._weight
             value, k = self._ema_state
-            value, k = SMOOTHING * value + (1 - SMOOTHING) * loss, k + 1
+            value, k = w * value + (1 - w) * loss, k + 1
             self._ema_state = (value, k)
-            self.ema.append(step, value / (1 - SMOOTHING ** k))
+            self.ema.append(step, value / (1 - w ** k))
         self.rate.append(step, lr)
         if math.isfinite(grad_norm):
             self.norm.append(step, grad_norm)
         self._dirty = True
+
+    def set_smoothing(self, weight: float):
+        """Smooth the loss curve with another weight: the whole curve is recomputed from the raw
+        losses (and later steps continue it); the choice is kept for the next session."""
+        weight = min(0.99, max(0.0, float(weight)))
+        if weight == self._weight:
+            return
+        self._weight = weight
+        if self.smoothing.value() != weight:
+            self.smoothing.setValue(weight)
+        QSettings().setValue(SMOOTHING_KEY, weight)
+        xs, ys = self.raw.data()
+        xs, ys = xs.copy(), ys.copy()
+        self.ema.clear()
+        self.ema.extend(xs, smoothed(ys, weight))
+        value = 0.0
+        for y in ys:  # the state later steps continue from
+            value = weight * value + (1 - weight) * y
+        self._ema_state = (value, len(ys))
+        self._dirty = True
+        self.flush()
+        self.smoothing_changed.emit(weight)
 
     def add_stats(self, step: int, stats: dict):
         """A preference step's numbers (Step.stats, or a metrics.jsonl row): reward margin and

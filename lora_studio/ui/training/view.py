@@ -104,6 +104,9 @@ class TrainingView(QWidget, Part):
         self.banner = Banner()
         lay.addWidget(self.banner)
         self.plots = TrainingPlots()
+        # the card shows the curve's last point: another smoothing changes it at once
+        self.plots.smoothing_changed.connect(
+            lambda _w: self.plots.ema.n and self.loss.value.setText(f"{self.plots.ema.y[self.plots.ema.n - 1]:.4f}"))
         frame = QFrame()
         frame.setObjectName("Card")
         fl = QVBoxLayout(frame)
