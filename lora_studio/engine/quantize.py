@@ -219,8 +219,8 @@ def quantized_logits(base_ref: str, task: str, run_dir, quantize: str, inputs: d
     from lora_studio.engine.adapters import load_adapter
     from lora_studio.engine.models import load_model
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = compute_dtype(device, "auto")
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    dtype = compute_dtype(device, _gap_precision(run_dir, device))
     model = load_model(base_ref, task, dtype=dtype, device=device, id2label=id2label,
                        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                        quantization_config=bnb_config(quantize, dtype, task)).eval()
@@ -231,6 +231,24 @@ def quantized_logits(base_ref: str, task: str, run_dir, quantize: str, inputs: d
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
+
+
+def _gap_precision(run_dir, device: torch.device) -> str:
+    """The precision the quantized base computes in for the export's gap check: the run's own,
+    resolved for this device. "auto" was bf16 on every GPU (GPU review N20), emulated and slow on
+    a pre-Ampere one, where the run itself trained in fp16; a bf16 run checked on such a GPU
+    computes in fp16 too."""
+    from pathlib import Path
+
+    from lora_studio.config import RunConfig
+    from lora_studio.engine.runfolder import RUN_FILE, run_of
+    from lora_studio.engine.setup import bf16_native, resolve_precision
+
+    path = run_of(Path(run_dir)) / RUN_FILE
+    precision = RunConfig.load(path).train.precision if path.is_file() else "auto"
+    if device.type != "cuda" or (precision == "bf16" and not bf16_native(device)):
+        precision = "auto"  # a CPU computes in fp32 whatever the run used
+    return resolve_precision(precision, device)
 
 
 def run_quantize(run_dir) -> str:

@@ -460,3 +460,33 @@ def test_fsdp2_trains_under_the_run_s_autocast_with_one_unit_per_block(tmp_path)
     assert r["mixed"] == ["torch.bfloat16", "torch.float32"], r
     assert r["units"] == r["blocks"] + 1, r
     assert r["compared"] == 8 and r["gap"] <= 1e-3, r  # A and B of q and v in 2 blocks
+
+
+# -- N20: the export's gap check computes in the run's precision, not bf16 on every GPU ----------
+@pytest.mark.parametrize("capability, precision, want", [
+    ((7, 5), "auto", torch.float16),  # a T4: auto trained in fp16; the check was bf16 (emulated, slow)
+    ((7, 5), "bf16", torch.float16),  # a bf16 run checked on a GPU without bf16
+    ((7, 5), "fp32", torch.float32),
+    ((8, 0), "auto", torch.bfloat16),
+    ((8, 0), "fp16", torch.float16),  # was bf16: another half type than the run trained in
+])
+def test_export_gap_check_computes_in_the_run_s_precision(tmp_path, monkeypatch, capability, precision, want):
+    pytest.importorskip("bitsandbytes")
+    from lora_studio.engine import models
+    from lora_studio.engine.quantize import quantized_logits
+
+    fakecuda.visible(monkeypatch, gpus=1, capability=capability)
+    seen = {}
+
+    def load_model(ref, task, **kw):
+        seen.update(kw)
+        raise Reached
+
+    monkeypatch.setattr(models, "load_model", load_model)
+    run = tmp_path / "run"
+    run.mkdir()
+    RunConfig().replace(model={"path": "some/model", "task": "causal-lm", "quantize": "nf4"},
+                        train={"precision": precision}).save(run / "run.toml")
+    with pytest.raises(Reached):
+        quantized_logits("some/model", "causal-lm", run, "nf4", {})
+    assert seen["dtype"] == want and seen["quantization_config"].bnb_4bit_compute_dtype == want
