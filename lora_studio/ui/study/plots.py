@@ -158,6 +158,10 @@ class LossVsRank(pg.PlotWidget):
         self.plot_item.setXRange(lo - 0.15, hi + 0.15, padding=0)  # the end points' symbols whole
 
 
+HOVER_HINT = ("Hover a cell for its value. φ(i, j): how much the top i directions of the smaller rank share "
+              "with the top j of the larger (0 none, 1 all)")
+
+
 class PhiView(QWidget):
     """φ(i, j) between the largest rank and a smaller one, per module kind (a heatmap with a colour
     bar, 0…1, j down the side); a combo, shown once a sweep gave something to pick, picks the pair
@@ -181,8 +185,13 @@ class PhiView(QWidget):
         # title: a colour bar title "φ" stood alone as a stray glyph
         self.heatmap = Heatmap("i (smaller rank)", "j (larger rank)", origin=1)
         lay.addWidget(self.heatmap, 1)
+        # every cell's value on hover: from 16 ranks up the cells are too small for their numbers
+        self.readout = label("", "Hint")
+        self.readout.setWordWrap(True)
+        lay.addWidget(self.readout)
         self.entries: list[tuple[str, np.ndarray]] = []
         self.choice.currentIndexChanged.connect(self._show)
+        self.heatmap.hovered.connect(self._hovered)
         self.heatmap.show_message("φ: after the sweep")
         self.apply_theme(style.current())
 
@@ -208,3 +217,11 @@ class PhiView(QWidget):
     def _show(self, index: int):
         if 0 <= index < len(self.entries):
             self.heatmap.show_matrix(self.entries[index][1].T, (0.0, 1.0))  # (r_b, r_a): j down, i across
+            self.readout.setText(HOVER_HINT)
+
+    def _hovered(self, r: int, c: int):
+        """Row r is j (the larger rank's direction), column c is i (the smaller rank's)."""
+        if r < 0 or not self.entries:
+            self.readout.setText(HOVER_HINT if self.entries else "")
+            return
+        self.readout.setText(f"i = {c + 1}, j = {r + 1}:  φ = {self.heatmap.value(r, c):.3f}")
