@@ -395,7 +395,7 @@ class Loop:
                       tokens / dt if dt > 0 else 0.0, elapsed, eta, alloc, peak, stats or None, padding, mfu)
             self.log({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": ev.tokens_per_s, "padding": padding,
                       **({"mfu": mfu} if mfu is not None else {}),
-                      "time": time.time(), "epoch": ev.epoch, "grad_norm": grad_norm,
+                      "time": time.time(), "elapsed": elapsed, "epoch": ev.epoch, "grad_norm": grad_norm,
                       "mem_allocated": alloc, "mem_peak": peak, **stats})
             self.emit(ev)
         self.recent.append(time.perf_counter() - t0)  # the whole step: its logging and event included

@@ -177,8 +177,15 @@ def test_an_opened_run_shows_its_throughput_time_and_memory(window, finished_run
     with qtbot.waitSignal(window.run_opened, timeout=30_000):
         window.open_run(str(finished_run))
     t = window.training
-    assert t.speed.value.text().endswith("tok/s") and t.eta.sub.text().startswith("last logged 20")
+    assert t.speed.value.text().endswith("tok/s") and "\nlast logged 20" in t.eta.sub.text()
     assert t.memory.value.text() != "–"
+    # the training time, as the live card counted it (metrics.jsonl's `elapsed`; GUI #41 left it out)
+    from lora_studio.engine.runfolder import read_metrics
+    from lora_studio.ui.widgets import duration
+
+    took = [r["elapsed"] for r in read_metrics(finished_run) if "elapsed" in r]
+    assert len(took) == 8 and took == sorted(took) and took[0] > 0
+    assert t.eta.sub.text().startswith(f"elapsed {duration(took[-1])}\n")
 
 
 def test_export_is_offered_only_with_a_run(window, finished_run, qtbot):

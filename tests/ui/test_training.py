@@ -174,6 +174,51 @@ def test_out_of_memory_shows_the_tips(window, qtbot, dialogs, monkeypatch):
     assert window.header.start.isEnabled() and window.header.state.text() == "Failed"
 
 
+def test_a_failed_run_s_banner_offers_details_and_dismiss(window, qtbot, dialogs, monkeypatch):
+    """GUI #46: the failure banner had no action and stayed up. Details… shows the dialog again;
+    Dismiss takes the banner away."""
+    from lora_studio.engine.train import Failed
+
+    tips = "out of GPU memory at batch 4 x 32 tokens: lower the batch size (now 4; …); shorten max length"
+    fail_with(monkeypatch, Failed(tips, "oom", 3))
+    with qtbot.waitSignal(window.controller.finished, timeout=10_000):
+        qtbot.mouseClick(window.header.start, Qt.LeftButton)
+    banner = window.training.banner
+    assert banner.isVisible() and banner.property("kind") == "bad"
+    assert [banner.first.text(), banner.second.text()] == ["Details…", "Dismiss"]
+    qtbot.mouseClick(banner.first, Qt.LeftButton)
+    assert [(d.kind, d.title, d.text) for d in dialogs.shown] == [("warning", "Out of memory", tips)] * 2
+    qtbot.mouseClick(banner.second, Qt.LeftButton)
+    assert not banner.isVisible()
+
+
+def test_a_disk_full_failure_with_a_checkpoint_offers_continue(qtbot, tmp_path):
+    """A full disk keeps the last checkpoint, and the run goes on from it once space is freed: the
+    banner's second action continues that run (other failures offer Dismiss: continuing as it is
+    would fail again)."""
+    import errno
+
+    from lora_studio.engine.errors import failure_of
+    from lora_studio.engine.events import Failed
+    from lora_studio.ui.training.view import TrainingView
+    from lora_studio.ui.training.worker import TrainingController
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-4").mkdir(parents=True)
+    (run / "checkpoints" / "step-4" / "trainer_state.pt").write_bytes(b"x")
+    view = TrainingView(TrainingController())
+    qtbot.addWidget(view)
+    view.run_dir = str(run)
+    f = failure_of(OSError(errno.ENOSPC, "No space left on device", str(run / "checkpoints")), 7, str(run))
+    view._finished(Failed(f.message, f.kind, f.detail, f.step))
+    assert [view.banner.first.text(), view.banner.second.text()] == ["Details…", "Continue run"]
+    with qtbot.waitSignal(view.sig_continue) as got:
+        qtbot.mouseClick(view.banner.second, Qt.LeftButton)
+    assert got.args == [str(run)]
+    view._finished(Failed("the loss is NaN at step 5", "nonfinite", "", 5))
+    assert view.banner.second.text() == "Dismiss"
+
+
 def test_disk_full_is_not_called_a_bug(window, qtbot, dialogs, monkeypatch):
     import errno
 

@@ -248,7 +248,7 @@ class TrainingView(QWidget, Part):
         self._show_peak(ev)
         if isinstance(ev, Failed):
             self.step.sub.setText(f"failed at step {ev.step}")  # never a stale "Evaluating …"
-            self.banner.show_message(f"Training failed at step {ev.step}: {ev.message}", "bad")
+            self._failed_banner(ev, run_dir)
             return
         self.step.sub.setText(f"stopped at step {ev.step:,} · resumable" if ev.stopped else f"done · {ev.step:,} steps")
         result = ""
@@ -265,6 +265,20 @@ class TrainingView(QWidget, Part):
             self.progress.setValue(self.progress.maximum())
             self.banner.show_message(f"Done: {ev.step} steps, adapter saved in {run_dir}.{result}", "info",
                                      self._try, self._export(run_dir))
+
+    def _failed_banner(self, ev, run_dir: str):
+        """The failure, with what to do about it (GUI #46: it had no action and stayed up): the
+        dialog again ("Details…"), and Continue where the run can go on from its last checkpoint
+        as it is (a full disk, once space is freed), else Dismiss."""
+        from lora_studio.engine.runfolder import latest_checkpoint
+        from lora_studio.ui.failure_dialog import show_failure
+        from lora_studio.ui.wording import run_failure
+
+        title, failure = run_failure(ev, run_dir)
+        details = ("Details…", lambda: show_failure(self.window(), failure, title))
+        resumable = ev.kind == "disk" and run_dir and latest_checkpoint(run_dir) is not None
+        self.banner.show_message(f"Training failed at step {ev.step}: {ev.message}", "bad", details,
+                                 self._continue(run_dir) if resumable else ("Dismiss", self.banner.hide))
 
     def _session_estimate(self) -> int | None:
         """The Targets tab's estimate (activations at the data's real length) of the window's session."""
@@ -337,7 +351,10 @@ class TrainingView(QWidget, Part):
         if times:
             import time
 
-            self.eta.set("–", f"last logged {time.strftime('%Y-%m-%d %H:%M', time.localtime(max(times)))}")
+            last = f"last logged {time.strftime('%Y-%m-%d %H:%M', time.localtime(max(times)))}"
+            # training time as the live card counted it (pauses left out); runs before it was logged: none
+            took = [r["elapsed"] for r in records if isinstance(r.get("elapsed"), (int, float))]
+            self.eta.set("–", f"elapsed {duration(took[-1])}\n{last}" if took else last)
         peak = read_peak(run_dir)
         if peak:
             gpu = str(peak.get("measured_by", "")).startswith("cuda")
