@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from lora_studio.engine.demo import demo_model_path  # noqa: F401 - re-exported
+from lora_studio.core import names as core_names
 from lora_studio.core.names import TASKS  # noqa: F401 - preference: a causal LM
 from lora_studio.engine.errors import UserError
 
@@ -140,6 +141,24 @@ def skeleton_from_config(config, task: str = "causal-lm", num_labels: int = 2, t
             raise UserError(f"a {config.model_type} model cannot do {task}: {why}") from None
         raise UserError(f"the model's config.json does not describe a valid {config.model_type} model: {why}; "
                         "fix config.json or choose another model") from None  # not the task's fault (GUI N21)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """bf16 in hardware (Ampere and later); emulated bf16 (T4, V100) is slow, so auto avoids it."""
+    if device.type != "cuda":
+        return False
+    if torch.version.hip:  # ROCm: torch knows which AMD GPUs have it
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    # this device's compute capability (is_bf16_supported reads the current device, often GPU 0);
+    # reading the properties creates no CUDA context on that GPU
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """core.names.resolve_precision for this device (the rule itself is torch-free, for the GUI)."""
+    cuda = device.type == "cuda"
+    return core_names.resolve_precision(precision, device.type, cuda and bf16_native(device),
+                                   torch.cuda.get_device_name(device) if cuda else "")
 
 
 def resolve_device(device: str = "auto") -> torch.device:

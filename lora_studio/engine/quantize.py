@@ -242,7 +242,7 @@ def _gap_precision(run_dir, device: torch.device) -> str:
 
     from lora_studio.config import RunConfig
     from lora_studio.engine.runfolder import RUN_FILE, run_of
-    from lora_studio.engine.setup import bf16_native, resolve_precision
+    from lora_studio.engine.models import bf16_native, resolve_precision
 
     path = run_of(Path(run_dir)) / RUN_FILE
     precision = RunConfig.load(path).train.precision if path.is_file() else "auto"

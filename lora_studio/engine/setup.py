@@ -17,12 +17,11 @@ from typing import Callable
 import torch
 
 from lora_studio.config import RunConfig
-from lora_studio.core import names as core_names
 from lora_studio.core.names import PRINCIPAL_INITS
 from lora_studio.engine.errors import UserError
 from lora_studio.engine.events import Evaluating, Status
 from lora_studio.engine.runfolder import model_ref
-from lora_studio.engine.models import base_dtype  # noqa: F401 - also imported from here
+from lora_studio.engine.models import base_dtype, bf16_native, resolve_precision  # noqa: F401 - also imported from here
 from lora_studio.engine.step import Batch, autocast, to_device  # noqa: F401 - also imported from here
 
 
@@ -46,25 +45,7 @@ class Stopped(Exception):
     """The user stopped the run before training began (nothing to save)."""
 
 
-# -- device and precision ---------------------------------------------------------------------
-def bf16_native(device: torch.device) -> bool:
-    """bf16 in hardware (Ampere and later); emulated bf16 (T4, V100) is slow, so auto avoids it."""
-    if device.type != "cuda":
-        return False
-    if torch.version.hip:  # ROCm: torch knows which AMD GPUs have it
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    # this device's compute capability (is_bf16_supported reads the current device, often GPU 0);
-    # reading the properties creates no CUDA context on that GPU
-    return torch.cuda.get_device_capability(device)[0] >= 8
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """core.names.resolve_precision for this device (the rule itself is torch-free, for the GUI)."""
-    cuda = device.type == "cuda"
-    return core_names.resolve_precision(precision, device.type, cuda and bf16_native(device),
-                                   torch.cuda.get_device_name(device) if cuda else "")
-
-
+# -- device and precision: bf16_native and resolve_precision live in engine/models.py ---------
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
