@@ -25,10 +25,18 @@ from lora_studio.engine.targets import Site, resolve
 HALF = (torch.float16, torch.bfloat16)
 
 
+def b_positions(slices, r: int) -> list[int]:
+    """Flat positions of a fused layer's lora_B entries inside B_full (out x n*r): row rows_i[j],
+    columns i*r … i*r + r - 1 for slice i."""
+    n = len(slices)
+    return [row * n * r + i * r + c for i, (_, rw) in enumerate(slices) for row in rw for c in range(r)]
+
+
 class LoraLayer(nn.Module):
     """A frozen base Linear/Conv1D plus a trainable low-rank update on all or some of its rows."""
 
-    variant = None  # variants.Variant (e.g. DoRA, which adds `lora_magnitude_vector` (out,)); None: plain
+    variant = None
+    reference = None  # (A, B[, magnitude]) this layer computes with instead, while set (DPO's reference)  # variants.Variant (e.g. DoRA, which adds `lora_magnitude_vector` (out,)); None: plain
     init_method = "kaiming"  # set by inits.init
 
     def __init__(self, base: nn.Module, site: Site, r: int, alpha: float, scaling: float,
@@ -51,10 +59,7 @@ class LoraLayer(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(n * r, self.in_features, device=w.device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.zeros(rows, r, device=w.device, dtype=dtype))
         if self.slices is not None:
-            # flat positions of lora_B's entries inside B_full (out x n*r): row rows_i[j], cols i*r..
-            idx = [row * n * r + i * r + c
-                   for i, (_, rw) in enumerate(self.slices) for row in rw for c in range(r)]
-            self.register_buffer("b_index", torch.tensor(idx, device=w.device), persistent=False)
+            self.register_buffer("b_index", torch.tensor(b_positions(self.slices, r), device=w.device), persistent=False)
             self.register_buffer("row_index", torch.tensor([row for _, rw in self.slices for row in rw],
                                                            device=w.device), persistent=False)
         if w.device.type != "meta":
@@ -89,6 +94,8 @@ class LoraLayer(nn.Module):
         return (self.b_full().to(dtype) @ self.lora_A.to(dtype)) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reference is not None and not (self.merged or self.disabled):
+            return self._forward_with(self.reference, x)
         result = self.base_layer(x)
         if self.merged or self.disabled:
             return result
@@ -101,6 +108,25 @@ class LoraLayer(nn.Module):
         z = F.linear(xa, a) * self.scaling  # (..., R): scale the small tensor, not the output
         delta = F.linear(z, self.b_full())  # (..., out)
         return result + delta.to(result.dtype)
+
+    def _forward_with(self, tensors: tuple, x: torch.Tensor) -> torch.Tensor:
+        """The forward with other adapter tensors in place of this layer's (no grad). They are
+        swapped in for the call only: under FSDP2 the parameters are whole here, between the
+        unshard before the block's forward and the reshard after it, so one swap works for one
+        process, DDP and FSDP2 alike."""
+        if torch.is_grad_enabled():
+            raise RuntimeError("a reference adapter computes under torch.no_grad() only")
+        params = [self.lora_A, self.lora_B] + ([self.lora_magnitude_vector] if self.use_dora else [])
+        kept = [p.data for p in params]
+        for p, t in zip(params, tensors):
+            p.data = t.to(device=p.device, dtype=p.dtype)
+        self.reference = None
+        try:
+            return self.forward(x)
+        finally:
+            self.reference = tensors
+            for p, k in zip(params, kept):
+                p.data = k
 
     @torch.no_grad()
     def merge(self):

@@ -139,47 +139,68 @@ def adapter_tensors(model) -> list[torch.nn.Parameter]:
 
     out = []
     for m in lora_layers(model).values():
-        out += [m.lora_A, m.lora_B] + ([m.lora_magnitude_vector] if m.use_dora else [])
+        out += _layer_tensors(m)
     return out
 
 
 class Reference:
-    """DPO's reference: the base (adapters bypassed), or a frozen copy of the starting adapter."""
+    """DPO's reference: the base (adapters bypassed), or a frozen adapter, per layer name (the one
+    the run started from). While active, each layer computes with its frozen tensors in place of
+    its own (`LoraLayer.reference`), inside its forward, so the swap also works under FSDP2, where
+    the parameters are whole only there."""
 
-    def __init__(self, frozen: list[torch.Tensor] | None = None):
+    def __init__(self, frozen: dict[str, tuple[torch.Tensor, ...]] | None = None):
         self.frozen = frozen
 
     @classmethod
     def of_start(cls, model) -> "Reference":
         """A frozen copy of the adapter the model holds now (a run started from a trained adapter)."""
-        return cls([p.detach().clone() for p in adapter_tensors(model)])
+        from lora_studio.engine.lora import lora_layers
+
+        return cls({name: tuple(p.detach().clone() for p in _layer_tensors(m))
+                    for name, m in lora_layers(model).items()})
+
+    @classmethod
+    def of_folder(cls, path, model) -> "Reference":
+        """The adapter in `path` (the `--from` run), laid out as `model`'s layers hold it. Read from
+        the file, not the model: under FSDP2 all processes but the first build on meta, and a
+        resumed run's model holds the checkpoint instead."""
+        from lora_studio.engine.adapters import read_adapter
+        from lora_studio.engine.lora import b_positions, lora_layers
+
+        ad = read_adapter(path)
+        frozen = {}
+        for name, m in lora_layers(model).items():
+            am = ad.modules.get(name)
+            if am is None:
+                raise RuntimeError(f"the reference adapter {path} has no {name}")
+            B = am.B if m.slices is None else am.B.reshape(-1)[torch.tensor(b_positions(m.slices, m.r))]
+            frozen[name] = (am.A.clone(), B.reshape(m.lora_B.shape).clone()) + ((am.magnitude.clone(),) if m.use_dora else ())
+        return cls(frozen)
 
     @contextlib.contextmanager
     def active(self, model):
-        """Inside the block `model` computes the reference policy. Use it under no_grad and before
-        the policy's forward: the adapter's tensors are swapped, not copied, and swapped back."""
-        if self.frozen is None:
-            from lora_studio.engine.lora import adapters_disabled
+        """Inside the block `model` computes the reference policy (under no_grad)."""
+        from lora_studio.engine.lora import adapters_disabled, lora_layers
 
+        if self.frozen is None:
             with adapters_disabled(model):
                 yield model
             return
-        params = adapter_tensors(model)
-        if len(params) != len(self.frozen):
+        layers = lora_layers(model)
+        if set(layers) != set(self.frozen):
             raise RuntimeError("the reference adapter does not match the model's adapters")
-        if any(hasattr(p, "full_tensor") for p in params):  # FSDP2 shards (DTensors): no swap of whole tensors
-            from lora_studio.engine.errors import UserError
-
-            raise UserError("DPO from a trained adapter (--from) under FSDP is not supported yet: use "
-                            "--distributed ddp, or one process")
-        kept = [p.data for p in params]
-        for p, f in zip(params, self.frozen):
-            p.data = f
+        for name, m in layers.items():
+            m.reference = self.frozen[name]
         try:
             yield model
         finally:
-            for p, k in zip(params, kept):
-                p.data = k
+            for m in layers.values():
+                m.reference = None
+
+
+def _layer_tensors(m) -> list[torch.Tensor]:
+    return [m.lora_A, m.lora_B] + ([m.lora_magnitude_vector] if m.use_dora else [])
 
 
 # -- one micro-batch --------------------------------------------------------------------------
@@ -226,14 +247,14 @@ class PreferenceObjective(Objective):
         self.packed = bool(getattr(t, "packing", False))  # a micro-batch's 2P sequences in one row
         self.kind, self.gamma = t.loss, float(t.simpo_gamma)
         self.beta = float(t.beta) or DEFAULT_BETA[t.loss]
-        self.from_adapter = bool(config.model.start_from)
+        self.from_adapter = config.model.start_from  # the run it starts from, or ""
         self.reference = Reference()
 
     def start(self, model):
-        """Once the run's starting adapter is in `model` (setup), before a checkpoint is loaded over
-        it: with `--from`, that adapter, frozen, is DPO's reference from here on (resume included)."""
+        """With `--from`, that run's adapter, frozen (read from its folder, laid out as `model`'s
+        layers), is DPO's reference from here on, resume included."""
         if self.from_adapter and self.kind == "dpo":
-            self.reference = Reference.of_start(model)
+            self.reference = Reference.of_folder(self.from_adapter, model)
 
     def prepare(self, cfg, tokenizer, seed: int = 42, label_names=None):
         """(prompt, chosen, rejected) pairs: engine/data_pref.py."""

@@ -404,6 +404,50 @@ def test_two_processes_train_the_same_dpo_adapter_as_one(folder, tmp_path):
         torch.testing.assert_close((rb[name].A, rb[name].B), (ra[name].A, ra[name].B), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_fsdp2_dpo_from_a_run_equals_one_process(folder, tmp_path):
+    """DPO --from under FSDP2 (refused before: the reference swapped whole tensors, FSDP2 holds
+    shards). Each layer now computes with its frozen tensors inside its forward, where FSDP2's
+    parameters are whole; the reference is read from the --from folder, so the processes that
+    build on meta have it too. With evaluation on and a validation split, as a user runs it:
+    2 processes x 2 pairs log what 1 process x 4 pairs does, from ln 2 at step 1."""
+    import torch.multiprocessing as mp
+
+    from lora_studio.engine.adapters import read_adapter
+    from lora_studio.engine.train import train
+
+    data = write(tmp_path / "pairs.jsonl", PAIRS * 4)
+    train(pref_config(folder, data, tmp_path / "start", max_steps=2))
+    start = {"start_from": str(tmp_path / "start")}
+
+    def config(out, **kw):
+        c = pref_config(folder, data, tmp_path / out, max_steps=2, eval_every=2, **kw).replace(model=start)
+        return c.replace(data={"validation_split": 0.25})
+
+    one = config("one", batch_size=4)
+    train(one)
+    two = config("two", batch_size=2, distributed="fsdp")
+    mp.spawn(_dist_worker, args=(2, str(tmp_path / "store"), two), nprocs=2, join=True)
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert a[0]["loss"] == pytest.approx(math.log(2), abs=1e-6) and b[0]["reward_margin"] == 0.0
+    for x, y in zip(a, b):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
+        assert x["reward_margin"] == pytest.approx(y["reward_margin"], abs=1e-5)
+    evals = lambda run: [m["eval_loss"] for m in read_metrics_all(run) if "eval_loss" in m]
+    assert len(evals(tmp_path / "one")) == len(evals(tmp_path / "two")) >= 2
+    for x, y in zip(evals(tmp_path / "one"), evals(tmp_path / "two")):
+        assert x == pytest.approx(y, abs=1e-5)
+    ra, rb = read_adapter(tmp_path / "one").modules, read_adapter(tmp_path / "two").modules
+    for name in ra:
+        torch.testing.assert_close((rb[name].A, rb[name].B), (ra[name].A, ra[name].B), rtol=0, atol=1e-5)
+
+
+def read_metrics_all(run):
+    from lora_studio.engine.runfolder import read_metrics
+
+    return read_metrics(run)
+
+
 @pytest.mark.parametrize("variant", ["nf4", "dora"])
 def test_qlora_and_dora_dpo_runs_start_at_ln2_and_train(folder, tmp_path, variant):
     """A 4-bit base (bitsandbytes on the CPU) or a DoRA adapter: the reference is still the base
