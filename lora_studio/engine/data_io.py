@@ -150,7 +150,7 @@ def _read_json(path: Path):
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # JSON lines with a .json name (Dataset.to_json writes these)
             return _from_list(_read_jsonl(path), path)
-        raise UserError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+        raise UserError(_json_problem(path, e, e.lineno)) from None
     if isinstance(obj, dict):
         lists = [v for v in obj.values() if isinstance(v, list)]
         if len(obj) == 1 and lists and all(isinstance(r, dict) for r in lists[0]):
@@ -203,6 +203,25 @@ def _check_utf8(path: Path, chunk: int = 1 << 20):
         raise UserError(f"data file {path} is empty (only whitespace)")
 
 
+_CONTROL = {"\t": ("tab", "\\t"), "\n": ("line break", "\\n"), "\r": ("carriage return", "\\r")}
+
+
+def _json_problem(path, e: json.JSONDecodeError, line: int, one_per_line: bool = False) -> str:
+    """Where the file stops being JSON and what to change there: json's own messages name no
+    character and end mid-sentence ("Invalid control character at")."""
+    what = e.msg.removesuffix(" at")
+    what = what[:1].lower() + what[1:]
+    if e.msg.startswith("Invalid control character"):
+        char = e.doc[e.pos]
+        name, escape = _CONTROL.get(char, (f"control character U+{ord(char):04X}", f"\\u{ord(char):04x}"))
+        what = f"a raw {name} inside a string; write it as {escape}"
+    elif one_per_line and e.msg.startswith("Unterminated string"):
+        what = "a string not closed on its line; write a line break inside a string as \\n"
+    elif one_per_line and e.msg == "Extra data":
+        what = "more than one JSON value on the line; write one object per line"
+    return f"{path} is not valid JSON at line {line}, column {e.colno}: {what}"
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     """Parse JSON lines in Python: slower than datasets' reader, but names the first bad line."""
     rows = []
@@ -211,9 +230,9 @@ def _read_jsonl(path: Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))  # columns count within the line, as an editor shows them
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}: line {number} is not valid JSON ({e.msg}, column {e.colno})") from None
+                raise UserError(_json_problem(path, e, number, one_per_line=True)) from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}: line {number} is not a JSON object ({{\"column\": value, …}})")
             rows.append(row)
