@@ -63,13 +63,20 @@ class DataView(QWidget):
         self._problem("")
         self._reading = path or "the demo dataset"
         self.source.setText(f"Reading {self._reading} …")
+        self._cards("…", "reading the file")
+
+    def _cards(self, value: str, sub: str):
+        for card in (self.examples, self.tokens, self.truncated, self.labels):
+            card.set(value, sub)
 
     def _failed(self, failure):
         self._problem(failure.message)
         self._check_gen += 1
         self.trained.show_check(None)
+        self._cards("–", "data not usable (see below)")  # never the previous data's numbers, nor "tokenizing"
         if getattr(self, "_reading", None):  # the file itself could not be read: no old rows under its name
             self.source.setText(f"Could not read {self._reading}")
+            self._cards("–", "file not read (see below)")
             self.model.clear()
             self._reading = None
 
@@ -97,8 +104,7 @@ class DataView(QWidget):
             if not short:
                 self.table.setColumnWidth(i, 460)
         header.setStretchLastSection(True)
-        for card in (self.examples, self.tokens, self.truncated, self.labels):
-            card.set("…", "tokenizing")
+        self._cards("…", "tokenizing")
 
     def show_stats(self, s):
         tr, va = s.train, s.validation

@@ -1,0 +1,60 @@
+"""GUI walkthrough #45, #47, #48, #50: data the run cannot use (wrong columns, one label, a malformed
+line, a missing file) left the Data tab's stat cards on the previous file's numbers or on
+"… tokenizing"; with nothing ticked in the Targets grid Start stayed enabled and opened a dialog.
+Each test types, clicks and presses keys as a user does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from gui_helpers import typed
+from PySide6.QtCore import Qt
+
+SHOTS = Path("/tmp/dataview-shots")
+
+
+def _bad_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.jsonl"
+    rows = {"columns": [{"review": "fine", "stars": 4}] * 12,
+            "one-label": [{"text": f"good thing {i}", "label": "pos"} for i in range(12)]}
+    if kind in rows:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows[kind]))
+    elif kind == "malformed":
+        path.write_text('{"text": "a\tb", "label": "pos"}\n')  # a raw tab inside a string
+    return path  # "missing": never written
+
+
+def _cards(view) -> list[tuple[str, str]]:
+    return [(c.value.text(), c.sub.text()) for c in (view.examples, view.tokens, view.truncated, view.labels)]
+
+
+def _read(qtbot, window, path: Path, signal):
+    """Type a data path in the Data panel and press Enter, as a user does."""
+    with qtbot.waitSignal(signal, timeout=60_000):
+        typed(qtbot, window.data_panel.path, str(path))
+        qtbot.keyClick(window.data_panel.path, Qt.Key_Return)
+
+
+@pytest.mark.parametrize("kind, why", [("columns", "data not usable"), ("one-label", "data not usable"),
+                                       ("malformed", "file not read"), ("missing", "file not read")])
+def test_unusable_data_clears_the_stat_cards(qtbot, window, tmp_path, tiny_data, kind, why):
+    view = window.data_view
+    window.resize(1280, 800)
+    window.tabs.setCurrentWidget(view.parentWidget())
+    before = _cards(view)
+    assert before[0][0] == "36 / 12" and "mean" in before[1][0]
+    _read(qtbot, window, _bad_file(tmp_path, kind), window.session.data_failed)
+    qtbot.wait(100)  # a late "tokenizing" would land here
+    assert _cards(view) == [("–", f"{why} (see below)")] * 4, kind
+    assert view.problem.isVisible() and view.problem.text()
+    assert not window.header.start.isEnabled() and window.header.state.text() == "Data not usable: see the Data tab"
+    if kind == "malformed":
+        assert view.problem.text().endswith("is not valid JSON at line 1, column 12: a raw tab inside a string; "
+                                            "write it as \\t")
+        SHOTS.mkdir(exist_ok=True)
+        window.grab().save(str(SHOTS / "data-tab-malformed-1280x800.png"))
+    _read(qtbot, window, tiny_data, window.session.data_stats)
+    assert _cards(view) == before and window.header.start.isEnabled()
+
