@@ -92,12 +92,14 @@ class MainWindow(QMainWindow):
         self.training.sig_export.connect(self.export)
         self.training.sig_open.connect(self.open_run)
         self.training.sig_try.connect(lambda: self.tabs.setCurrentWidget(self.tryit.parentWidget()))
-        self.model_panel.sig_failed.connect(self._model_failed)
+        self.model_panel.sig_failed.connect(lambda failure, ref: self.error("Cannot use this model", failure))
         s.model_ready.connect(self._model_ready)
         s.model_loading.connect(lambda ref: self._block("model", "Loading model …"))
         s.model_failed.connect(lambda f, ref: self._block("model"))
         s.data_loading.connect(lambda path: self._block("data"))
         s.data_stats.connect(lambda stats: self._block("data"))
+        s.cells_changed.connect(lambda: self._block("targets", s.cells_problem and (  # the grid says more
+            "Targets: tick a projection" if not s.cells else "Targets: see the Targets tab")))
         s.data_failed.connect(lambda f: (self._block("data", "Data not usable: see the Data tab"),
                                          self.statusBar().showMessage(f"data: {f.message}", 8000)))
         self.variants.changed.connect(lambda: s.set_variants(self.variants.values()))
@@ -196,11 +198,8 @@ class MainWindow(QMainWindow):
         """A dialog that says what went wrong and what to do (failure_dialog.show_failure); the app keeps running."""
         show_failure(self, failure, title)
 
-    def _model_failed(self, failure, ref):
-        self.error("Cannot use this model", failure)
-
     def _block(self, what: str, why: str = ""):
-        """Start waits while `what` (model | data) is not usable; `why` empty: it is again."""
+        """Start waits while `what` (model | data | targets) is not usable; `why` empty: it is again."""
         was = bool(self._blocked)
         self._blocked.pop(what, None)
         if why:

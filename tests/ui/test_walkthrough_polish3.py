@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from gui_helpers import typed
+from gui_helpers import captured_start, typed
 from PySide6.QtCore import Qt
 
 SHOTS = Path("/tmp/dataview-shots")
@@ -58,3 +58,24 @@ def test_unusable_data_clears_the_stat_cards(qtbot, window, tmp_path, tiny_data,
     _read(qtbot, window, tiny_data, window.session.data_stats)
     assert _cards(view) == before and window.header.start.isEnabled()
 
+
+def test_nothing_ticked_blocks_start_until_a_projection_is_ticked(qtbot, window, monkeypatch, dialogs):
+    started = captured_start(window, monkeypatch)
+    start, chip = window.header.start, window.header.state
+    window.resize(1280, 800)
+    qtbot.waitUntil(lambda: window.width() == 1280, timeout=5_000)
+    assert start.isEnabled() and chip.text() == "Ready"
+    qtbot.mouseClick(window.grid.clear, Qt.LeftButton)
+    assert not start.isEnabled() and not window.act_start.isEnabled()
+    assert chip.text() == "Targets: tick a projection"
+    qtbot.waitUntil(lambda: chip.toolTip() == "", timeout=2_000)  # whole at 1280 once laid out, not "…"
+    window.activateWindow()
+    qtbot.keyClick(window, Qt.Key_Return, Qt.ControlModifier)  # Run ▸ Start's shortcut
+    qtbot.mouseClick(start, Qt.LeftButton)
+    assert started == [] and dialogs.shown == []  # no "Cannot start training" dialog
+    box = window.grid.cell("q", 0)
+    qtbot.mouseClick(box, Qt.LeftButton)
+    assert box.isChecked() and window.session.cells == {("q", 0)}
+    assert start.isEnabled() and window.act_start.isEnabled() and chip.text() == "Ready"
+    qtbot.keyClick(window, Qt.Key_Return, Qt.ControlModifier)
+    assert len(started) == 1 and started[0].lora.targets == ["q"] and started[0].lora.layers == "0"
