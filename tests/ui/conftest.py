@@ -30,6 +30,9 @@ def isolated_settings(qapp, tmp_path_factory):
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path_factory.mktemp("settings")))
     QCoreApplication.setOrganizationName("LoRA Studio Tests")
     QCoreApplication.setApplicationName("LoRA Studio Tests")
+    # the runs folder too: a developer's own ~/Documents/LoRA Studio/runs showed up in tests as
+    # "the last run … was stopped" banners
+    QSettings().setValue("folders/runs_root", str(tmp_path_factory.mktemp("runs-root")))
     from lora_studio.ui import app
 
     app.create_app()  # style and palette, as the real app

@@ -85,8 +85,8 @@ class TrainingPlots(QWidget):
         lay.setSpacing(4)
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 0, 0, 0)
-        self.log_loss = QCheckBox("Log scale (loss)")
-        self.log_loss.setToolTip("Logarithmic loss axis: late, small improvements stay visible")
+        self.log_loss = QCheckBox("Log scale")
+        self.log_loss.setToolTip("A logarithmic axis for the loss plot: late, small improvements stay visible")
         self.save_plot = QPushButton("Save plot…")
         self.save_plot.setToolTip("The plots as a PNG image")
         self.save_data = QPushButton("Save data…")
@@ -104,13 +104,14 @@ class TrainingPlots(QWidget):
         # the legend is a label in this bar, outside the plots: it never covers a curve
         self.legend = QLabel()
         self.legend.setTextFormat(Qt.RichText)
+        # wraps between its entries on a narrow window: the bar never sets the window's minimum width
+        self.legend.setWordWrap(True)
         bar.addWidget(self.log_loss)
         bar.addSpacing(12)
         bar.addWidget(smoothing_label)
         bar.addWidget(self.smoothing)
         bar.addSpacing(12)
-        bar.addWidget(self.legend)
-        bar.addStretch(1)
+        bar.addWidget(self.legend, 1)  # the room left: one line whenever it fits
         bar.addWidget(self.save_plot)
         bar.addWidget(self.save_data)
         lay.addLayout(bar)
@@ -393,7 +394,7 @@ class TrainingPlots(QWidget):
         self.lr_curve.setPen(pg.mkPen(p["lr"], width=2))
         self.norm_curve.setPen(pg.mkPen(p["ema"], width=1.5))
         marks = (("━", p["raw"]), ("━", p["ema"]), ("●", p["eval"]))
-        self.legend.setText("&nbsp;&nbsp;&nbsp;".join(
+        self.legend.setText("&nbsp;&nbsp; ".join(
             f'<span style="color:{color}">{mark}</span>&nbsp;<span style="color:{c["muted"]}">{name}</span>'
             for (mark, color), name in zip(marks, self.legend_names)))
         self._theme = theme
