@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 
 LIGHT = {
     "bg": "#f4f5f8", "surface": "#ffffff", "input": "#ffffff", "alt": "#f8f9fb", "border": "#e1e4ea",
+    "input_off": "#f4f5f8",  # a disabled input: greyer than the white panel
     "text": "#1b2130", "muted": "#6a7385", "chip": "#e8ebf0",
     "accent": "#5b50e8", "accent_hover": "#4a3fd6", "soft": "#eeecfd", "accent_border": "#cfcaf9",
     "ok": "#138a4b", "ok_soft": "#e3f5ea", "warn": "#b25e00", "warn_soft": "#fdf0dc",
@@ -17,6 +18,7 @@ LIGHT = {
 }
 DARK = {
     "bg": "#14161b", "surface": "#1c1f26", "input": "#23272f", "alt": "#20232a", "border": "#2e333d",
+    "input_off": "#1c1f26",  # a disabled input: the panel's own colour, never darker (darker reads as active)
     "text": "#e7e9ef", "muted": "#9199a8", "chip": "#2c313b",
     "accent": "#8c84ff", "accent_hover": "#9d96ff", "soft": "#2a2850", "accent_border": "#4b4690",
     "ok": "#4ccb85", "ok_soft": "#173325", "warn": "#f0a44b", "warn_soft": "#3a2a14",
