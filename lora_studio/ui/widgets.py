@@ -5,12 +5,11 @@ from __future__ import annotations
 import html
 import re
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPainter, QPixmap, QValidator
 from PySide6.QtSvg import QSvgRenderer
-from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                               QSizePolicy, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout,
+                               QLabel, QLineEdit, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from lora_studio.core.units import human_bytes, human_count
 
@@ -238,6 +237,43 @@ class NumberValidator(QValidator):
         if re.fullmatch(r"[0-9.,eE+\- \u00a0]*", text) is None:
             return QValidator.Invalid, text, pos
         return (QValidator.Acceptable if parse_number(text) is not None else QValidator.Intermediate), text, pos
+
+
+class RangeSpin(QDoubleSpinBox):
+    """A number field that says why a typed number was not taken. A plain spin box is silent: it
+    drops a key that would go past the maximum (or a minus sign), and on Enter puts the last value
+    back for a number under the minimum.
+
+    Signals:
+        refused(str): "<name> takes <span>, not <typed>" (the field kept its last value)
+    """
+
+    refused = Signal(str)
+
+    def __init__(self, name: str, lo: float, hi: float, span: str, decimals: int = 2, step: float = 1.0):
+        super().__init__()
+        self.name, self.span = name, span
+        self.setRange(lo, hi)
+        self.setDecimals(decimals)
+        self.setSingleStep(step)
+
+    def validate(self, text, pos):
+        result = super().validate(text, pos)
+        if result[0] == QValidator.Invalid:  # the key is dropped: say why now
+            self._check(text)
+        return result
+
+    def fixup(self, text):
+        self._check(text)  # under the minimum (typing was still allowed: "1" may become "12")
+        return super().fixup(text)
+
+    def _check(self, text: str):
+        typed = str(text).removeprefix(self.prefix()).removesuffix(self.suffix()).strip()
+        value = parse_number(typed)
+        if value is None and typed.startswith("-") and self.minimum() >= 0:
+            self.refused.emit(f"{self.name} takes {self.span}, not a negative number")
+        elif value is not None and not self.minimum() <= value <= self.maximum():
+            self.refused.emit(f"{self.name} takes {self.span}, not {typed}")
 
 
 def commit_edits():

@@ -1,6 +1,7 @@
 """Training settings: length (steps or epochs), learning rate, batch and accumulation,
 precision, device (GPUs by name and memory), one or all GPUs (a torchrun subprocess), the
-command for a cluster, evaluation/checkpoint cadence, run folder."""
+command for a cluster, evaluation/checkpoint cadence, run folder; folded under Advanced: warmup,
+weight decay, gradient clipping and the checkpoints kept."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit,
-                               QMessageBox, QPushButton, QSpinBox, QStackedWidget)
+                               QMessageBox, QPushButton, QSpinBox, QStackedWidget, QToolButton)
 
 from lora_studio.core import names
 from lora_studio.ui.session import Session
-from lora_studio.ui.widgets import NumberValidator, Section, icon, label, parse_number
+from lora_studio.ui.widgets import ElidedLabel, NumberValidator, RangeSpin, Section, icon, label, parse_number
 from lora_studio.ui.bind import bind
 from lora_studio.ui.failure_dialog import show_failure
 
@@ -24,6 +25,7 @@ LOSS_TIPS = {"dpo": "Direct Preference Optimization: chosen over rejected, measu
              "simpo": "SimPO: length-normalised log-probs with a target margin gamma; no reference"}
 PRECISIONS = tuple((p, "Auto (bf16 GPU · fp32 CPU)" if p == "auto" else p) for p in names.PRECISIONS)
 SCHEDULES = names.SCHEDULES
+ADVANCED_KEY = "sections/Training/advanced/collapsed"  # the Advanced fold starts folded
 
 
 def spin(lo: int, hi: int, tip: str, step: int = 1, suffix: str = "") -> QSpinBox:
@@ -118,7 +120,67 @@ class TrainingSettings(Section):
         orow.addWidget(self.out, 1)
         orow.addWidget(browse)
         self.form.addRow("Run folder", orow)
+        self._advanced_rows()
         self._wire(session)
+
+    def _advanced_rows(self):
+        """Warmup, weight decay, gradient clipping and kept checkpoints, in rows of the same form (their
+        labels align with the others) behind a fold that says their values while folded."""
+        self.advanced = QToolButton()
+        self.advanced.setObjectName("Link")
+        self.advanced.setToolTip("Warmup, weight decay, gradient clipping and the checkpoints kept")
+        self.advanced.clicked.connect(lambda: self.set_advanced_folded(not self.advanced_folded))
+        self.advanced_summary = ElidedLabel("", "Hint")
+        fold = QHBoxLayout()
+        fold.addWidget(self.advanced)
+        fold.addWidget(self.advanced_summary, 1)
+        self.form.addRow(fold)
+        self.warmup = RangeSpin("Warmup", 0.0, 99.9, "0 to 99.9 % of the steps", decimals=1)
+        self.warmup.setSuffix(" % of steps")
+        self.warmup.setToolTip("Linear warmup of the learning rate over this share of the steps (warmup_ratio), "
+                               "then the schedule. A configuration with warmup_steps above 0 (File ▸ Load, or the "
+                               "chat demo) overrides it; a share typed here replaces those steps.")
+        self.warmup_steps = label("", "Hint", wrap=True)
+        self.decay = RangeSpin("Weight decay", 0.0, 10.0, "0 (off) to 10", decimals=4, step=0.01)
+        self.decay.setSpecialValueText("off")
+        self.decay.setToolTip("AdamW's decoupled weight decay on the trained parameters (A, B, a head); "
+                              "0 = off, 0.01 to 0.1 is common")
+        self.clip = RangeSpin("Gradient clipping", 0.0, 1000.0, "a norm of 0 (off) to 1000", decimals=2, step=0.1)
+        self.clip.setSpecialValueText("off")
+        self.clip.setPrefix("norm ≤ ")
+        self.clip.setToolTip("Gradient clipping (max_grad_norm): each step's gradients are scaled down to this "
+                             "global L2 norm when above it; 0 = off (the norm is still plotted)")
+        self.keep = RangeSpin("Keep", 1, 10000, "1 to 10000 checkpoints", decimals=0)
+        self.keep.setSuffix(" checkpoints")
+        self.keep.setToolTip("The newest checkpoints kept in the run folder's checkpoints/ (older ones are deleted "
+                             "as new ones are saved); a run continues from the newest")
+        self.advanced_problem = label("", "Error", wrap=True)  # why a typed number was not taken
+        rows = (("Warmup", self.warmup), ("", self.warmup_steps), ("Weight decay", self.decay),
+                ("Grad clipping", self.clip), ("Keep", self.keep), ("", self.advanced_problem))
+        for name, w in rows:
+            self.form.addRow(name, w)
+        for w in (self.warmup, self.decay, self.clip, self.keep):
+            w.refused.connect(self._refused)
+        self.set_advanced_folded(QSettings().value(ADVANCED_KEY, True, type=bool))
+
+    def set_advanced_folded(self, folded: bool):
+        self.advanced_folded = bool(folded)
+        QSettings().setValue(ADVANCED_KEY, self.advanced_folded)
+        self.advanced.setText(("▸ " if folded else "▾ ") + "Advanced")
+        self._advanced_visibility()
+
+    def _advanced_visibility(self):
+        """Unfolded: the four fields, and the two notes when they say something; folded: the summary."""
+        shown = not self.advanced_folded
+        for w in (self.warmup, self.decay, self.clip, self.keep):
+            self.form.setRowVisible(w, shown)
+        for note in (self.warmup_steps, self.advanced_problem):
+            self.form.setRowVisible(note, shown and bool(note.text()))
+        self.advanced_summary.setVisible(self.advanced_folded)
+
+    def _refused(self, message: str):
+        self.advanced_problem.setText(message)
+        self._advanced_visibility()
 
     def _preference_rows(self):
         """Loss, beta and SimPO's gamma: shown for the preference task only (gamma for SimPO only)."""
@@ -162,6 +224,13 @@ class TrainingSettings(Section):
         self.loss.activated.connect(lambda _: s.set_train(loss=self.loss.currentData()))
         self.beta.valueChanged.connect(lambda v: s.set_train(beta=float(v)))
         self.gamma.valueChanged.connect(lambda v: s.set_train(simpo_gamma=float(v)))
+        # a share typed here is the warmup: steps of a loaded configuration would override it
+        self.warmup.valueChanged.connect(lambda v: s.set_train(warmup_ratio=round(v / 100, 4), warmup_steps=0))
+        self.decay.valueChanged.connect(lambda v: s.set_train(weight_decay=float(v)))
+        self.clip.valueChanged.connect(lambda v: s.set_train(max_grad_norm=float(v)))
+        self.keep.valueChanged.connect(lambda v: s.set_train(keep_checkpoints=int(v)))
+        for w in (self.warmup, self.decay, self.clip, self.keep):  # a value taken: the refusal is old news
+            w.valueChanged.connect(lambda _: self._refused(""))
         s.changed.connect(lambda sec: sec in ("train", "out", "model") and self._sync())
         s.model_ready.connect(self._devices)
         self._devices(None)
@@ -280,3 +349,15 @@ class TrainingSettings(Section):
                                "per step")
         if self.out.text() != self.session.draft.out and not self.out.hasFocus():
             self.out.setText(self.session.draft.out)
+        self._sync_advanced(t)
+
+    def _sync_advanced(self, t):
+        for w, v in ((self.warmup, round(t.warmup_ratio * 100, 6)), (self.decay, t.weight_decay),
+                     (self.clip, t.max_grad_norm), (self.keep, t.keep_checkpoints)):
+            bind(w, v)
+        self.warmup_steps.setText(f"{t.warmup_steps} warmup steps from the configuration override the share; "
+                                  "typing a share replaces them" if t.warmup_steps > 0 else "")
+        warmup = f"{t.warmup_steps} steps" if t.warmup_steps > 0 else f"{t.warmup_ratio * 100:g} %"
+        decay, clip = (f"{v:g}" if v > 0 else "off" for v in (t.weight_decay, t.max_grad_norm))
+        self.advanced_summary.setText(f"warmup {warmup} · decay {decay} · clip {clip} · keep {t.keep_checkpoints}")
+        self._advanced_visibility()
