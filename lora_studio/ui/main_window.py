@@ -338,6 +338,7 @@ class MainWindow(QMainWindow):
         if state != "idle" or not self.run_dir or self._blocked or self.study.running:
             self.header.set_state(text, kind)
         running = state != "idle"
+        self.training.set_waiting(next(iter(self._blocked.values())) if self._blocked and not running else "")
         startable = not running and not self._blocked and not self.study.running  # one run at a time
         self.header.start.setEnabled(startable)
         self.act_start.setEnabled(startable)

@@ -68,6 +68,8 @@ def test_nothing_ticked_blocks_start_until_a_projection_is_ticked(qtbot, window,
     qtbot.mouseClick(window.grid.clear, Qt.LeftButton)
     assert not start.isEnabled() and not window.act_start.isEnabled()
     assert chip.text() == "Targets: tick a projection"
+    # the Training tab's Step card says so too (it said "ready: press Start" with Start disabled)
+    assert window.training.step.sub.text() == "Start waits · Targets: tick a projection"
     qtbot.waitUntil(lambda: chip.toolTip() == "", timeout=2_000)  # whole at 1280 once laid out, not "…"
     window.activateWindow()
     qtbot.keyClick(window, Qt.Key_Return, Qt.ControlModifier)  # Run ▸ Start's shortcut
@@ -77,5 +79,6 @@ def test_nothing_ticked_blocks_start_until_a_projection_is_ticked(qtbot, window,
     qtbot.mouseClick(box, Qt.LeftButton)
     assert box.isChecked() and window.session.cells == {("q", 0)}
     assert start.isEnabled() and window.act_start.isEnabled() and chip.text() == "Ready"
+    assert window.training.step.sub.text() == "ready: press Start (Ctrl+Enter)"
     qtbot.keyClick(window, Qt.Key_Return, Qt.ControlModifier)
     assert len(started) == 1 and started[0].lora.targets == ["q"] and started[0].lora.layers == "0"

@@ -33,6 +33,10 @@ def eval_line(step: int, loss, accuracy) -> str:
     return text + (f"\nacc. {accuracy:.1%}" if accuracy is not None else "")
 
 
+READY = "ready: press Start (Ctrl+Enter)"
+WAITING = "Start waits · "
+
+
 class Banner(QFrame):
     """One line about the run with up to two actions."""
 
@@ -147,8 +151,14 @@ class TrainingView(QWidget, Part):
     def apply_theme(self, name: str):
         self.plots.apply_theme(name)
 
+    def set_waiting(self, why: str):
+        """Before a run, the Step card says what Start waits for (model, data, targets), or that it
+        is ready: it said "press Start" while Start was disabled. A run's own text is left alone."""
+        if self.step.sub.text().startswith((READY, WAITING)):
+            self.step.sub.setText(f"{WAITING}{why}" if why else READY)
+
     def reset(self):
-        self.step.set("–", "ready: press Start (Ctrl+Enter)")
+        self.step.set("–", READY)
         self.loss.set("–", "")
         self.speed.set("–", "tokens / s")
         self.eta.set("–", "")
