@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from lora_studio.core.names import PREFERENCE_BETA
-from lora_studio.engine.loss import CHUNK, _chunk_logits, supports_fused_loss, target_rows
+from lora_studio.engine.loss import CHUNK, _chunk_logits, chunk_space, supports_fused_loss, target_rows
 from lora_studio.engine.objective import Objective
 
 LOSSES = ("dpo", "orpo", "simpo")
@@ -78,10 +78,11 @@ class LinearLogProb(torch.autograd.Function):
     def forward(ctx, h, weight, bias, y, chunk: int):
         out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
         grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if ctx.needs_input_grad[0] else None
+        space = chunk_space(h, weight, chunk)  # one logits buffer for all chunks on a CPU
         for i in range(0, h.shape[0], chunk):
             yc = y[i:i + chunk]
             rows = torch.arange(len(yc), device=h.device)
-            logits = _chunk_logits(h[i:i + chunk], weight, bias)  # (c, V) float32
+            logits = _chunk_logits(h[i:i + chunk], weight, bias, space)  # (c, V) float32
             top = logits.amax(dim=1, keepdim=True)
             target = logits[rows, yc]
             logits.sub_(top).exp_()
