@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QAbstractSpinBox, QBoxLayout, QComboBox, QHBoxLayout, QScrollArea, QSplitter, QTabWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractSpinBox, QBoxLayout, QComboBox, QHBoxLayout, QScrollArea, QSplitter, QStatusBar,
+                               QTabWidget, QVBoxLayout, QWidget)
 
 from lora_studio.ui.adapter_panel import AdapterPanel
 from lora_studio.ui.budget_panel import BudgetDetails, SavingsCards
@@ -27,7 +27,7 @@ from lora_studio.ui.training.settings import TrainingSettings
 from lora_studio.ui.training.view import TrainingView
 from lora_studio.ui.tryit import TryItView
 from lora_studio.ui.variants_panel import VariantsPanel
-from lora_studio.ui.widgets import Section, label, padded
+from lora_studio.ui.widgets import ElidedLabel, Section, label, padded
 
 
 class TargetsPage(QWidget):
@@ -142,7 +142,32 @@ def build(w):
     cl.addWidget(w.header)
     cl.addWidget(w.splitter, 1)
     w.setCentralWidget(central)
+    w.setStatusBar(StatusBar())
     w.statusBar().addPermanentWidget(label("Ctrl+Enter start · Space pause · Ctrl+. stop", "Hint"))
+
+
+class StatusBar(QStatusBar):
+    """The status line: a message shortens with "…" beside the shortcut hint, the whole text in
+    its tooltip (QStatusBar's own message was cut mid-word where the hint sits: a long data error)."""
+
+    def __init__(self):
+        super().__init__()
+        self.message = ElidedLabel("", min_chars=12)
+        self.addWidget(self.message, 1)
+        self._clear = QTimer(self, singleShot=True)
+        self._clear.timeout.connect(self.clearMessage)
+
+    def showMessage(self, text: str, timeout: int = 0):
+        self.message.setText(text)
+        self._clear.stop()
+        if timeout > 0:
+            self._clear.start(timeout)
+
+    def clearMessage(self):
+        self.message.setText("")
+
+    def currentMessage(self) -> str:
+        return self.message.text()
 
 
 def actions(w):

@@ -82,3 +82,23 @@ def test_nothing_ticked_blocks_start_until_a_projection_is_ticked(qtbot, window,
     assert window.training.step.sub.text() == "ready: press Start (Ctrl+Enter)"
     qtbot.keyClick(window, Qt.Key_Return, Qt.ControlModifier)
     assert len(started) == 1 and started[0].lora.targets == ["q"] and started[0].lora.layers == "0"
+
+
+def test_a_long_status_message_shortens_beside_the_shortcut_hint(qtbot, window):
+    """The status line cut a long data error mid-word where the shortcut hint sits: it now ends
+    in "…" with the whole text in its tooltip, and clears after its timeout as before."""
+    from PySide6.QtWidgets import QLabel
+
+    window.resize(1280, 800)
+    qtbot.waitUntil(lambda: window.width() == 1280, timeout=5_000)
+    bar = window.statusBar()
+    text = ("data: /home/someone/Documents/datasets/customer-support/train-2026-12.jsonl is not valid JSON at "
+            "line 1841, column 12: a raw tab inside a string; write it as \\t")
+    bar.showMessage(text, 300)
+    qtbot.waitUntil(lambda: bar.message.toolTip() == text, timeout=2_000)
+    shown = QLabel.text(bar.message)  # what is painted (ElidedLabel.text() is the whole text)
+    assert shown.endswith("…") and bar.currentMessage() == text
+    assert bar.message.fontMetrics().horizontalAdvance(shown) <= bar.message.width()
+    hint = next(w for w in bar.findChildren(QLabel) if "Ctrl+Enter" in w.text())
+    assert hint.isVisible() and bar.message.geometry().right() < hint.geometry().left()
+    qtbot.waitUntil(lambda: bar.currentMessage() == "", timeout=3_000)
