@@ -97,7 +97,7 @@ class MainWindow(QMainWindow):
         s.model_loading.connect(lambda ref: self._block("model", "Loading model …"))
         s.model_failed.connect(lambda f, ref: self._block("model"))
         s.data_loading.connect(lambda path: self._block("data"))
-        s.data_stats.connect(lambda stats: self._block("data"))
+        s.data_stats.connect(lambda stats: (self._block("data"), self.statusBar().clear_if("data:")))
         s.cells_changed.connect(lambda: self._block("targets", s.cells_problem and (  # the grid says more
             "Targets: tick a projection" if not s.cells else "Targets: see the Targets tab")))
         s.data_failed.connect(lambda f: (self._block("data", "Data not usable: see the Data tab"),

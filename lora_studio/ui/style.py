@@ -28,7 +28,7 @@ DARK = {
 PLOT = {
     "light": {"raw": "#c4bff8", "ema": "#5b50e8", "eval": "#e0772b", "acc": "#138a4b", "lr": "#2f8fd8",
               "grid": 0.18},  # grid: alpha for pyqtgraph's showGrid (the spectra plots use it)
-    "dark": {"raw": "#4b4790", "ema": "#a39dff", "eval": "#f5a25d", "acc": "#4ccb85", "lr": "#5ab0ff",
+    "dark": {"raw": "#6b66b8", "ema": "#a39dff", "eval": "#f5a25d", "acc": "#4ccb85", "lr": "#5ab0ff",
              "grid": 0.22},
 }
 FONTS = ["Inter", "Segoe UI", "SF Pro Text", "Helvetica Neue", "Cantarell", "Noto Sans", "DejaVu Sans"]

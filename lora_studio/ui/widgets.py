@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, Signal
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QPainter, QPixmap, QValidator
 from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout,
@@ -256,24 +256,34 @@ class RangeSpin(QDoubleSpinBox):
         self.setRange(lo, hi)
         self.setDecimals(decimals)
         self.setSingleStep(step)
+        self.setKeyboardTracking(False)  # taken on Enter or leaving the field, not key by key ("15" of "150")
 
     def validate(self, text, pos):
         result = super().validate(text, pos)
-        if result[0] == QValidator.Invalid:  # the key is dropped: say why now
-            self._check(text)
+        if result[0] == QValidator.Invalid and self._check(text):  # the key is dropped: say why now
+            # and show the value kept: "150" left "15" in the field, which Enter then took silently
+            QTimer.singleShot(0, self._show_kept)
         return result
+
+    def _show_kept(self):
+        self.lineEdit().setText(self.prefix() + self.textFromValue(self.value()) + self.suffix())
+        self.selectAll()
 
     def fixup(self, text):
         self._check(text)  # under the minimum (typing was still allowed: "1" may become "12")
         return super().fixup(text)
 
-    def _check(self, text: str):
+    def _check(self, text: str) -> bool:
+        """Say why `text` is not taken, if it is a number out of range (or negative). True if said."""
         typed = str(text).removeprefix(self.prefix()).removesuffix(self.suffix()).strip()
         value = parse_number(typed)
         if value is None and typed.startswith("-") and self.minimum() >= 0:
             self.refused.emit(f"{self.name} takes {self.span}, not a negative number")
         elif value is not None and not self.minimum() <= value <= self.maximum():
             self.refused.emit(f"{self.name} takes {self.span}, not {typed}")
+        else:
+            return False
+        return True
 
 
 def commit_edits():

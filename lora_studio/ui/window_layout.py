@@ -169,6 +169,11 @@ class StatusBar(QStatusBar):
     def currentMessage(self) -> str:
         return self.message.text()
 
+    def clear_if(self, prefix: str):
+        """Clear a message about something fixed since (a data error, once the data loads)."""
+        if self.currentMessage().startswith(prefix):
+            self.clearMessage()
+
 
 def actions(w):
     """The menus; sets w.act_open_run, act_export, act_start, act_pause, act_stop, act_continue."""

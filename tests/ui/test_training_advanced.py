@@ -88,8 +88,16 @@ def test_out_of_range_input_is_refused_with_a_clear_message(qtbot, window, monke
     unfold(qtbot, s)
     problem = s.advanced_problem
     assert not problem.isVisible()
-    typed(qtbot, s.warmup, "150")  # the 0 is dropped: 15 %
-    assert s.warmup.value() == 15 and problem.isVisible()
+    before = s.warmup.value()
+    typed(qtbot, s.warmup, "150")  # the 0 is dropped, and the field shows the value it keeps
+    assert problem.isVisible() and problem.text() == "Warmup takes 0 to 99.9 % of the steps, not 150"
+    qtbot.waitUntil(lambda: s.warmup.text() == s.warmup.textFromValue(before) + s.warmup.suffix(), timeout=2_000)
+    qtbot.keyClick(s.warmup, Qt.Key_Return)  # Enter no longer takes the "15" left by the dropped key
+    assert s.warmup.value() == before and problem.isVisible()
+    typed(qtbot, s.warmup, "15")
+    qtbot.keyClick(s.warmup, Qt.Key_Return)
+    assert s.warmup.value() == 15 and not problem.isVisible()
+    typed(qtbot, s.warmup, "150")
     assert problem.text() == "Warmup takes 0 to 99.9 % of the steps, not 150"
     typed(qtbot, s.clip, "-1")
     assert problem.text() == "Gradient clipping takes a norm of 0 (off) to 1000, not -1"
@@ -98,7 +106,8 @@ def test_out_of_range_input_is_refused_with_a_clear_message(qtbot, window, monke
     qtbot.keyClick(s.keep, Qt.Key_Return, Qt.ControlModifier)
     assert problem.text() == "Keep takes 1 to 10000 checkpoints, not 0"
     assert started[-1].train.keep_checkpoints == 3 and started[-1].train.warmup_ratio == 0.15
-    typed(qtbot, s.decay, "0.1")  # a value taken: the message goes
+    typed(qtbot, s.decay, "0.1")  # a value taken (on Enter): the message goes
+    qtbot.keyClick(s.decay, Qt.Key_Return)
     assert not problem.isVisible() and window.session.draft.train.weight_decay == 0.1
 
 

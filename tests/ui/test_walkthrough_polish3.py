@@ -102,3 +102,57 @@ def test_a_long_status_message_shortens_beside_the_shortcut_hint(qtbot, window):
     hint = next(w for w in bar.findChildren(QLabel) if "Ctrl+Enter" in w.text())
     assert hint.isVisible() and bar.message.geometry().right() < hint.geometry().left()
     qtbot.waitUntil(lambda: bar.currentMessage() == "", timeout=3_000)
+
+
+def test_phi_axis_labels_as_many_as_fit_at_1280(qtbot, window, tmp_path):
+    """A 2 vs 16 sweep at 1280: the j axis labelled all 16 rows on a ~200 px heatmap and the
+    numbers overprinted each other; now a label needs 15 px, so a 1-2-5 step thins them."""
+    import numpy as np
+
+    from gui_helpers import axis_labels
+
+    window.resize(1280, 800)
+    window.tabs.setCurrentWidget(window.study)
+    heatmap = window.study.phi.heatmap
+    phi = np.linspace(0.0, 1.0, 32).reshape(2, 16)
+    window.study.show_summary({"runs": [], "similarity": [
+        {"targets": "q-v", "seed": 42, "rank_a": 2, "rank_b": 16, "phi": {"query": phi.tolist()}}]})
+    vb = heatmap.getPlotItem().getViewBox()
+
+    def readable():
+        rects = sorted((r for r, _ in axis_labels(heatmap.getPlotItem().getAxis("left"))), key=lambda r: r.top())
+        return rects and all(a.bottom() <= b.top() + 0.5 for a, b in zip(rects, rects[1:]))
+
+    qtbot.waitUntil(lambda: vb.height() > 50 and readable(), timeout=5_000)
+    labels = [t for _, t in axis_labels(heatmap.getPlotItem().getAxis("left"))]
+    assert 2 <= len(labels) <= max(2, vb.height() // 15) and labels[0] == "1"
+
+
+def test_an_epoch_name_at_the_end_of_the_run_stays_inside_the_plot(qtbot):
+    """An epoch boundary on the last step named itself right of its line, off the plot ("epo")."""
+    from lora_studio.ui.training.plots import TrainingPlots
+
+    plots = TrainingPlots()
+    qtbot.addWidget(plots)
+    plots.resize(900, 500)
+    plots.show()
+    plots.set_total(10)
+    for step in range(1, 11):
+        plots.add_step(step, 1.0 / step, 1e-3, 0.5, epoch=step / 10 + (0.0 if step < 10 else 0.0001))
+    plots.flush()
+    line = next(m for m in plots._marks if m.getViewBox() is plots.loss.getViewBox())
+    vb = plots.loss.getViewBox()
+    qtbot.waitUntil(lambda: vb.sceneBoundingRect().contains(line.label.mapRectToScene(line.label.boundingRect())),
+                    timeout=3_000)
+    assert line.label.toPlainText() == "epoch 2"
+
+
+def test_a_data_error_leaves_the_status_line_once_the_data_loads(qtbot, window):
+    """The status line kept "data: … does not exist" for 8 s after a good file had loaded."""
+    bar = window.statusBar()
+    bar.showMessage("data: /tmp/missing.jsonl does not exist: check the path", 8000)
+    window.session.data_stats.emit(window.session.stats)
+    assert bar.currentMessage() == ""
+    bar.showMessage("checkpoint saved: runs/x/checkpoints/step-4", 4000)
+    window.session.data_stats.emit(window.session.stats)
+    assert bar.currentMessage().startswith("checkpoint saved")  # only a data message goes

@@ -312,7 +312,13 @@ class Heatmap(_Base):
             self.placeholder.setPos(vb.viewRect().center())
 
     def _ticks(self, axis: str, n: int, labels):
-        step = tick_step(n, 16 if axis == "left" else 12)
+        """Labels at a 1-2-5 step, as many as the axis has room for (15 px a row label, 30 px a
+        column label): 16 row labels on a 200 px heatmap overprinted each other."""
+        room = self.getPlotItem().getViewBox().height() if axis == "left" else self.getPlotItem().getViewBox().width()
+        most = 16 if axis == "left" else 12
+        if room > 1:
+            most = max(2, min(most, int(room // (15 if axis == "left" else 30))))
+        step = tick_step(n, most)
         o = self.origin
         major = [(o + i, labels[i] if labels else str(o + i)) for i in range(n)
                  if i % step == 0 or (labels is None and i == n - 1 and n > 1 and (n - 1) % step > step // 2)]
@@ -350,10 +356,15 @@ class Heatmap(_Base):
         self._fit_cells()
 
     def _fit_cells(self, *_):
-        """Values in the cells only while they are large enough to read (else: on hover)."""
-        if not self.cells or self.data.ndim != 2:
+        """Values in the cells only while they are large enough to read (else: on hover); the axes'
+        labels as many as fit."""
+        if self.data.ndim != 2 or self.data.size == 0:
             return
         rows, cols = self.data.shape
+        self._ticks("bottom", cols, self.col_labels)
+        self._ticks("left", rows, self.row_labels)
+        if not self.cells:
+            return
         size = self.getPlotItem().getViewBox().size()
         fits = size.height() / rows >= 15 and size.width() / cols >= 30
         for t in self.cells:

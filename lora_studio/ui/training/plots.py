@@ -96,6 +96,7 @@ class TrainingPlots(QWidget):
         self.smoothing.setSingleStep(0.05)
         self.smoothing.setDecimals(2)
         self.smoothing.setValue(_saved_smoothing())
+        self.smoothing.setKeyboardTracking(False)  # on Enter or leaving the field: "0.3" is not "0" first
         self.smoothing.setToolTip("Smoothing of the loss curve and the loss card: the weight of the past in an "
                                   "exponential moving average, debiased as in TensorBoard (0 = raw, 0.99 = "
                                   "very smooth). The raw curve stays drawn thin behind it.")
@@ -238,6 +239,8 @@ class TrainingPlots(QWidget):
         if total > 0:
             for p in self.plots:
                 p.setXRange(0, total, padding=0.02)
+        if self.epochs:  # an epoch name near the new end goes to the left of its line
+            self._draw_epochs()
 
     def add_step(self, step: int, loss: float, lr: float, grad_norm: float = math.nan,
                  epoch: float | None = None):
@@ -408,9 +411,11 @@ class TrainingPlots(QWidget):
         c = style.colors(getattr(self, "_theme", style.current()))
         pen = pg.mkPen(c["muted"], width=1, style=Qt.DashLine)
         for step, epoch in self.epochs:
+            # the name right of its line, or left of it near the end of the run (it was cut to "epo")
+            side = [(1, 0), (1, 0)] if self.total and step > 0.85 * self.total else [(0, 0), (0, 0)]
             for p in self.plots:
                 opts = dict(label=f"epoch {epoch + 1}", labelOpts=dict(position=0.95, color=c["muted"],
-                                                                       anchors=[(0, 0), (0, 0)])) if p is self.loss else {}
+                                                                       anchors=side)) if p is self.loss else {}
                 line = pg.InfiniteLine(pos=step, angle=90, pen=pen, movable=False, **opts)
                 line.setZValue(-50)
                 p.addItem(line, ignoreBounds=True)

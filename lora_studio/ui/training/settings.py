@@ -23,7 +23,7 @@ LOSS_TIPS = {"dpo": "Direct Preference Optimization: chosen over rejected, measu
                     "(the base, or the adapter it starts from)",
              "orpo": "ORPO: the chosen answer's language-model loss plus an odds-ratio penalty; no reference",
              "simpo": "SimPO: length-normalised log-probs with a target margin gamma; no reference"}
-PRECISIONS = tuple((p, "Auto (bf16 GPU · fp32 CPU)" if p == "auto" else p) for p in names.PRECISIONS)
+PRECISIONS = tuple((p, "Auto (bf16; CPU fp32)" if p == "auto" else p) for p in names.PRECISIONS)
 SCHEDULES = names.SCHEDULES
 ADVANCED_KEY = "sections/Training/advanced/collapsed"  # the Advanced fold starts folded
 
@@ -181,6 +181,15 @@ class TrainingSettings(Section):
     def _refused(self, message: str):
         self.advanced_problem.setText(message)
         self._advanced_visibility()
+        if message:  # below the last row: scrolled into view, not half under the sidebar's edge
+            from PySide6.QtCore import QTimer
+            from PySide6.QtWidgets import QScrollArea
+
+            area = self.parentWidget()
+            while area is not None and not isinstance(area, QScrollArea):
+                area = area.parentWidget()
+            if area is not None:
+                QTimer.singleShot(0, lambda: area.ensureWidgetVisible(self.advanced_problem, 0, 8))
 
     def _preference_rows(self):
         """Loss, beta and SimPO's gamma: shown for the preference task only (gamma for SimPO only)."""
