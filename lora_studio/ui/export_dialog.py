@@ -41,7 +41,7 @@ class Outcome(QPlainTextEdit):
     """Each export's result: at least HEIGHT px (the style sheet's min-height of inputs, set again at each
     polish, left 30) and asking for no more: it scrolls, and on a short screen the form keeps the rest."""
 
-    HEIGHT = 110
+    HEIGHT = 90  # a few lines: the rest of a short screen goes to the form (it scrolls past that)
 
     def event(self, event) -> bool:
         handled = super().event(event)

@@ -116,7 +116,7 @@ def test_fits_the_screen_and_never_squashes_a_row(qtbot, tmp_path, monkeypatch, 
     qtbot.waitUntil(lambda: dialog.export.isEnabled(), timeout=60_000)
     assert set(dialog.result) == {"merged", "adapter"}, (dialog.state.text(), dialogs.shown)
     qtbot.wait(50)
-    assert dialog.outcome.isVisible() and dialog.outcome.height() >= 110
+    assert dialog.outcome.isVisible() and dialog.outcome.height() >= dialog.outcome.HEIGHT
     assert squashed(dialog) == []
     assert usable.contains(dialog.frameGeometry())
 
