@@ -192,6 +192,11 @@ class Reference:
         if set(layers) != set(self.frozen):
             raise RuntimeError("the reference adapter does not match the model's adapters")
         for name, m in layers.items():
+            # on the layer's device and dtype once (read from a file, they start on the CPU), not
+            # copied over at every reference forward
+            at = m.lora_A
+            if any(t.device != at.device or t.dtype != at.dtype for t in self.frozen[name]):
+                self.frozen[name] = tuple(t.to(device=at.device, dtype=at.dtype) for t in self.frozen[name])
             m.reference = self.frozen[name]
         try:
             yield model
