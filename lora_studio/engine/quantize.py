@@ -238,25 +238,28 @@ def _gap_precision(run_dir, device: torch.device) -> str:
     resolved for this device. "auto" was bf16 on every GPU (GPU review N20), emulated and slow on
     a pre-Ampere one, where the run itself trained in fp16; a bf16 run checked on such a GPU
     computes in fp16 too."""
-    from pathlib import Path
-
-    from lora_studio.config import RunConfig
-    from lora_studio.engine.runfolder import RUN_FILE, run_of
     from lora_studio.engine.models import bf16_native, resolve_precision
 
-    path = run_of(Path(run_dir)) / RUN_FILE
-    precision = RunConfig.load(path).train.precision if path.is_file() else "auto"
+    config = _run_config(run_dir)
+    precision = config.train.precision if config else "auto"
     if device.type != "cuda" or (precision == "bf16" and not bf16_native(device)):
         precision = "auto"  # a CPU computes in fp32 whatever the run used
     return resolve_precision(precision, device)
 
 
-def run_quantize(run_dir) -> str:
-    """The `quantize` a run folder was trained with ("none" for a plain PEFT adapter folder)."""
+def _run_config(run_dir):
+    """The RunConfig a run folder (or one of its checkpoints) was trained with; None for a plain
+    PEFT adapter folder."""
     from pathlib import Path
 
     from lora_studio.config import RunConfig
     from lora_studio.engine.runfolder import RUN_FILE, run_of
 
     path = run_of(Path(run_dir)) / RUN_FILE  # a checkpoint folder: its run's settings
-    return RunConfig.load(path).model.quantize if path.is_file() else "none"
+    return RunConfig.load(path) if path.is_file() else None
+
+
+def run_quantize(run_dir) -> str:
+    """The `quantize` a run folder was trained with ("none" for a plain PEFT adapter folder)."""
+    config = _run_config(run_dir)
+    return config.model.quantize if config else "none"

@@ -53,12 +53,16 @@ def test_pissa_resumed_on_another_random_stream_trains_on_the_same_residual(tmp_
     resumed run, and a load of the checkpoint, build the residual from them. Another device is
     simulated by one extra random draw before each SVD in the resumed process."""
     from lora_studio.engine import inits
+    from lora_studio.engine.runfolder import read_metrics
 
     monkeypatch.setattr(inits, "EXACT_SVD_BELOW", 1)  # the randomised SVD, as for a real model's matrices
     data = _classification_data(tmp_path / "d.jsonl", 64)
-    full = _config(tmp_path / "full", bert_folder, data, {"init": "pissa"}, {})
+    # as a user runs it: evaluation on, a validation split (the shared _config turns both off)
+    user = lambda out: _config(out, bert_folder, data, {"init": "pissa"}, {"eval_every": 4}).replace(
+        data={"validation_split": 0.25})
+    full = user(tmp_path / "full")
     assert isinstance(T.train(full), T.Finished)
-    part = _config(tmp_path / "part", bert_folder, data, {"init": "pissa"}, {})
+    part = user(tmp_path / "part")
     control = T.Control()
     T.train(part, lambda e: isinstance(e, T.Step) and e.step == 3 and control.stop(), control)
     ckpt = Path(part.out) / "checkpoints" / "step-3"
@@ -72,6 +76,8 @@ def test_pissa_resumed_on_another_random_stream_trains_on_the_same_residual(tmp_
     monkeypatch.setattr(torch, "svd_lowrank", other_stream)
     assert isinstance(T.train(part, resume=part.out), T.Finished)
     assert _losses(part.out) == _losses(full.out)
+    evals = lambda run: [r["eval_loss"] for r in read_metrics(run) if "eval_loss" in r]
+    assert len(evals(full.out)) >= 2 and evals(part.out)[-1] == evals(full.out)[-1]
     # a checkpoint loaded on a fresh base (try, export, spectra) builds the same residual too
     x = tiny.inputs()
     x["input_ids"] = x["input_ids"] + 1000
